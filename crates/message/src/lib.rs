@@ -1,0 +1,17 @@
+//! The message model shared by every Hermod crate: spool ids, envelope
+//! addresses, the message itself (meta, data, attempts), scheduled-queue
+//! names and header editing. `lua` exposes the Message object to policies.
+
+pub mod accept;
+mod address;
+pub mod headers;
+mod id;
+pub mod lua;
+mod message;
+pub mod queue_name;
+
+pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo};
+pub use address::{AddressError, EnvelopeAddress};
+pub use id::{IdError, SpoolId};
+pub use message::{Message, MessageError, SpoolRecord};
+pub use queue_name::QueueNameComponents;

@@ -1,0 +1,274 @@
+//! The Message and EnvelopeAddress objects as policies see them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mlua::{
+    ExternalResult, IntoLua, Lua, LuaSerdeExt, MetaMethod, SerializeOptions, UserData, UserDataFields,
+    UserDataMethods, Value as LuaValue,
+};
+use serde_json::Value;
+
+use crate::{EnvelopeAddress, Message};
+
+/// JSON → Lua: null becomes nil and arrays carry the array marker, so they
+/// re-encode as arrays even when empty.
+pub fn json_to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
+    let opts = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false);
+    lua.to_value_with(v, opts)
+}
+
+/// Lua → JSON with mlua's rules: nil → null, sequences → arrays, other tables
+/// → objects, functions and threads → error.
+pub fn lua_to_json(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
+    lua.from_value(v)
+}
+
+fn address_arg(v: LuaValue) -> mlua::Result<EnvelopeAddress> {
+    match v {
+        LuaValue::String(s) => EnvelopeAddress::parse(&s.to_str()?).into_lua_err(),
+        LuaValue::UserData(ud) => Ok(ud.borrow::<EnvelopeAddress>()?.clone()),
+        other => Err(mlua::Error::runtime(format!(
+            "expected an address string or EnvelopeAddress, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+impl UserData for EnvelopeAddress {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("user", |_, this| Ok(this.user().to_string()));
+        fields.add_field_method_get("domain", |_, this| Ok(this.domain().to_string()));
+        fields.add_field_method_get("email", |_, this| Ok(this.email().to_string()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.to_string()));
+        methods.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
+            Ok(other.borrow::<EnvelopeAddress>().map(|o| *o == *this).unwrap_or(false))
+        });
+    }
+}
+
+/// Something Lua sees as a Message. `touch` lets the legacy-constructor
+/// mode learn whether a constructor used its `message` global.
+trait MessageHandle: Send + 'static {
+    fn message(&self) -> &Message;
+    fn touch(&self) {}
+}
+
+impl MessageHandle for Message {
+    fn message(&self) -> &Message {
+        self
+    }
+}
+
+/// A Message that records any use, bound to the legacy global `message`.
+#[derive(Clone)]
+pub struct TrackedMessage {
+    pub message: Message,
+    pub touched: Arc<AtomicBool>,
+}
+
+impl MessageHandle for TrackedMessage {
+    fn message(&self) -> &Message {
+        &self.message
+    }
+    fn touch(&self) {
+        self.touched.store(true, Ordering::SeqCst);
+    }
+}
+
+fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
+    methods.add_method("id", |_, this, ()| {
+        this.touch();
+        Ok(this.message().id().to_string())
+    });
+    methods.add_method("get_data", |lua, this, ()| {
+        this.touch();
+        lua.create_string(this.message().data().into_lua_err()?.as_ref())
+    });
+    methods.add_method("set_data", |_, this, data: mlua::String| {
+        this.touch();
+        this.message().set_data(data.as_bytes().to_vec());
+        Ok(())
+    });
+    methods.add_method("get_meta", |lua, this, key: String| {
+        this.touch();
+        match this.message().get_meta(&key) {
+            Some(v) => json_to_lua(lua, &v),
+            None => Ok(LuaValue::Nil),
+        }
+    });
+    methods.add_method("set_meta", |lua, this, (key, value): (String, LuaValue)| {
+        this.touch();
+        let json = lua_to_json(lua, value)?;
+        this.message().set_meta(key, json);
+        Ok(())
+    });
+    methods.add_method("sender", |_, this, ()| {
+        this.touch();
+        Ok(this.message().sender())
+    });
+    methods.add_method("set_sender", |_, this, v: LuaValue| {
+        this.touch();
+        this.message().set_sender(address_arg(v)?);
+        Ok(())
+    });
+    methods.add_method("recipient", |lua, this, ()| {
+        this.touch();
+        let r = this.message().recipients();
+        match r.len() {
+            0 => Ok(LuaValue::Nil),
+            1 => r.into_iter().next().into_lua(lua),
+            _ => r.into_lua(lua),
+        }
+    });
+    methods.add_method("recipient_list", |_, this, ()| {
+        this.touch();
+        Ok(this.message().recipients())
+    });
+    methods.add_method("set_recipient", |_, this, v: LuaValue| {
+        this.touch();
+        let list = match v {
+            LuaValue::Table(t) => t
+                .sequence_values::<LuaValue>()
+                .map(|v| v.and_then(address_arg))
+                .collect::<mlua::Result<Vec<_>>>()?,
+            other => vec![address_arg(other)?],
+        };
+        this.message().set_recipients(list);
+        Ok(())
+    });
+    methods.add_method("queue_name", |_, this, ()| {
+        this.touch();
+        this.message().queue_name().into_lua_err()
+    });
+    methods.add_method("num_attempts", |_, this, ()| {
+        this.touch();
+        Ok(this.message().num_attempts())
+    });
+    methods.add_method("get_first_named_header_value", |_, this, name: String| {
+        this.touch();
+        this.message().get_first_named_header_value(&name).into_lua_err()
+    });
+    methods.add_method("get_all_named_header_values", |_, this, name: String| {
+        this.touch();
+        this.message().get_all_named_header_values(&name).into_lua_err()
+    });
+    methods.add_method(
+        "append_header",
+        |_, this, (name, value, encode): (String, String, Option<bool>)| {
+            this.touch();
+            this.message()
+                .append_header(&name, &value, encode.unwrap_or(false))
+                .into_lua_err()
+        },
+    );
+    methods.add_method(
+        "prepend_header",
+        |_, this, (name, value, encode): (String, String, Option<bool>)| {
+            this.touch();
+            this.message()
+                .prepend_header(&name, &value, encode.unwrap_or(false))
+                .into_lua_err()
+        },
+    );
+    methods.add_method("remove_all_named_headers", |_, this, name: String| {
+        this.touch();
+        this.message().remove_all_named_headers(&name).into_lua_err()
+    });
+    methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+        Ok(format!("Message({})", this.message().id()))
+    });
+}
+
+impl UserData for Message {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        register(methods);
+    }
+}
+
+impl UserData for TrackedMessage {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        register(methods);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SpoolId;
+    use serde_json::{json, Map};
+
+    fn lua_with_msg() -> (Lua, Message) {
+        let lua = Lua::new();
+        let m = Message::new(
+            SpoolId::new(),
+            EnvelopeAddress::parse("a@example.com").unwrap(),
+            vec![EnvelopeAddress::parse("b@nats").unwrap()],
+            Map::new(),
+            &b"Subject: hi\r\n\r\nbody"[..],
+        );
+        lua.globals().set("msg", m.clone()).unwrap();
+        (lua, m)
+    }
+
+    #[test]
+    fn lua_can_read_and_edit_a_message() {
+        let (lua, m) = lua_with_msg();
+        lua.load(
+            r#"
+            assert(msg:sender().email == 'a@example.com')
+            assert(msg:sender().domain == 'example.com')
+            assert(tostring(msg:recipient()) == 'b@nats')
+            assert(#msg:id() == 32)
+            assert(msg:get_first_named_header_value('subject') == 'hi')
+            msg:set_meta('x_list', {})
+            msg:set_meta('x_n', 5)
+            msg:set_meta('queue', 'q1')
+            assert(msg:get_meta('nope') == nil)
+            assert(msg:queue_name() == 'q1')
+            msg:append_header('X-A', 'v')
+            msg:set_recipient({'c@d', 'e@f'})
+            assert(#msg:recipient() == 2)
+        "#,
+        )
+        .exec()
+        .unwrap();
+        assert_eq!(m.get_meta("x_list"), Some(json!({})));
+        assert_eq!(m.get_meta("x_n"), Some(json!(5)));
+        assert!(String::from_utf8_lossy(&m.data().unwrap()).contains("X-A: v\r\n\r\n"));
+    }
+
+    #[test]
+    fn meta_arrays_keep_their_array_marker() {
+        let (lua, m) = lua_with_msg();
+        m.set_meta("x_arr", json!([]));
+        lua.load("msg:set_meta('x_copy', msg:get_meta('x_arr'))").exec().unwrap();
+        assert_eq!(m.get_meta("x_copy"), Some(json!([])));
+    }
+
+    #[test]
+    fn setting_a_function_as_meta_is_an_error() {
+        let (lua, _m) = lua_with_msg();
+        assert!(lua.load("msg:set_meta('x', function() end)").exec().is_err());
+    }
+
+    #[test]
+    fn tracked_message_records_use() {
+        let lua = Lua::new();
+        let (_, m) = lua_with_msg();
+        let t = TrackedMessage {
+            message: m,
+            touched: Arc::new(AtomicBool::new(false)),
+        };
+        lua.globals().set("message", t.clone()).unwrap();
+        lua.load("local x = 1").exec().unwrap();
+        assert!(!t.touched.load(Ordering::SeqCst));
+        lua.load("local d = message:get_data()").exec().unwrap();
+        assert!(t.touched.load(Ordering::SeqCst));
+    }
+}

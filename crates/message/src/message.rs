@@ -1,0 +1,355 @@
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+use crate::headers::{self, HeaderError};
+use crate::queue_name::{QueueNameComponents, QueueNameError};
+use crate::{EnvelopeAddress, SpoolId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    QueueName(#[from] QueueNameError),
+    #[error("message data is not loaded")]
+    DataNotLoaded,
+    #[error("corrupt spool record: {0}")]
+    Corrupt(String),
+}
+
+struct Inner {
+    sender: EnvelopeAddress,
+    recipients: Vec<EnvelopeAddress>,
+    meta: Map<String, Value>,
+    /// `None` while the message waits in a scheduled queue: its bytes stay in the spool.
+    data: Option<Bytes>,
+    num_attempts: u32,
+    due: Option<SystemTime>,
+    meta_dirty: bool,
+    data_dirty: bool,
+}
+
+/// A message. Cheap to clone: clones share one state, which is what lets a
+/// Lua handler edit the message that Rust later spools.
+#[derive(Clone)]
+pub struct Message {
+    id: SpoolId,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// What is stored in the meta spool, matching KumoMTA's on-disk meta JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpoolRecord {
+    pub sender: EnvelopeAddress,
+    #[serde(with = "one_or_many")]
+    pub recipient: Vec<EnvelopeAddress>,
+    #[serde(default)]
+    pub meta: Map<String, Value>,
+    #[serde(default)]
+    pub schedule: Option<Value>,
+}
+
+mod one_or_many {
+    use super::EnvelopeAddress;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[EnvelopeAddress], s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(EnvelopeAddress),
+        Many(Vec<EnvelopeAddress>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvelopeAddress>, D::Error> {
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(a) => vec![a],
+            OneOrMany::Many(v) => v,
+        })
+    }
+}
+
+impl Message {
+    pub fn new(
+        id: SpoolId,
+        sender: EnvelopeAddress,
+        recipients: Vec<EnvelopeAddress>,
+        meta: Map<String, Value>,
+        data: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            id,
+            inner: Arc::new(Mutex::new(Inner {
+                sender,
+                recipients,
+                meta,
+                data: Some(data.into()),
+                num_attempts: 0,
+                due: None,
+                meta_dirty: true,
+                data_dirty: true,
+            })),
+        }
+    }
+
+    /// Rebuild a message from its spool record; `data` may be left unloaded.
+    pub fn from_spool(id: SpoolId, record: SpoolRecord, data: Option<Bytes>) -> Self {
+        Self {
+            id,
+            inner: Arc::new(Mutex::new(Inner {
+                sender: record.sender,
+                recipients: record.recipient,
+                meta: record.meta,
+                data,
+                num_attempts: 0,
+                due: None,
+                meta_dirty: false,
+                data_dirty: false,
+            })),
+        }
+    }
+
+    pub fn id(&self) -> SpoolId {
+        self.id
+    }
+
+    pub fn created(&self) -> SystemTime {
+        self.id.created()
+    }
+
+    pub fn sender(&self) -> EnvelopeAddress {
+        self.inner.lock().sender.clone()
+    }
+
+    pub fn set_sender(&self, a: EnvelopeAddress) {
+        let mut g = self.inner.lock();
+        g.sender = a;
+        g.meta_dirty = true;
+    }
+
+    pub fn recipients(&self) -> Vec<EnvelopeAddress> {
+        self.inner.lock().recipients.clone()
+    }
+
+    pub fn first_recipient(&self) -> Option<EnvelopeAddress> {
+        self.inner.lock().recipients.first().cloned()
+    }
+
+    pub fn set_recipients(&self, r: Vec<EnvelopeAddress>) {
+        let mut g = self.inner.lock();
+        g.recipients = r;
+        g.meta_dirty = true;
+    }
+
+    pub fn get_meta(&self, key: &str) -> Option<Value> {
+        self.inner.lock().meta.get(key).cloned()
+    }
+
+    /// `Value::Null` stores null, which reads back as absent.
+    pub fn set_meta(&self, key: impl Into<String>, value: Value) {
+        let mut g = self.inner.lock();
+        g.meta.insert(key.into(), value);
+        g.meta_dirty = true;
+    }
+
+    pub fn meta(&self) -> Map<String, Value> {
+        self.inner.lock().meta.clone()
+    }
+
+    pub fn data(&self) -> Result<Bytes, MessageError> {
+        self.inner.lock().data.clone().ok_or(MessageError::DataNotLoaded)
+    }
+
+    pub fn is_data_loaded(&self) -> bool {
+        self.inner.lock().data.is_some()
+    }
+
+    pub fn data_len(&self) -> usize {
+        self.inner.lock().data.as_ref().map(|d| d.len()).unwrap_or(0)
+    }
+
+    pub fn set_data(&self, data: impl Into<Bytes>) {
+        let mut g = self.inner.lock();
+        g.data = Some(data.into());
+        g.data_dirty = true;
+    }
+
+    /// Load data read back from the spool without marking it dirty.
+    pub fn load_data(&self, data: Bytes) {
+        self.inner.lock().data = Some(data);
+    }
+
+    /// Drop the in-memory bytes while the message waits; they remain in the spool.
+    pub fn unload_data(&self) {
+        let mut g = self.inner.lock();
+        if !g.data_dirty {
+            g.data = None;
+        }
+    }
+
+    pub fn num_attempts(&self) -> u32 {
+        self.inner.lock().num_attempts
+    }
+
+    pub fn set_num_attempts(&self, n: u32) {
+        self.inner.lock().num_attempts = n;
+    }
+
+    pub fn increment_attempts(&self) -> u32 {
+        let mut g = self.inner.lock();
+        g.num_attempts += 1;
+        g.num_attempts
+    }
+
+    pub fn due(&self) -> Option<SystemTime> {
+        self.inner.lock().due
+    }
+
+    pub fn set_due(&self, due: Option<SystemTime>) {
+        self.inner.lock().due = due;
+    }
+
+    pub fn is_meta_dirty(&self) -> bool {
+        self.inner.lock().meta_dirty
+    }
+
+    pub fn is_data_dirty(&self) -> bool {
+        self.inner.lock().data_dirty
+    }
+
+    /// Called by the spool once the current state is durably stored.
+    pub fn mark_clean(&self) {
+        let mut g = self.inner.lock();
+        g.meta_dirty = false;
+        g.data_dirty = false;
+    }
+
+    pub fn queue_name(&self) -> Result<String, MessageError> {
+        let g = self.inner.lock();
+        let domain = g.recipients.first().map(|r| r.domain().to_string());
+        Ok(QueueNameComponents::compute(&g.meta, domain.as_deref())?)
+    }
+
+    pub fn spool_record(&self) -> SpoolRecord {
+        let g = self.inner.lock();
+        SpoolRecord {
+            sender: g.sender.clone(),
+            recipient: g.recipients.clone(),
+            meta: g.meta.clone(),
+            schedule: None,
+        }
+    }
+
+    pub fn spool_record_json(&self) -> Vec<u8> {
+        // Serialising plain strings and a JSON map cannot fail.
+        serde_json::to_vec(&self.spool_record()).unwrap_or_default()
+    }
+
+    pub fn parse_spool_record(bytes: &[u8]) -> Result<SpoolRecord, MessageError> {
+        serde_json::from_slice(bytes).map_err(|e| MessageError::Corrupt(e.to_string()))
+    }
+
+    fn edit_data(&self, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, HeaderError>) -> Result<(), MessageError> {
+        let mut g = self.inner.lock();
+        let data = g.data.as_ref().ok_or(MessageError::DataNotLoaded)?;
+        let new = f(data)?;
+        g.data = Some(new.into());
+        g.data_dirty = true;
+        Ok(())
+    }
+
+    pub fn get_first_named_header_value(&self, name: &str) -> Result<Option<String>, MessageError> {
+        Ok(headers::get_first_named(&self.data()?, name))
+    }
+
+    pub fn get_all_named_header_values(&self, name: &str) -> Result<Vec<String>, MessageError> {
+        Ok(headers::get_all_named(&self.data()?, name))
+    }
+
+    pub fn append_header(&self, name: &str, value: &str, encode: bool) -> Result<(), MessageError> {
+        self.edit_data(|d| headers::append(d, name, value, encode))
+    }
+
+    pub fn prepend_header(&self, name: &str, value: &str, encode: bool) -> Result<(), MessageError> {
+        self.edit_data(|d| headers::prepend(d, name, value, encode))
+    }
+
+    pub fn remove_all_named_headers(&self, name: &str) -> Result<(), MessageError> {
+        self.edit_data(|d| Ok(headers::remove_all_named(d, name)))
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.inner.lock();
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("sender", &g.sender)
+            .field("recipients", &g.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg() -> Message {
+        Message::new(
+            SpoolId::new(),
+            EnvelopeAddress::parse("a@example.com").unwrap(),
+            vec![EnvelopeAddress::parse("b@Nats").unwrap()],
+            Map::new(),
+            &b"Subject: x\r\n\r\nbody"[..],
+        )
+    }
+
+    #[test]
+    fn clones_share_state() {
+        let m = msg();
+        let m2 = m.clone();
+        m2.set_meta("queue", json!("q"));
+        assert_eq!(m.get_meta("queue"), Some(json!("q")));
+        assert_eq!(m.queue_name().unwrap(), "q");
+    }
+
+    #[test]
+    fn spool_record_round_trips_and_uses_a_string_for_one_recipient() {
+        let m = msg();
+        m.set_meta("x_a", json!([1, 2]));
+        let bytes = m.spool_record_json();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["recipient"], json!("b@Nats"));
+        let rec = Message::parse_spool_record(&bytes).unwrap();
+        let back = Message::from_spool(m.id(), rec, None);
+        assert_eq!(back.queue_name().unwrap(), "nats");
+        assert_eq!(back.get_meta("x_a"), Some(json!([1, 2])));
+        assert!(matches!(back.data(), Err(MessageError::DataNotLoaded)));
+    }
+
+    #[test]
+    fn corrupt_spool_records_are_reported() {
+        assert!(matches!(Message::parse_spool_record(b"{nope"), Err(MessageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn unload_keeps_dirty_data() {
+        let m = msg();
+        m.unload_data();
+        assert!(m.is_data_loaded(), "dirty data must not be dropped before it is spooled");
+        m.mark_clean();
+        m.unload_data();
+        assert!(!m.is_data_loaded());
+    }
+}

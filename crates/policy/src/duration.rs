@@ -1,0 +1,75 @@
+//! Durations as policies write them: a number of seconds (fractions allowed)
+//! or a humantime string such as `"20 minutes"`, `"1h 30m"`, `"7 days"`.
+
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<f64>() {
+        return from_secs(n);
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+pub fn from_secs(n: f64) -> Result<Duration, String> {
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("invalid duration {n}: must be a non-negative number of seconds"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|e| format!("invalid duration {n}: {e}"))
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration: seconds as a number, or a string like \"5 minutes\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse(v).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        from_secs(v).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        from_secs(v as f64).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+}
+
+/// `#[serde(deserialize_with = "hermod_policy::duration::deserialize")]`
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor)
+}
+
+/// For `Option<Duration>` fields (add `#[serde(default)]`).
+pub fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_documented_form() {
+        assert_eq!(parse("1 minute").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse("20m").unwrap(), Duration::from_secs(1200));
+        assert_eq!(parse("7 days").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(from_secs(0.25).unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn rejects_garbage_and_negatives_with_the_input_named() {
+        let e = parse("soon").unwrap_err();
+        assert!(e.contains("\"soon\""), "{e}");
+        assert!(from_secs(-1.0).is_err());
+    }
+}

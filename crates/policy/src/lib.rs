@@ -1,0 +1,39 @@
+//! The Lua policy engine: context pool, `kumo.on` event registry, the core
+//! `kumo` functions, init-global propagation, and the helpers every Lua
+//! module crate uses (strict config decoding, durations, located errors).
+
+pub mod config;
+pub mod duration;
+mod engine;
+pub mod errors;
+mod events;
+mod extras;
+mod kumo;
+pub mod portable;
+mod pool;
+pub mod queue_config;
+pub mod startup;
+
+pub use engine::{Context, Engine, EngineOptions, LegacyMode, Registrar};
+pub use errors::{CallError, PolicyError, Reject};
+pub use hermod_message::lua::{json_to_lua, lua_to_json};
+pub use queue_config::{ProtocolConfig, QueueConfig};
+
+/// The `kumo` module table of a context (`package.loaded.kumo`).
+pub fn kumo_table(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
+    loaded.get("kumo")
+}
+
+/// Get or create the sub-table `kumo.<name>` (e.g. `kumo.nats`).
+pub fn kumo_subtable(lua: &mlua::Lua, name: &str) -> mlua::Result<mlua::Table> {
+    let kumo = kumo_table(lua)?;
+    match kumo.get::<Option<mlua::Table>>(name)? {
+        Some(t) => Ok(t),
+        None => {
+            let t = lua.create_table()?;
+            kumo.set(name, t.clone())?;
+            Ok(t)
+        }
+    }
+}

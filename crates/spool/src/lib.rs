@@ -1,0 +1,1 @@
+//! hermod-spool
