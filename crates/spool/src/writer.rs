@@ -1,0 +1,221 @@
+//! The group-commit writer: one thread drains every queued request, writes
+//! one batch per RocksDB instance with a synced WAL write, then answers all
+//! of them. Concurrent stores therefore share fsyncs instead of queueing
+//! behind one another's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hermod_message::SpoolId;
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::oneshot;
+
+use crate::db::{cf, Dbs, DATA_CF, META_CF};
+use crate::error::SpoolError;
+
+/// Stop draining once a group holds this much, bounding memory and the
+/// latency of the requests that arrived first.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
+pub(crate) enum Op {
+    Put {
+        id: SpoolId,
+        data: Option<Bytes>,
+        meta: Option<Vec<u8>>,
+    },
+    Remove {
+        id: SpoolId,
+    },
+}
+
+impl Op {
+    fn size(&self) -> usize {
+        match self {
+            Op::Put { data, meta, .. } => {
+                data.as_ref().map_or(0, |d| d.len()) + meta.as_ref().map_or(0, |m| m.len())
+            }
+            Op::Remove { .. } => 16,
+        }
+    }
+}
+
+pub(crate) struct Request {
+    pub ops: Vec<Op>,
+    pub reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+pub(crate) enum Cmd {
+    Write(Request),
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub group_commits: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub messages_written: AtomicU64,
+    pub removals: AtomicU64,
+    pub failed_groups: AtomicU64,
+}
+
+/// Body of the writer thread; returns when every sender is gone.
+pub(crate) fn run(dbs: Arc<Dbs>, rx: mpsc::Receiver<Cmd>, counters: Arc<Counters>) {
+    while let Ok(Cmd::Write(first)) = rx.recv() {
+        let mut bytes: usize = first.ops.iter().map(Op::size).sum();
+        let mut group = vec![first];
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(Cmd::Write(r)) => {
+                    bytes += r.ops.iter().map(Op::size).sum::<usize>();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = {
+            let _guard = dbs.commit_lock.lock();
+            commit(&dbs, &group, &counters)
+        };
+        if let Err(e) = &result {
+            counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, requests = group.len(), "spool group commit failed");
+        }
+        for r in group {
+            // A caller that stopped waiting is not an error for the others.
+            let _ = r.reply.send(result.clone());
+        }
+    }
+    tracing::debug!("spool writer stopped");
+}
+
+fn write_opts(sync: bool) -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(sync);
+    o
+}
+
+fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), SpoolError> {
+    let ops = || group.iter().flat_map(|r| r.ops.iter());
+    // The last operation on an id decides whether its data is deleted: a
+    // remove followed by a store of the same id in one group keeps the data.
+    let mut last_is_remove: HashMap<SpoolId, bool> = HashMap::new();
+    let mut puts = 0u64;
+    let mut removes = 0u64;
+    for op in ops() {
+        match op {
+            Op::Put { id, .. } => {
+                puts += 1;
+                last_is_remove.insert(*id, false);
+            }
+            Op::Remove { id } => {
+                removes += 1;
+                last_is_remove.insert(*id, true);
+            }
+        }
+    }
+    let data_cf = cf(&dbs.data, DATA_CF)?;
+    let meta_cf = cf(&dbs.meta, META_CF)?;
+    let fill_data_puts = |b: &mut WriteBatch| {
+        for op in ops() {
+            if let Op::Put { id, data: Some(d), .. } = op {
+                b.put_cf(data_cf, id.as_bytes(), d);
+            }
+        }
+    };
+    let fill_meta_ops = |b: &mut WriteBatch| {
+        for op in ops() {
+            match op {
+                Op::Put { id, meta: Some(m), .. } => b.put_cf(meta_cf, id.as_bytes(), m),
+                Op::Put { meta: None, .. } => {}
+                Op::Remove { id } => b.delete_cf(meta_cf, id.as_bytes()),
+            }
+        }
+    };
+    let fill_data_deletes = |b: &mut WriteBatch| {
+        for (id, is_remove) in &last_is_remove {
+            if *is_remove {
+                b.delete_cf(data_cf, id.as_bytes());
+            }
+        }
+    };
+
+    let sync = write_opts(dbs.fsync);
+    let count_sync = |n: u64| {
+        if dbs.fsync {
+            counters.wal_syncs.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+
+    if dbs.shared {
+        // One batch: data, then meta, then data deletions, applied atomically.
+        let mut all = WriteBatch::default();
+        fill_data_puts(&mut all);
+        fill_meta_ops(&mut all);
+        fill_data_deletes(&mut all);
+        dbs.data
+            .write_opt(all, &sync)
+            .map_err(|e| SpoolError::from_rocks("spool write", e))?;
+        count_sync(1);
+    } else {
+        // Data first: meta is the commit point, so a crash in between leaves
+        // only orphaned data, which start-up deletes.
+        let mut data_puts = WriteBatch::default();
+        fill_data_puts(&mut data_puts);
+        let wrote_data = !data_puts.is_empty();
+        if wrote_data {
+            dbs.data
+                .write_opt(data_puts, &sync)
+                .map_err(|e| SpoolError::from_rocks("data spool write", e))?;
+            count_sync(1);
+        }
+        let mut meta_ops = WriteBatch::default();
+        fill_meta_ops(&mut meta_ops);
+        if !meta_ops.is_empty() {
+            if let Err(e) = dbs.meta.write_opt(meta_ops, &sync) {
+                let err = SpoolError::from_rocks("meta spool write", e);
+                if wrote_data {
+                    undo_data(dbs, group);
+                }
+                return Err(err);
+            }
+            count_sync(1);
+        }
+        let mut data_deletes = WriteBatch::default();
+        fill_data_deletes(&mut data_deletes);
+        if !data_deletes.is_empty() {
+            // Unsynced on purpose: the meta deletion above is the durable
+            // removal; data lost here is an orphan that start-up deletes.
+            if let Err(e) = dbs.data.write_opt(data_deletes, &write_opts(false)) {
+                tracing::warn!(error = %e, "deleting removed messages' data failed; start-up will clean up");
+            }
+        }
+    }
+    counters.group_commits.fetch_add(1, Ordering::Relaxed);
+    counters.messages_written.fetch_add(puts, Ordering::Relaxed);
+    counters.removals.fetch_add(removes, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Best effort after a failed meta write: delete data that has no meta,
+/// so nothing unreferenced lingers until the next start-up.
+fn undo_data(dbs: &Dbs, group: &[Request]) {
+    let Ok(data_cf) = cf(&dbs.data, DATA_CF) else { return };
+    let Ok(meta_cf) = cf(&dbs.meta, META_CF) else { return };
+    let mut batch = WriteBatch::default();
+    for op in group.iter().flat_map(|r| r.ops.iter()) {
+        if let Op::Put { id, data: Some(_), .. } = op {
+            // Data of a message whose earlier meta is still stored belongs
+            // to that message now; deleting it would corrupt the message.
+            if matches!(dbs.meta.get_pinned_cf(meta_cf, id.as_bytes()), Ok(None)) {
+                batch.delete_cf(data_cf, id.as_bytes());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        if let Err(e) = dbs.data.write_opt(batch, &write_opts(false)) {
+            tracing::warn!(error = %e, "removing data after a failed meta write failed; start-up will clean up");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The spool against real RocksDB instances in temporary directories.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::{bounded, message, raw_db};
+use hermod_message::{Message, SpoolId};
+use hermod_spool::{Spool, SpoolDefinition, SpoolError, SpoolName, SpoolOptions, Threshold};
+use serde_json::json;
+
+fn shared_path_defs(dir: &std::path::Path) -> Vec<SpoolDefinition> {
+    vec![
+        SpoolDefinition::new(SpoolName::Data, dir.join("both")),
+        SpoolDefinition::new(SpoolName::Meta, dir.join("both")),
+    ]
+}
+
+async fn store_reopen_enumerate(open: impl Fn() -> Spool) {
+    let spool = open();
+    let mut expected: HashMap<SpoolId, Message> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let m = message(i, 200 + i * 7);
+        expected.insert(m.id(), m.clone());
+        let s = spool.clone();
+        tasks.spawn(async move { s.store(&m).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("store");
+    }
+    assert!(expected.values().all(|m| !m.is_meta_dirty() && !m.is_data_dirty()));
+    spool.shutdown().await;
+    drop(spool);
+
+    let spool = open();
+    let found = spool.enumerate().expect("enumerate");
+    assert_eq!(found.corrupt_moved(), 0);
+    assert_eq!(found.orphans_removed(), 0);
+    let found: Vec<_> = found.collect();
+    assert_eq!(found.len(), 500);
+    for (id, rec) in found {
+        let want = expected.get(&id).expect("enumerated id was stored");
+        assert_eq!(rec.sender, want.sender());
+        assert_eq!(rec.recipient, want.recipients());
+        assert_eq!(rec.meta, want.meta());
+        let data = spool.load_data(id).await.expect("data");
+        assert_eq!(data, want.data().expect("original data"));
+    }
+    spool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_messages_survive_reopen_with_meta_and_data_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    bounded(store_reopen_enumerate(|| {
+        Spool::open_dir(&path, SpoolOptions::default()).expect("open")
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_messages_survive_reopen_when_data_and_meta_share_a_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defs = shared_path_defs(dir.path());
+    bounded(store_reopen_enumerate(|| {
+        Spool::open(&defs, SpoolOptions::default()).expect("open")
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_stores_share_group_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    bounded(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let s = spool.clone();
+            tasks.spawn(async move { s.store(&message(i, 1024)).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task").expect("store");
+        }
+    })
+    .await;
+    let stats = spool.stats();
+    assert_eq!(stats.messages_written, 200);
+    assert!(
+        stats.group_commits < stats.messages_written,
+        "expected shared fsyncs, got {stats:?}"
+    );
+    // Separate data and meta paths: at most two synced writes per group.
+    assert!(stats.wal_syncs <= 2 * stats.group_commits, "{stats:?}");
+    spool.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_many_is_one_group_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let msgs: Vec<Message> = (0..50).map(|i| message(i, 512)).collect();
+    let results = bounded(spool.store_many(&msgs)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let stats = spool.stats();
+    assert_eq!((stats.group_commits, stats.messages_written), (1, 50));
+    spool.shutdown().await;
+}
+
+#[tokio::test]
+async fn clean_messages_are_not_rewritten_and_meta_only_changes_keep_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let m = message(1, 2048);
+    bounded(spool.store(&m)).await.expect("store");
+    bounded(spool.store(&m)).await.expect("store clean");
+    assert_eq!(spool.stats().group_commits, 1, "a clean message needs no write");
+
+    m.set_meta("queue", json!("elsewhere"));
+    m.unload_data();
+    assert!(!m.is_data_loaded());
+    bounded(spool.store(&m)).await.expect("meta-only store");
+    spool.shutdown().await;
+    drop(spool);
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    let msgs: Vec<Message> = spool.enumerate().expect("enumerate").into_messages().collect();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].get_meta("queue"), Some(json!("elsewhere")));
+    assert!(!msgs[0].is_data_loaded(), "enumeration must not load data");
+    let data = bounded(spool.load_data(m.id())).await.expect("data kept");
+    assert!(data.starts_with(b"Subject: message 1"));
+    spool.shutdown().await;
+}
+
+#[tokio::test]
+async fn removed_messages_are_gone_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let msgs: Vec<Message> = (0..5).map(|i| message(i, 300)).collect();
+    for r in bounded(spool.store_many(&msgs)).await {
+        r.expect("store");
+    }
+    bounded(spool.remove(msgs[1].id())).await.expect("remove");
+    bounded(spool.remove(msgs[3].id())).await.expect("remove");
+    assert_eq!(spool.stats().removals, 2);
+    spool.shutdown().await;
+    drop(spool);
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    let found = spool.enumerate().expect("enumerate");
+    assert_eq!(found.orphans_removed(), 0, "removal must delete data as well as meta");
+    let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
+    ids.sort();
+    let mut want = vec![msgs[0].id(), msgs[2].id(), msgs[4].id()];
+    want.sort();
+    assert_eq!(ids, want);
+    let err = bounded(spool.load_data(msgs[1].id())).await.expect_err("removed");
+    assert!(matches!(err, SpoolError::NotFound(id) if id == msgs[1].id()), "{err:?}");
+    spool.shutdown().await;
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let good: Vec<Message> = (0..3).map(|i| message(i, 400)).collect();
+    for r in bounded(spool.store_many(&good)).await {
+        r.expect("store");
+    }
+    spool.shutdown().await;
+    drop(spool);
+
+    let garbage = SpoolId::new();
+    let no_data = SpoolId::new();
+    let orphan = SpoolId::new();
+    {
+        let meta = raw_db(&dir.path().join("meta"));
+        let cf = meta.cf_handle("meta").expect("meta cf");
+        meta.put_cf(cf, garbage.as_bytes(), b"{not json").expect("put");
+        meta.put_cf(cf, no_data.as_bytes(), br#"{"sender":"a@b.c","recipient":"d@e.f"}"#)
+            .expect("put");
+        let data = raw_db(&dir.path().join("data"));
+        let cf = data.cf_handle("data").expect("data cf");
+        data.put_cf(cf, garbage.as_bytes(), b"garbage's body").expect("put");
+        data.put_cf(cf, orphan.as_bytes(), b"orphan body").expect("put");
+    }
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let found = tracing::subscriber::with_default(subscriber, || spool.enumerate())
+        .expect("enumerate");
+    assert_eq!(found.corrupt_moved(), 2);
+    assert_eq!(found.orphans_removed(), 1);
+    let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
+    ids.sort();
+    let mut want: Vec<SpoolId> = good.iter().map(Message::id).collect();
+    want.sort();
+    assert_eq!(ids, want, "valid entries are still returned");
+
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf8 logs");
+    for (id, reason) in [(garbage, "unreadable meta"), (no_data, "data is missing")] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&id.to_string()))
+            .unwrap_or_else(|| panic!("no log line for {id}: {text}"));
+        assert!(line.contains("ERROR") && line.contains(reason), "{line}");
+    }
+
+    let corrupt = dir.path().join("meta").join("corrupt");
+    assert_eq!(std::fs::read(corrupt.join(format!("{garbage}.meta"))).expect("meta"), b"{not json");
+    assert_eq!(
+        std::fs::read(corrupt.join(format!("{garbage}.data"))).expect("data kept aside"),
+        b"garbage's body"
+    );
+    assert!(corrupt.join(format!("{no_data}.meta")).exists());
+
+    for id in [garbage, orphan] {
+        let err = bounded(spool.load_data(id)).await.expect_err("gone from spool");
+        assert!(matches!(err, SpoolError::NotFound(_)), "{err:?}");
+    }
+    // A second pass finds nothing left to fix.
+    let again = spool.enumerate().expect("enumerate again");
+    assert_eq!((again.corrupt_moved(), again.orphans_removed(), again.len()), (0, 0, 3));
+    spool.shutdown().await;
+}
+
+#[tokio::test]
+async fn operations_after_shutdown_report_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    spool.shutdown().await;
+    let err = bounded(spool.store(&message(1, 10))).await.expect_err("closed");
+    assert!(matches!(err, SpoolError::Closed), "{err:?}");
+    assert!(matches!(spool.enumerate(), Err(SpoolError::Closed)));
+    // The database is closed, so the directory can be opened again at once.
+    let again = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    again.shutdown().await;
+}
+
+#[test]
+fn free_space_thresholds_are_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut defs = vec![
+        SpoolDefinition::new(SpoolName::Data, dir.path().join("d")),
+        SpoolDefinition::new(SpoolName::Meta, dir.path().join("m")),
+    ];
+    defs[0].min_free_space = Threshold::Percent(0.0);
+    defs[0].min_free_inodes = Threshold::Absolute(0);
+    defs[1].min_free_space = Threshold::Percent(0.0);
+    defs[1].min_free_inodes = Threshold::Percent(0.0);
+    let spool = Spool::open(&defs, SpoolOptions::default()).expect("open");
+    spool.check_free_space().expect("no minimum");
+    drop(spool);
+
+    defs[1].min_free_space = Threshold::Absolute(u64::MAX);
+    let spool = Spool::open(&defs, SpoolOptions::default()).expect("open");
+    let err = spool.check_free_space().expect_err("impossible minimum");
+    assert!(matches!(&err, SpoolError::Full(m) if m.contains("min_free_space")), "{err:?}");
+}
+
+#[test]
+fn opening_requires_both_spools_and_names_the_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = Spool::open(&[], SpoolOptions::default()).expect_err("none defined");
+    assert!(err.to_string().contains("No spools have been defined"), "{err}");
+    let defs = [SpoolDefinition::new(SpoolName::Data, dir.path().join("d"))];
+    let err = Spool::open(&defs, SpoolOptions::default()).expect_err("meta missing");
+    assert!(err.to_string().contains("\"meta\" spool is not defined"), "{err}");
+}
