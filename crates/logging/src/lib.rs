@@ -1,1 +1,38 @@
-//! hermod-logging
+//! Log records, local zstd log segments, log hooks and `logs tail`.
+//!
+//! Producers build a [`LogEvent`] and call [`Logger::log`]; the logger turns
+//! it into one [`LogRecord`] per configured local logger / log hook.
+
+pub mod config;
+pub mod hook;
+mod logger;
+pub mod record;
+mod segment;
+mod select;
+pub mod tail;
+
+use std::path::PathBuf;
+
+pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
+pub use hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
+pub use logger::{LogEvent, Logger};
+pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
+pub use tail::{tail, tail_until, TailOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("a log hook named {0:?} is configured more than once")]
+    DuplicateHook(String),
+    #[error("the log hook sink is already set")]
+    HookSinkAlreadySet,
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+}

@@ -1,0 +1,52 @@
+//! Log hooks: each record becomes a new message that the queue crate
+//! (through `HookSink`) offers to `should_enqueue_log_record`.
+
+use hermod_message::{EnvelopeAddress, Message, SpoolId};
+use serde_json::Value;
+
+use crate::record::LogRecord;
+
+/// Reception protocol of hook messages; records about them never feed hooks.
+pub const LOG_RECORD_PROTOCOL: &str = "LogRecord";
+
+/// Receives hook messages. Implemented by the queue crate: it runs
+/// `should_enqueue_log_record(msg, hook_name)`, then spools and queues.
+pub trait HookSink: Send + Sync + 'static {
+    fn submit(&self, hook_name: String, msg: Message) -> futures::future::BoxFuture<'static, ()>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookMessageError {
+    #[error("log record for message {0} has no recipient")]
+    NoRecipient(String),
+    #[error("cannot serialise log record for message {id}: {source}")]
+    Serialize {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Build the hook message for `record` (logging.md §5 step 4).
+pub fn build_hook_message(
+    record: &LogRecord,
+    sender: EnvelopeAddress,
+    recipients: Vec<EnvelopeAddress>,
+) -> Result<Message, HookMessageError> {
+    if recipients.is_empty() {
+        return Err(HookMessageError::NoRecipient(record.id.clone()));
+    }
+    let ser = |source| HookMessageError::Serialize {
+        id: record.id.clone(),
+        source,
+    };
+    let data = record.to_json_line().map_err(ser)?;
+    let as_object = serde_json::to_value(record).map_err(ser)?;
+    let mut meta = record.meta.clone();
+    meta.insert("log_record".into(), as_object);
+    meta.insert(
+        "reception_protocol".into(),
+        Value::String(LOG_RECORD_PROTOCOL.into()),
+    );
+    Ok(Message::new(SpoolId::new(), sender, recipients, meta, data))
+}

@@ -1,0 +1,305 @@
+//! The dispatcher: turns producer events into records for every configured
+//! local logger and log hook.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use hermod_message::Message;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::config::{is_enabled, LocalLogConfig, LogHookConfig, PerRecordConfig};
+use crate::hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
+use crate::record::{LogRecord, PeerAddress, RecordType, Response};
+use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
+use crate::select::{select_headers, select_meta, Pattern};
+use crate::LogError;
+
+/// What a producer (queue, SMTP, HTTP, delivery) reports.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub kind: RecordType,
+    pub message: Message,
+    pub queue: String,
+    pub site: String,
+    pub response: Response,
+    pub peer_address: Option<PeerAddress>,
+    pub egress_pool: Option<String>,
+    pub egress_source: Option<String>,
+    pub delivery_protocol: Option<String>,
+    pub session_id: Option<String>,
+    pub tls_cipher: Option<String>,
+    pub tls_protocol_version: Option<String>,
+    pub num_attempts: u32,
+}
+
+/// Which fields a logger copies and which record types it wants.
+struct Selection {
+    per_record: HashMap<RecordType, PerRecordConfig>,
+    meta: Vec<Pattern>,
+    headers: Vec<Pattern>,
+}
+
+impl Selection {
+    fn new(
+        per_record: &HashMap<RecordType, PerRecordConfig>,
+        meta: &[String],
+        headers: &[String],
+    ) -> Self {
+        Self {
+            per_record: per_record.clone(),
+            meta: meta.iter().map(|s| Pattern::parse(s)).collect(),
+            headers: headers.iter().map(|s| Pattern::parse(s)).collect(),
+        }
+    }
+
+    fn wants(&self, kind: RecordType) -> bool {
+        is_enabled(&self.per_record, kind)
+    }
+
+    fn record(&self, base: &LogRecord, meta: &Map<String, Value>, msg: &Message) -> LogRecord {
+        let mut r = base.clone();
+        r.meta = select_meta(meta, &self.meta);
+        r.headers = select_headers(msg, &self.headers);
+        r
+    }
+}
+
+struct LocalSink {
+    dir: PathBuf,
+    select: Selection,
+    tx: mpsc::Sender<Command>,
+}
+
+struct HookLogger {
+    name: String,
+    select: Selection,
+    back_pressure: u32,
+    permits: Arc<Semaphore>,
+}
+
+struct Inner {
+    node_id: String,
+    locals: Vec<LocalSink>,
+    hooks: Vec<HookLogger>,
+    sink: OnceLock<Arc<dyn HookSink>>,
+    closed: AtomicBool,
+}
+
+/// Cheap to clone; every clone feeds the same loggers.
+#[derive(Clone)]
+pub struct Logger {
+    inner: Option<Arc<Inner>>,
+}
+
+impl Logger {
+    /// Start one writer per local logger. Existing files in each `log_dir`
+    /// are sealed (made read-only) first, so readers treat them as complete.
+    pub fn new(
+        node_id: uuid::Uuid,
+        local: Vec<LocalLogConfig>,
+        hooks: Vec<LogHookConfig>,
+        hook_sink: Option<Arc<dyn HookSink>>,
+    ) -> Result<Logger, LogError> {
+        let mut names = HashSet::new();
+        for h in &hooks {
+            h.validate().map_err(LogError::Config)?;
+            if !names.insert(h.name.as_str()) {
+                return Err(LogError::DuplicateHook(h.name.clone()));
+            }
+        }
+        let mut locals = Vec::with_capacity(local.len());
+        for cfg in &local {
+            cfg.validate().map_err(LogError::Config)?;
+            prepare_dir(&cfg.log_dir)?;
+            let settings = SegmentSettings {
+                dir: cfg.log_dir.clone(),
+                level: cfg.compression_level,
+                max_file_size: cfg.max_file_size,
+                max_age: cfg.max_segment_duration,
+            };
+            let tx = spawn_writer(settings, cfg.back_pressure)?;
+            locals.push(LocalSink {
+                dir: cfg.log_dir.clone(),
+                select: Selection::new(&cfg.per_record, &cfg.meta, &cfg.headers),
+                tx,
+            });
+        }
+        let hooks = hooks
+            .iter()
+            .map(|h| {
+                // Semaphore permits are u32-bounded; larger values behave as unbounded anyway.
+                let bp = u32::try_from(h.back_pressure)
+                    .unwrap_or(u32::MAX)
+                    .min(Semaphore::MAX_PERMITS as u32);
+                HookLogger {
+                    name: h.name.clone(),
+                    select: Selection::new(&h.per_record, &h.meta, &h.headers),
+                    back_pressure: bp,
+                    permits: Arc::new(Semaphore::new(bp as usize)),
+                }
+            })
+            .collect();
+        let sink = OnceLock::new();
+        if let Some(s) = hook_sink {
+            let _ = sink.set(s);
+        }
+        Ok(Logger {
+            inner: Some(Arc::new(Inner {
+                node_id: node_id.hyphenated().to_string(),
+                locals,
+                hooks,
+                sink,
+                closed: AtomicBool::new(false),
+            })),
+        })
+    }
+
+    /// A logger that discards everything.
+    pub fn disabled() -> Logger {
+        Logger { inner: None }
+    }
+
+    /// Provide the hook sink after construction: the queue that implements
+    /// it usually needs this logger first. Fails if one is already set.
+    pub fn set_hook_sink(&self, sink: Arc<dyn HookSink>) -> Result<(), LogError> {
+        match &self.inner {
+            Some(inner) => inner
+                .sink
+                .set(sink)
+                .map_err(|_| LogError::HookSinkAlreadySet),
+            None => Ok(()),
+        }
+    }
+
+    /// Record one event. Waits only while a logger's queue is full.
+    pub async fn log(&self, ev: LogEvent) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.closed.load(Ordering::Acquire) {
+            tracing::debug!(id = %ev.message.id(), kind = %ev.kind, "log record after shutdown dropped");
+            return;
+        }
+        let reception_protocol = ev
+            .message
+            .get_meta("reception_protocol")
+            .and_then(|v| v.as_str().map(str::to_string));
+        let feeds_hooks = reception_protocol.as_deref() != Some(LOG_RECORD_PROTOCOL);
+        let wants_local = inner.locals.iter().any(|l| l.select.wants(ev.kind));
+        let wants_hook = feeds_hooks && inner.hooks.iter().any(|h| h.select.wants(ev.kind));
+        if !wants_local && !wants_hook {
+            return;
+        }
+        let base = base_record(&ev, reception_protocol, &inner.node_id);
+        let meta = ev.message.meta();
+
+        for local in inner.locals.iter().filter(|l| l.select.wants(ev.kind)) {
+            let rec = local.select.record(&base, &meta, &ev.message);
+            if local.tx.send(Command::Record(Box::new(rec))).await.is_err() {
+                tracing::warn!(dir = %local.dir.display(), id = %base.id, "local logger has stopped; record dropped");
+            }
+        }
+        if !wants_hook {
+            return;
+        }
+        let Some(sink) = inner.sink.get() else {
+            tracing::warn!(id = %base.id, "log hooks are configured but no hook sink is set; record dropped");
+            return;
+        };
+        for hook in inner.hooks.iter().filter(|h| h.select.wants(ev.kind)) {
+            let Ok(permit) = hook.permits.clone().acquire_owned().await else {
+                continue;
+            };
+            let rec = hook.select.record(&base, &meta, &ev.message);
+            match build_hook_message(&rec, ev.message.sender(), ev.message.recipients()) {
+                Ok(msg) => {
+                    let fut = sink.submit(hook.name.clone(), msg);
+                    tokio::spawn(async move {
+                        fut.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => tracing::error!(hook = %hook.name, error = %e, "log hook record dropped"),
+            }
+        }
+    }
+
+    /// Stop accepting records, write out everything accepted so far, finish
+    /// and seal the open segments, and wait for in-flight hook submissions.
+    pub async fn shutdown(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        inner.closed.store(true, Ordering::Release);
+        for local in &inner.locals {
+            let (ack, done) = oneshot::channel();
+            if local.tx.send(Command::Shutdown(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+        for hook in &inner.hooks {
+            if let Ok(all) = hook.permits.acquire_many(hook.back_pressure).await {
+                drop(all);
+            }
+        }
+    }
+
+    /// Records queued but not yet written or submitted, across all loggers.
+    pub fn queue_depth(&self) -> usize {
+        let Some(inner) = &self.inner else {
+            return 0;
+        };
+        let local: usize = inner
+            .locals
+            .iter()
+            .map(|l| l.tx.max_capacity().saturating_sub(l.tx.capacity()))
+            .sum();
+        let hooks: usize = inner
+            .hooks
+            .iter()
+            .map(|h| (h.back_pressure as usize).saturating_sub(h.permits.available_permits()))
+            .sum();
+        local + hooks
+    }
+}
+
+fn base_record(ev: &LogEvent, reception_protocol: Option<String>, node_id: &str) -> LogRecord {
+    let now = Utc::now();
+    let created: DateTime<Utc> = ev.message.created().into();
+    let msg = &ev.message;
+    LogRecord {
+        kind: ev.kind,
+        id: msg.id().to_string(),
+        sender: msg.sender().to_string(),
+        recipient: msg.recipients().iter().map(|r| r.to_string()).collect(),
+        queue: ev.queue.clone(),
+        site: ev.site.clone(),
+        size: msg.data_len() as u64,
+        response: ev.response.clone(),
+        peer_address: ev.peer_address.clone(),
+        timestamp: now.timestamp(),
+        event_time: now,
+        created: created.timestamp(),
+        created_time: created,
+        num_attempts: ev.num_attempts,
+        bounce_classification: "Uncategorized".into(),
+        egress_pool: ev.egress_pool.clone(),
+        egress_source: ev.egress_source.clone(),
+        source_address: None,
+        feedback_report: None,
+        meta: Map::new(),
+        headers: Map::new(),
+        delivery_protocol: ev.delivery_protocol.clone(),
+        reception_protocol,
+        nodeid: node_id.to_string(),
+        tls_cipher: ev.tls_cipher.clone(),
+        tls_protocol_version: ev.tls_protocol_version.clone(),
+        tls_peer_subject_name: None,
+        provider_name: None,
+        session_id: ev.session_id.clone(),
+    }
+}

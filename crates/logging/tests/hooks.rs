@@ -1,0 +1,195 @@
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures::future::BoxFuture;
+use hermod_logging::{
+    HookSink, LocalLogConfig, LogError, LogHookConfig, LogRecord, Logger, PerRecordConfig,
+    RecordType,
+};
+use hermod_message::Message;
+use parking_lot::Mutex;
+use serde_json::json;
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<(String, Message)>>);
+
+impl HookSink for Collect {
+    fn submit(&self, hook_name: String, msg: Message) -> BoxFuture<'static, ()> {
+        self.0.lock().push((hook_name, msg));
+        Box::pin(async {})
+    }
+}
+
+fn hook(name: &str) -> LogHookConfig {
+    let mut h = LogHookConfig::new(name);
+    h.meta = vec!["x_tenant".into()];
+    h
+}
+
+#[tokio::test]
+async fn a_delivery_record_becomes_a_hook_message_with_the_json_line_as_data() {
+    let sink = Arc::new(Collect::default());
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![],
+        vec![hook("webhook")],
+        Some(sink.clone()),
+    )
+    .unwrap();
+    let original = message("ESMTP");
+    log.log(event(RecordType::Delivery, original.clone())).await;
+    log.shutdown().await;
+
+    let got = sink.0.lock();
+    assert_eq!(got.len(), 1);
+    let (name, msg) = &got[0];
+    assert_eq!(name, "webhook");
+    assert_ne!(msg.id(), original.id(), "hook messages get a new spool id");
+    assert_eq!(msg.sender().to_string(), "app@example.com");
+    assert_eq!(msg.recipients(), original.recipients());
+    let data = msg.data().unwrap();
+    assert_eq!(data.last(), Some(&b'\n'));
+    let rec: LogRecord = serde_json::from_slice(&data).unwrap();
+    assert_eq!(rec.kind, RecordType::Delivery);
+    assert_eq!(rec.id, original.id().to_string());
+    assert_eq!(msg.get_meta("reception_protocol"), Some(json!("LogRecord")));
+    assert_eq!(
+        msg.get_meta("x_tenant"),
+        Some(json!("acme")),
+        "selected meta is copied"
+    );
+    assert_eq!(msg.get_meta("queue"), None, "unselected meta is not copied");
+    let as_meta = msg.get_meta("log_record").unwrap();
+    assert_eq!(as_meta, serde_json::to_value(&rec).unwrap());
+    assert_eq!(as_meta["meta"], json!({"x_tenant": "acme"}));
+}
+
+#[tokio::test]
+async fn records_about_log_record_messages_go_to_local_logs_but_never_feed_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Collect::default());
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![LocalLogConfig::new(dir.path())],
+        vec![hook("webhook")],
+        Some(sink.clone()),
+    )
+    .unwrap();
+    log.log(event(RecordType::Delivery, message("LogRecord")))
+        .await;
+    log.shutdown().await;
+    assert!(sink.0.lock().is_empty());
+    let recs = read_back(tail_opts(dir.path()));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].reception_protocol.as_deref(), Some("LogRecord"));
+}
+
+#[tokio::test]
+async fn each_hook_gets_its_own_message_and_honours_per_record() {
+    let sink = Arc::new(Collect::default());
+    let mut quiet = hook("quiet");
+    quiet.per_record = HashMap::from([(
+        RecordType::Reception,
+        PerRecordConfig {
+            enable: false,
+            ..Default::default()
+        },
+    )]);
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![],
+        vec![hook("a"), quiet],
+        Some(sink.clone()),
+    )
+    .unwrap();
+    log.log(event(RecordType::Reception, message("ESMTP")))
+        .await;
+    log.log(event(RecordType::Delivery, message("ESMTP"))).await;
+    log.shutdown().await;
+    let got = sink.0.lock();
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "a", "quiet"]);
+    assert_ne!(got[1].1.id(), got[2].1.id());
+}
+
+#[tokio::test]
+async fn a_record_without_recipients_is_dropped_from_hooks() {
+    let sink = Arc::new(Collect::default());
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![],
+        vec![hook("h")],
+        Some(sink.clone()),
+    )
+    .unwrap();
+    let msg = message("ESMTP");
+    msg.set_recipients(vec![]);
+    log.log(event(RecordType::Delivery, msg)).await;
+    log.shutdown().await;
+    assert!(sink.0.lock().is_empty());
+}
+
+#[test]
+fn duplicate_hook_names_are_rejected_naming_the_hook() {
+    let err = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![],
+        vec![hook("dup"), hook("dup")],
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, LogError::DuplicateHook(ref n) if n == "dup"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dup"));
+}
+
+/// A sink that holds each submission until released, to prove back-pressure.
+struct Slow(Arc<tokio::sync::Semaphore>);
+
+impl HookSink for Slow {
+    fn submit(&self, _: String, _: Message) -> BoxFuture<'static, ()> {
+        let gate = self.0.clone();
+        Box::pin(async move {
+            if let Ok(p) = gate.acquire().await {
+                p.forget();
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn hook_back_pressure_makes_logging_wait_and_shutdown_drains_in_flight_submissions() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut h = hook("h");
+    h.back_pressure = 2;
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![],
+        vec![h],
+        Some(Arc::new(Slow(gate.clone()))),
+    )
+    .unwrap();
+    log.log(event(RecordType::Delivery, message("ESMTP"))).await;
+    log.log(event(RecordType::Delivery, message("ESMTP"))).await;
+    assert_eq!(log.queue_depth(), 2);
+    let third = tokio::time::timeout(
+        Duration::from_millis(200),
+        log.log(event(RecordType::Delivery, message("ESMTP"))),
+    );
+    assert!(
+        third.await.is_err(),
+        "a third record must wait while two are in flight"
+    );
+    gate.add_permits(3);
+    tokio::time::timeout(Duration::from_secs(5), log.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(log.queue_depth(), 0);
+}
