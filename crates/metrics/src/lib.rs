@@ -1,0 +1,242 @@
+//! Process-wide metrics. Every crate updates the families defined here
+//! through small typed helpers; the HTTP listener serves them as Prometheus
+//! text (`/metrics`) and as JSON (`/metrics.json`, the form `kcli` reads).
+//!
+//! Names follow KumoMTA (`total_messages_received`, not `..._total`), so
+//! dashboards written for it keep working: our own families are exported by
+//! a collector that writes counter samples without the OpenMetrics `_total`
+//! suffix, and the text is served as Prometheus text format 0.0.4.
+
+mod encode;
+mod family;
+mod histogram;
+
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+
+pub use histogram::{Histogram, HistogramSnapshot};
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
+
+use family::Labelled;
+
+/// Content type to serve [`encode_text`] with.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `service` label value of messages received over SMTP.
+pub const SERVICE_ESMTP_LISTENER: &str = "esmtp_listener";
+/// `service` label value of messages received over the HTTP injection API.
+pub const SERVICE_HTTP_LISTENER: &str = "http_listener";
+
+pub(crate) struct Metrics {
+    received: Labelled<Counter>,
+    delivered: Labelled<Counter>,
+    transfail: Labelled<Counter>,
+    fail: Labelled<Counter>,
+    scheduled_count: Labelled<Gauge>,
+    ready_count: Labelled<Gauge>,
+    connection_count: Labelled<Gauge>,
+    lua_event_latency: Labelled<Histogram>,
+    lua_count: Gauge,
+    lua_spare_count: Gauge,
+    lua_load_count: Counter,
+    log_queue_depth: Gauge,
+    spool_group_commits: Counter,
+    spool_messages_written: Counter,
+}
+
+fn new_latency() -> Histogram {
+    Histogram::new(histogram::LATENCY_BUCKETS)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Self {
+            received: Labelled::new(
+                "total_messages_received",
+                "total number of messages received by a listener",
+                "service",
+                Counter::default,
+            ),
+            delivered: Labelled::new(
+                "total_messages_delivered",
+                "total number of messages delivered by a service",
+                "service",
+                Counter::default,
+            ),
+            transfail: Labelled::new(
+                "total_messages_transfail",
+                "total number of transient delivery failures of a service",
+                "service",
+                Counter::default,
+            ),
+            fail: Labelled::new(
+                "total_messages_fail",
+                "total number of permanent delivery failures of a service",
+                "service",
+                Counter::default,
+            ),
+            scheduled_count: Labelled::new(
+                "scheduled_count",
+                "number of messages in a scheduled queue",
+                "queue",
+                Gauge::default,
+            ),
+            ready_count: Labelled::new(
+                "ready_count",
+                "number of messages in a ready queue",
+                "service",
+                Gauge::default,
+            ),
+            connection_count: Labelled::new(
+                "connection_count",
+                "number of active connections of a service",
+                "service",
+                Gauge::default,
+            ),
+            lua_event_latency: Labelled::new(
+                "lua_event_latency",
+                "time taken to run a lua event handler, in seconds",
+                "event",
+                new_latency,
+            ),
+            lua_count: Gauge::default(),
+            lua_spare_count: Gauge::default(),
+            lua_load_count: Counter::default(),
+            log_queue_depth: Gauge::default(),
+            spool_group_commits: Counter::default(),
+            spool_messages_written: Counter::default(),
+        }
+    }
+}
+
+struct Global {
+    metrics: &'static Metrics,
+    registry: Mutex<Registry>,
+}
+
+fn global() -> &'static Global {
+    static GLOBAL: OnceLock<Global> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(encode::HermodCollector(metrics)));
+        Global {
+            metrics,
+            registry: Mutex::new(registry),
+        }
+    })
+}
+
+fn m() -> &'static Metrics {
+    global().metrics
+}
+
+/// Register extra metrics in the process-wide registry (they appear in
+/// `/metrics`, not in `/metrics.json`).
+pub fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    f(&mut global().registry.lock())
+}
+
+/// `total_messages_received{service}`; `service` is [`SERVICE_ESMTP_LISTENER`]
+/// or [`SERVICE_HTTP_LISTENER`].
+pub fn received(service: &str) -> Counter {
+    m().received.get(service)
+}
+
+/// `total_messages_delivered{service="<proto>:<ready queue>"}`.
+pub fn delivered(service: &str) -> Counter {
+    m().delivered.get(service)
+}
+
+/// `total_messages_transfail{service}`.
+pub fn transfail(service: &str) -> Counter {
+    m().transfail.get(service)
+}
+
+/// `total_messages_fail{service}`.
+pub fn failed(service: &str) -> Counter {
+    m().fail.get(service)
+}
+
+/// `scheduled_count{queue}`.
+pub fn scheduled_count(queue: &str) -> Gauge {
+    m().scheduled_count.get(queue)
+}
+
+/// `ready_count{service}`.
+pub fn ready_count(service: &str) -> Gauge {
+    m().ready_count.get(service)
+}
+
+/// `connection_count{service}`.
+pub fn connection_count(service: &str) -> Gauge {
+    m().connection_count.get(service)
+}
+
+/// `lua_event_latency{event}`.
+pub fn lua_event_latency(event: &str) -> Histogram {
+    m().lua_event_latency.get(event)
+}
+
+/// Stop exporting a reaped scheduled queue.
+pub fn remove_scheduled_queue(queue: &str) {
+    m().scheduled_count.remove(queue);
+}
+
+/// Stop exporting the gauges of a reaped ready queue; its delivery counters
+/// stay, since they are totals over the life of the process.
+pub fn remove_ready_queue(service: &str) {
+    m().ready_count.remove(service);
+    m().connection_count.remove(service);
+}
+
+/// `lua_count`: Lua contexts currently alive.
+pub fn lua_count() -> Gauge {
+    m().lua_count.clone()
+}
+
+/// `lua_spare_count`: idle contexts in the pool.
+pub fn lua_spare_count() -> Gauge {
+    m().lua_spare_count.clone()
+}
+
+/// `lua_load_count`: contexts created (policy file executed).
+pub fn lua_load_count() -> Counter {
+    m().lua_load_count.clone()
+}
+
+/// `log_queue_depth`: log records waiting to be written.
+pub fn log_queue_depth() -> Gauge {
+    m().log_queue_depth.clone()
+}
+
+/// `spool_group_commits`: WAL syncs performed by the spool writer.
+pub fn spool_group_commits() -> Counter {
+    m().spool_group_commits.clone()
+}
+
+/// `spool_messages_written`: messages written to the spool.
+pub fn spool_messages_written() -> Counter {
+    m().spool_messages_written.clone()
+}
+
+/// All metrics of the registry in Prometheus text format
+/// (serve with [`TEXT_CONTENT_TYPE`]).
+pub fn encode_text() -> String {
+    let mut out = String::with_capacity(4096);
+    let registry = global().registry.lock();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        // Writing to a String cannot fail; only a buggy custom metric could.
+        out.push_str(&format!("# encoding error: {e}\n"));
+    }
+    out
+}
+
+/// Our families as `{name: {help, type, value}}`; labelled values are
+/// nested as `{label: {label_value: number}}`.
+pub fn encode_json() -> serde_json::Value {
+    encode::json(m())
+}
