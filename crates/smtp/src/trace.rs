@@ -1,0 +1,98 @@
+//! Trace headers added at reception: `Received:` and the supplemental
+//! `X-KumoRef:` header.
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+/// Facts about the session that go into the `Received:` header.
+pub struct ReceivedParts<'a> {
+    pub ehlo: Option<&'a str>,
+    pub peer_ip: &'a str,
+    pub hostname: &'a str,
+    pub listener_ip: &'a str,
+    /// `(protocol version, cipher)` when TLS is active.
+    pub tls: Option<(&'a str, &'a str)>,
+}
+
+/// The complete header line, CRLF included.
+pub fn received_header(p: &ReceivedParts<'_>, id: &str, recipient: &str, now: chrono::DateTime<chrono::Local>) -> String {
+    let with = match p.tls {
+        Some((version, cipher)) => format!("with ESMTPS ({version}:{cipher})"),
+        None => "with ESMTP".to_string(),
+    };
+    format!(
+        "Received: from {} ({})\r\n  by {} (Hermod {})\r\n  {with}\r\n  id {id}\r\n  for <{recipient}>;\r\n  {}\r\n",
+        p.ehlo.unwrap_or("unspecified"),
+        p.peer_ip,
+        p.hostname,
+        p.listener_ip,
+        now.to_rfc2822(),
+    )
+}
+
+/// `name: base64(json)`, folded so no line exceeds 78 characters; CRLF included.
+pub fn supplemental_header(name: &str, recipients: &[String], include: &[String], meta: &Map<String, Value>) -> String {
+    let mut obj = Map::new();
+    obj.insert("_@_".into(), Value::String("\\_/".into()));
+    let rcpt = match recipients {
+        [one] => Value::String(one.clone()),
+        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+    };
+    obj.insert("recipient".into(), rcpt);
+    for key in include {
+        if let Some(v) = meta.get(key) {
+            obj.insert(key.clone(), v.clone());
+        }
+    }
+    let json = Value::Object(obj).to_string();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+    let mut out = format!("{name}: ");
+    let first = 76usize.saturating_sub(name.len() + 2).max(1);
+    let (head, mut rest) = encoded.split_at(first.min(encoded.len()));
+    out.push_str(head);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(75.min(rest.len()));
+        out.push_str("\r\n\t");
+        out.push_str(chunk);
+        rest = tail;
+    }
+    out.push_str("\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn received_header_names_peer_host_tls_id_and_recipient() {
+        let now = chrono::Local.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let p = ReceivedParts {
+            ehlo: None,
+            peer_ip: "127.0.0.1",
+            hostname: "mx.example",
+            listener_ip: "127.0.0.1",
+            tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
+        };
+        let h = received_header(&p, "abc", "b@example.com", now);
+        assert!(h.starts_with("Received: from unspecified (127.0.0.1)\r\n  by mx.example (Hermod 127.0.0.1)\r\n"), "{h}");
+        assert!(h.contains("\r\n  with ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)\r\n  id abc\r\n  for <b@example.com>;\r\n  "), "{h}");
+        assert!(h.contains("2 Jan 2026 03:04:05"), "{h}");
+        assert!(h.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn supplemental_header_decodes_to_the_reference_json() {
+        let mut meta = Map::new();
+        meta.insert("x_campaign".into(), Value::String("c1".into()));
+        let h = supplemental_header("X-KumoRef", &["b@example.com".into()], &["x_campaign".into()], &meta);
+        assert!(h.lines().all(|l| l.len() <= 78), "{h}");
+        let b64: String = h["X-KumoRef: ".len()..].split_whitespace().collect();
+        let json = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"_@_":"\\_/","recipient":"b@example.com","x_campaign":"c1"}"#
+        );
+    }
+}

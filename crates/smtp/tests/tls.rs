@@ -1,0 +1,111 @@
+//! STARTTLS with the self-signed certificate generated at start.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// The test trusts whatever certificate the listener presents.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn starttls_upgrade_then_full_transaction() {
+    let srv = start(config()).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c", 250).await;
+    assert_eq!(c.cmd("STARTTLS", 220).await, "2.0.0 Ready to start TLS");
+    let tcp = c.io.into_inner();
+    let name = ServerName::try_from("mx.test").unwrap();
+    let tls = connector().connect(name, tcp).await.unwrap();
+    let mut c = Client::new(tls);
+
+    // The pre-TLS EHLO no longer counts.
+    assert!(c.cmd("MAIL FROM:<a@example.com>", 503).await.starts_with("5.5.1"));
+    c.send("EHLO c\r\n").await;
+    let (code, lines) = c.reply().await;
+    assert_eq!(code, 250);
+    assert!(!lines.iter().any(|l| l == "STARTTLS"), "{lines:?}");
+    assert!(c.cmd("STARTTLS", 501).await.starts_with("5.5.1"));
+
+    let (code, text) = c
+        .transaction("a@example.com", &["b@example.com"], "Subject: secret\r\n\r\nx\r\n")
+        .await;
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221).await;
+
+    let m = &srv.acceptor.messages()[0];
+    let version = m.get_meta("tls_protocol_version").unwrap();
+    let cipher = m.get_meta("tls_cipher").unwrap();
+    assert_eq!(version, "TLSv1_3");
+    assert!(cipher.as_str().unwrap().starts_with("TLS13_"), "{cipher}");
+    let data = srv.acceptor.data(0);
+    assert!(data.contains(&format!("with ESMTPS (TLSv1_3:{})", cipher.as_str().unwrap())), "{data}");
+    let info = srv.acceptor.received.lock()[0].1.clone();
+    assert_eq!(info.tls_protocol_version.as_deref(), Some("TLSv1_3"));
+}
+
+#[tokio::test]
+async fn commands_pipelined_after_starttls_are_discarded() {
+    let srv = start(config()).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c", 250).await;
+    // An injected plaintext command must not be executed inside the TLS session.
+    c.send("STARTTLS\r\nNOOP\r\n").await;
+    c.expect(220).await;
+    let tcp = c.io.into_inner();
+    let name = ServerName::try_from("mx.test").unwrap();
+    let tls = connector().connect(name, tcp).await.unwrap();
+    let mut c = Client::new(tls);
+    c.cmd("EHLO c", 250).await;
+}
