@@ -1,0 +1,220 @@
+//! `kumo.amqp.basic_publish{...}`: one call that publishes and waits for the
+//! broker's confirmation (KumoMTA only waits for the frames to be written).
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use mlua::{Lua, Value};
+use serde::Deserialize;
+
+use super::client::{await_confirm, short};
+use super::pool;
+use super::props::Properties;
+use crate::common::{CallSite, LuaBytes};
+
+/// Connection parameters; together they select the pooled connection.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionParams {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_guest")]
+    pub username: String,
+    #[serde(default = "default_guest")]
+    pub password: String,
+    #[serde(default)]
+    pub vhost: Option<String>,
+    #[serde(default)]
+    pub connection_name: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub heartbeat: Option<u16>,
+    #[serde(default)]
+    pub enable_tls: bool,
+    #[serde(default)]
+    pub root_ca_cert: Option<String>,
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub client_private_key: Option<String>,
+    /// Accepted for compatibility; Hermod always confirms.
+    #[serde(default)]
+    pub confirm_select: bool,
+    /// Accepted for compatibility; publishes share one pooled connection.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub recycle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub wait_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub publish_timeout: Option<Duration>,
+}
+
+fn default_port() -> u16 {
+    5672
+}
+
+fn default_guest() -> String {
+    "guest".to_string()
+}
+
+/// The strict `basic_publish` parameter table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicPublishParams {
+    pub routing_key: String,
+    pub payload: LuaBytes,
+    #[serde(default)]
+    pub exchange: String,
+    #[serde(default)]
+    pub mandatory: bool,
+    #[serde(default)]
+    pub immediate: bool,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub delivery_mode: Option<u8>,
+    #[serde(default)]
+    pub expiration: Option<String>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, super::props::HeaderValue>>,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub message_type: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u8>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<u64>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub connection: ConnectionParams,
+}
+
+const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl ConnectionParams {
+    /// The AMQP URI these parameters describe; it is also the pool key.
+    pub fn to_uri(&self) -> Result<String, String> {
+        if self.client_cert.is_some() != self.client_private_key.is_some() {
+            return Err("`client_cert` and `client_private_key` must be given together".into());
+        }
+        if self.root_ca_cert.is_some() || self.client_cert.is_some() {
+            return Err("custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; \
+                 use enable_tls with a publicly trusted broker certificate"
+                .into());
+        }
+        let scheme = if self.enable_tls { "amqps" } else { "amqp" };
+        let vhost = percent_encode(self.vhost.as_deref().unwrap_or("/"));
+        let mut query = Vec::new();
+        if let Some(h) = self.heartbeat {
+            query.push(format!("heartbeat={h}"));
+        }
+        if let Some(t) = self.connect_timeout {
+            query.push(format!("connection_timeout={}", t.as_millis()));
+        }
+        let mut uri = format!(
+            "{scheme}://{}:{}@{}:{}/{vhost}",
+            percent_encode(&self.username),
+            percent_encode(&self.password),
+            self.host,
+            self.port
+        );
+        if !query.is_empty() {
+            uri.push('?');
+            uri.push_str(&query.join("&"));
+        }
+        Ok(uri)
+    }
+}
+
+impl BasicPublishParams {
+    fn properties(&self) -> Properties {
+        Properties {
+            app_id: self.app_id.clone(),
+            cluster_id: self.cluster_id.clone(),
+            content_encoding: self.content_encoding.clone(),
+            content_type: self.content_type.clone(),
+            correlation_id: self.correlation_id.clone(),
+            delivery_mode: self.delivery_mode,
+            expiration: self.expiration.clone(),
+            headers: self.headers.clone(),
+            message_id: self.message_id.clone(),
+            kind: self.message_type.clone(),
+            priority: self.priority,
+            reply_to: self.reply_to.clone(),
+            timestamp: self.timestamp,
+            user_id: self.user_id.clone(),
+        }
+    }
+}
+
+pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
+    let site = CallSite::capture(&lua);
+    let params: BasicPublishParams =
+        hermod_policy::config::from_lua_strict(&lua, params, "kumo.amqp.basic_publish")?;
+    let target = format!(
+        "{}:{} exchange '{}' routing key '{}'",
+        params.connection.host, params.connection.port, params.exchange, params.routing_key
+    );
+    let fail = |why: String| site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"));
+    let uri = params.connection.to_uri().map_err(&fail)?;
+    let mut properties = params.properties();
+    properties.default_message_id(&lua, &params.payload.0);
+    let properties = properties.to_basic().map_err(&fail)?;
+    let exchange = short("exchange", &params.exchange).map_err(&fail)?;
+    let routing_key = short("routing_key", &params.routing_key).map_err(&fail)?;
+    if hermod_policy::startup::is_validating(&lua) {
+        return Ok(());
+    }
+    let limit = params.connection.publish_timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
+    let options = BasicPublishOptions { mandatory: params.mandatory, immediate: params.immediate };
+    let payload = params.payload.0;
+    let work = async {
+        let slot = pool::slot(&uri);
+        let channel = slot.channel().await?;
+        let confirm = channel
+            .basic_publish(exchange, routing_key, options, &payload, properties)
+            .await
+            .map_err(|e| e.to_string())?;
+        await_confirm(confirm, limit).await
+    };
+    let confirmation = tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| fail(format!("timed out after {}s", limit.as_secs_f64())))?
+        .map_err(&fail)?;
+    match confirmation {
+        lapin::Confirmation::Nack(_) => Err(fail("the broker refused the message (nack)".into())),
+        lapin::Confirmation::Ack(Some(returned)) => Err(fail(format!(
+            "the broker returned the message as unroutable: {} {}",
+            returned.reply_code, returned.reply_text
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,213 @@
+//! Pieces shared by every broker module: binary-safe payloads, key sources,
+//! located error construction and the closed-handle error.
+
+use std::fmt;
+use std::time::Duration;
+
+use mlua::Lua;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Raised by every method of a handle after `close()` on it or on any copy.
+pub const CLIENT_CLOSED: &str = "client was closed";
+
+/// The `file:line` of the policy code that called the running function.
+/// Captured before the first `.await`, because once the future is suspended
+/// the Lua stack no longer shows the caller.
+#[derive(Clone, Debug, Default)]
+pub struct CallSite(Option<String>);
+
+impl CallSite {
+    pub fn capture(lua: &Lua) -> Self {
+        CallSite(hermod_policy::errors::caller_location(lua))
+    }
+
+    /// A runtime error whose text starts with the captured `file:line`.
+    pub fn error(&self, msg: impl fmt::Display) -> mlua::Error {
+        match &self.0 {
+            Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
+            None => mlua::Error::RuntimeError(msg.to_string()),
+        }
+    }
+}
+
+/// A Lua string taken byte for byte: payloads are mail, which is not
+/// guaranteed to be UTF-8.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LuaBytes(pub Vec<u8>);
+
+impl<'de> Deserialize<'de> for LuaBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LuaBytes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LuaBytes, E> {
+                Ok(LuaBytes(v.as_bytes().to_vec()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<LuaBytes, E> {
+                Ok(LuaBytes(v.into_bytes()))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<LuaBytes, E> {
+                Ok(LuaBytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<LuaBytes, E> {
+                Ok(LuaBytes(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string setting where policies commonly write numbers or booleans
+/// (librdkafka properties, AMQP header values): numbers and booleans are
+/// turned into their textual form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stringish(pub String);
+
+impl<'de> Deserialize<'de> for Stringish {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Stringish;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Stringish, E> {
+                Ok(Stringish(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Stringish, E> {
+                Ok(Stringish(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Stringish, E> {
+                Ok(Stringish(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Stringish, E> {
+                Ok(Stringish(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Stringish, E> {
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(Stringish(format!("{}", v as i64)))
+                } else {
+                    Ok(Stringish(v.to_string()))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Where a secret comes from: a file path string, or `{ key_data = '...' }`.
+/// KumoMTA's vault and event-driven forms are rejected with a clear message
+/// rather than silently ignored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(String),
+    Data(String),
+}
+
+impl fmt::Debug for KeySource {
+    // Secrets must never reach logs, so the inline form is redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::File(p) => write!(f, "KeySource::File({p:?})"),
+            KeySource::Data(_) => f.write_str("KeySource::Data(<redacted>)"),
+        }
+    }
+}
+
+impl KeySource {
+    /// The secret, with trailing line breaks removed (files usually end in one).
+    pub async fn resolve(&self) -> Result<String, String> {
+        match self {
+            KeySource::Data(d) => Ok(d.clone()),
+            KeySource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read key file '{path}': {e}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeySource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file path string or a table { key_data = '...' }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeySource, E> {
+                Ok(KeySource::File(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySource, A::Error> {
+                let mut data = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "key_data" => data = Some(map.next_value::<String>()?),
+                        k if k.starts_with("vault_") => {
+                            return Err(de::Error::custom(format!(
+                                "key source field `{k}`: vault key sources are not supported; \
+                                 use a file path or {{ key_data = '...' }}"
+                            )))
+                        }
+                        k => return Err(de::Error::unknown_field(k, &["key_data"])),
+                    }
+                }
+                data.map(KeySource::Data)
+                    .ok_or_else(|| de::Error::missing_field("key_data"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration given either as a duration string / number of seconds, or as
+/// the `{ secs = , nanos = }` struct KumoMTA's serde representation uses.
+pub fn deserialize_flexible_duration_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration: seconds, a string like \"10s\", or { secs = , nanos = }")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            hermod_policy::duration::parse(v).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            hermod_policy::duration::from_secs(v as f64).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            hermod_policy::duration::from_secs(v).map_err(E::custom)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Duration, A::Error> {
+            let (mut secs, mut nanos) = (0u64, 0u32);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "secs" => secs = map.next_value()?,
+                    "nanos" => nanos = map.next_value()?,
+                    k => return Err(de::Error::unknown_field(k, &["secs", "nanos"])),
+                }
+            }
+            if nanos >= 1_000_000_000 {
+                return Err(de::Error::custom("nanos must be below 1000000000"));
+            }
+            Ok(Duration::new(secs, nanos))
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+/// Install the ring crypto provider for rustls once; reqwest and the TLS
+/// broker clients need a process default. Another crate may have installed
+/// it first, which is fine.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

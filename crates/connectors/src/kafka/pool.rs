@@ -1,0 +1,97 @@
+//! Process-wide sharing of librdkafka producers. A librdkafka producer owns
+//! threads, sockets and buffers, and policies commonly build a producer per
+//! message, so producers built with identical properties share one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+/// A shared producer that no handle has used for this long is dropped
+/// (librdkafka flushes and closes its connections).
+pub const IDLE_DROP: Duration = Duration::from_secs(300);
+
+type Key = Vec<(String, String)>;
+
+struct Entry {
+    producer: Arc<FutureProducer>,
+    last_used: Instant,
+}
+
+fn pool() -> &'static Mutex<HashMap<Key, Entry>> {
+    static POOL: OnceLock<Mutex<HashMap<Key, Entry>>> = OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// How many librdkafka producers this process has created.
+pub fn producers_created() -> u64 {
+    CREATED.load(Ordering::Relaxed)
+}
+
+/// Properties as librdkafka gets them: the policy's, plus
+/// `enable.idempotence=true` unless the policy decided about idempotence or
+/// chose an `acks` level that is incompatible with it.
+pub fn effective_properties(props: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut props = props;
+    let acks_all = props
+        .get("acks")
+        .or_else(|| props.get("request.required.acks"))
+        .map(|a| a == "all" || a == "-1")
+        .unwrap_or(true);
+    if acks_all && !props.contains_key("enable.idempotence") {
+        props.insert("enable.idempotence".into(), "true".into());
+    }
+    props
+}
+
+/// The shared producer for these (effective) properties, creating it if
+/// needed. Creation runs on the blocking pool: librdkafka starts threads
+/// and parses its configuration synchronously.
+pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProducer>, String> {
+    let key: Key = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if let Some(p) = touch(&key) {
+        return Ok(p);
+    }
+    let mut config = ClientConfig::new();
+    for (k, v) in props {
+        config.set(k, v);
+    }
+    let producer = tokio::task::spawn_blocking(move || config.create::<FutureProducer>())
+        .await
+        .map_err(|e| format!("producer creation task failed: {e}"))?
+        .map_err(|e| format!("invalid producer configuration: {e}"))?;
+    let producer = Arc::new(producer);
+    let mut pool = pool().lock();
+    evict_idle(&mut pool);
+    // Another task may have created one meanwhile; keep the first so every
+    // handle shares it, and let ours drop.
+    let entry = pool.entry(key).or_insert_with(|| {
+        CREATED.fetch_add(1, Ordering::Relaxed);
+        Entry { producer, last_used: Instant::now() }
+    });
+    entry.last_used = Instant::now();
+    Ok(entry.producer.clone())
+}
+
+fn touch(key: &Key) -> Option<Arc<FutureProducer>> {
+    let mut pool = pool().lock();
+    let entry = pool.get_mut(key)?;
+    entry.last_used = Instant::now();
+    Some(entry.producer.clone())
+}
+
+/// Record use of a shared producer (keeps it from idle eviction).
+pub fn mark_used(props: &BTreeMap<String, String>) {
+    let key: Key = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    touch(&key);
+}
+
+fn evict_idle(pool: &mut HashMap<Key, Entry>) {
+    pool.retain(|_, e| Arc::strong_count(&e.producer) > 1 || e.last_used.elapsed() < IDLE_DROP);
+}

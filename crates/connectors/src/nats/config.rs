@@ -1,0 +1,190 @@
+//! `kumo.nats.connect{...}` parameters and their translation into
+//! async-nats connect options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use serde::Deserialize;
+
+use crate::common::{deserialize_flexible_duration_opt, KeySource};
+
+/// Strict connection parameters. `sender_capacity` is accepted as an alias of
+/// `client_capacity` because KumoMTA's docs use that name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
+    #[serde(default)]
+    pub no_echo: bool,
+    #[serde(default)]
+    pub max_reconnects: Option<usize>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub connection_timeout: Option<Duration>,
+    #[serde(default)]
+    pub tls_required: bool,
+    #[serde(default)]
+    pub tls_first: bool,
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "deserialize_flexible_duration_opt")]
+    pub ping_interval: Option<Duration>,
+    #[serde(default, alias = "sender_capacity")]
+    pub client_capacity: Option<usize>,
+    #[serde(default)]
+    pub inbox_prefix: Option<String>,
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default)]
+    pub retry_on_initial_connect: bool,
+    #[serde(default)]
+    pub ignore_discovered_servers: bool,
+    #[serde(default)]
+    pub retain_servers_order: bool,
+}
+
+/// Authentication. Every secret is a KeySource (a file path string or
+/// `{ key_data = '...' }`):
+/// - `username` + `password` (both or neither),
+/// - `token`,
+/// - `nkey`: the NKey seed (`SU...`),
+/// - `credentials`: the contents of a `.creds` file (JWT + seed),
+/// - `credentials_file`: path of a `.creds` file (same as `credentials = '/path'`).
+///
+/// At most one of token / nkey / credentials may be combined with the
+/// username/password pair, mirroring what the NATS server accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsAuth {
+    #[serde(default)]
+    pub username: Option<KeySource>,
+    #[serde(default)]
+    pub password: Option<KeySource>,
+    #[serde(default)]
+    pub token: Option<KeySource>,
+    #[serde(default)]
+    pub nkey: Option<KeySource>,
+    #[serde(default)]
+    pub credentials: Option<KeySource>,
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+}
+
+impl NatsConfig {
+    /// Checks that need no I/O, so `hermod check` can report them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.servers.is_empty() {
+            return Err("`servers` must list at least one server".into());
+        }
+        for server in &self.servers {
+            server
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("invalid server address '{server}': {e}"))?;
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err("`client_cert` and `client_key` must be given together".into());
+        }
+        if self.client_capacity == Some(0) {
+            return Err("`client_capacity` must be greater than 0".into());
+        }
+        if let Some(auth) = &self.auth {
+            if auth.username.is_some() != auth.password.is_some() {
+                return Err("auth: `username` and `password` must be given together".into());
+            }
+            let exclusive = [
+                auth.token.is_some(),
+                auth.nkey.is_some(),
+                auth.credentials.is_some() || auth.credentials_file.is_some(),
+            ];
+            if exclusive.iter().filter(|b| **b).count() > 1 {
+                return Err("auth: use only one of `token`, `nkey`, `credentials`/`credentials_file`".into());
+            }
+            if auth.credentials.is_some() && auth.credentials_file.is_some() {
+                return Err("auth: use either `credentials` or `credentials_file`, not both".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the connect options, reading secrets from their key sources.
+    pub async fn to_options(&self) -> Result<ConnectOptions, String> {
+        let mut opts = ConnectOptions::new();
+        if let Some(auth) = &self.auth {
+            if let Some(path) = &auth.credentials_file {
+                opts = opts
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| format!("cannot load credentials file '{path}': {e}"))?;
+            }
+            if let Some(creds) = &auth.credentials {
+                let text = creds.resolve().await?;
+                opts = opts
+                    .credentials(&text)
+                    .map_err(|e| format!("invalid NATS credentials: {e}"))?;
+            }
+            if let Some(nkey) = &auth.nkey {
+                opts = opts.nkey(nkey.resolve().await?);
+            }
+            if let Some(token) = &auth.token {
+                opts = opts.token(token.resolve().await?);
+            }
+            if let (Some(user), Some(pass)) = (&auth.username, &auth.password) {
+                opts = opts.user_and_password(user.resolve().await?, pass.resolve().await?);
+            }
+        }
+        if let Some(name) = &self.name {
+            opts = opts.name(name);
+        }
+        if self.no_echo {
+            opts = opts.no_echo();
+        }
+        if let Some(n) = self.max_reconnects {
+            opts = opts.max_reconnects(n);
+        }
+        if let Some(t) = self.connection_timeout {
+            opts = opts.connection_timeout(t);
+        }
+        if self.tls_required {
+            opts = opts.require_tls(true);
+        }
+        if self.tls_first {
+            opts = opts.tls_first();
+        }
+        if let Some(ca) = &self.certificate {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(p) = self.ping_interval {
+            opts = opts.ping_interval(p);
+        }
+        if let Some(c) = self.client_capacity {
+            opts = opts.client_capacity(c);
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
+        if self.request_timeout.is_some() {
+            opts = opts.request_timeout(self.request_timeout);
+        }
+        if self.retry_on_initial_connect {
+            opts = opts.retry_on_initial_connect();
+        }
+        if self.ignore_discovered_servers {
+            opts = opts.ignore_discovered_servers();
+        }
+        if self.retain_servers_order {
+            opts = opts.retain_servers_order();
+        }
+        Ok(opts)
+    }
+}
