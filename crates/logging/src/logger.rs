@@ -195,7 +195,14 @@ impl Logger {
             return;
         }
         let base = base_record(&ev, reception_protocol, &inner.node_id);
-        let meta = ev.message.meta();
+        // Copying the whole meta map is only worth it when some logger selects from it.
+        let selects_meta = inner.locals.iter().any(|l| !l.select.meta.is_empty())
+            || inner.hooks.iter().any(|h| !h.select.meta.is_empty());
+        let meta = if selects_meta {
+            ev.message.meta()
+        } else {
+            Map::new()
+        };
 
         for local in inner.locals.iter().filter(|l| l.select.wants(ev.kind)) {
             let rec = local.select.record(&base, &meta, &ev.message);
