@@ -128,7 +128,8 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         }
         "MAIL" => {
             let (path, params) = split_path(rest, "FROM:").map_err(ParseError::Syntax)?;
-            let address = EnvelopeAddress::parse(path).map_err(|e| ParseError::Sender(e.to_string()))?;
+            let address =
+                EnvelopeAddress::parse(path).map_err(|e| ParseError::Sender(e.to_string()))?;
             let size = parse_size(params).map_err(ParseError::Syntax)?;
             Ok(Command::MailFrom { address, size })
         }
@@ -161,7 +162,10 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(parse(b"ehlo client.example").unwrap(), Command::Ehlo("client.example".into()));
+        assert_eq!(
+            parse(b"ehlo client.example").unwrap(),
+            Command::Ehlo("client.example".into())
+        );
         assert_eq!(parse(b"HeLo x").unwrap(), Command::Helo("x".into()));
         assert_eq!(parse(b"data").unwrap(), Command::Data);
         assert_eq!(parse(b"Quit").unwrap(), Command::Quit);
@@ -213,18 +217,39 @@ mod tests {
 
     #[test]
     fn bad_addresses_get_sender_or_recipient_errors() {
-        assert!(matches!(parse(b"MAIL FROM:<nodomain>"), Err(ParseError::Sender(_))));
-        assert!(matches!(parse(b"RCPT TO:<nodomain>"), Err(ParseError::Recipient(_))));
-        assert!(matches!(parse(b"RCPT TO:<>"), Err(ParseError::Recipient(_))));
-        assert_eq!(parse(b"MAIL FROM:<nodomain>").unwrap_err().reply().1[..5], *"5.1.7");
+        assert!(matches!(
+            parse(b"MAIL FROM:<nodomain>"),
+            Err(ParseError::Sender(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<nodomain>"),
+            Err(ParseError::Recipient(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<>"),
+            Err(ParseError::Recipient(_))
+        ));
+        assert_eq!(
+            parse(b"MAIL FROM:<nodomain>").unwrap_err().reply().1[..5],
+            *"5.1.7"
+        );
         assert_eq!(parse(b"RCPT TO:<x>").unwrap_err().reply().1[..5], *"5.1.3");
     }
 
     #[test]
     fn malformed_syntax_is_a_generic_501() {
-        assert!(matches!(parse(b"MAIL TO:<a@b>"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"MAIL FROM:<a@b"), Err(ParseError::Syntax(_))));
-        assert!(matches!(parse(b"MAIL FROM:<a@b> SIZE=big"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"MAIL TO:<a@b>"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b"),
+            Err(ParseError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b> SIZE=big"),
+            Err(ParseError::Syntax(_))
+        ));
         assert!(matches!(parse(b"EHLO"), Err(ParseError::Syntax(_))));
         assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
     }
@@ -239,7 +264,10 @@ mod tests {
     #[test]
     fn unimplemented_verbs_are_reported_by_name() {
         for v in ["VRFY x", "EXPN list", "HELP", "LHLO x", "XYZZY"] {
-            assert!(matches!(parse(v.as_bytes()), Ok(Command::NotImplemented(_))), "{v}");
+            assert!(
+                matches!(parse(v.as_bytes()), Ok(Command::NotImplemented(_))),
+                "{v}"
+            );
         }
     }
 }

@@ -18,9 +18,7 @@ const WHAT: &str = "kumo.start_esmtp_listener";
 #[serde(untagged)]
 pub enum KeySource {
     Path(String),
-    Data {
-        key_data: String,
-    },
+    Data { key_data: String },
 }
 
 impl KeySource {
@@ -95,11 +93,15 @@ fn names_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
             .into_iter()
             .map(|x| match x {
                 serde_json::Value::String(s) => Ok(s),
-                other => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a string, got {other}"
+                ))),
             })
             .collect(),
         serde_json::Value::Object(o) if o.is_empty() => Ok(Vec::new()),
-        other => Err(serde::de::Error::custom(format!("expected a list of strings, got {other}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a list of strings, got {other}"
+        ))),
     }
 }
 
@@ -283,7 +285,8 @@ pub fn parse_params(lua: &Lua, params: Value) -> mlua::Result<EsmtpListenerConfi
         v => v,
     };
     let cfg: EsmtpListenerConfig = from_lua_strict(lua, params, WHAT)?;
-    cfg.validate().map_err(|e| located(lua, format!("{WHAT}: {e}")))?;
+    cfg.validate()
+        .map_err(|e| located(lua, format!("{WHAT}: {e}")))?;
     Ok(cfg)
 }
 

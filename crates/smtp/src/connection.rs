@@ -72,7 +72,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut lines = text.split('\n').peekable();
         while let Some(line) = lines.next() {
             let sep = if lines.peek().is_some() { '-' } else { ' ' };
-            self.wbuf.extend_from_slice(format!("{code}{sep}{}\r\n", line.trim_end_matches('\r')).as_bytes());
+            self.wbuf.extend_from_slice(
+                format!("{code}{sep}{}\r\n", line.trim_end_matches('\r')).as_bytes(),
+            );
         }
     }
 
@@ -234,9 +236,18 @@ mod tests {
     #[tokio::test]
     async fn lines_are_split_on_crlf_and_lf() {
         let (mut c, _p) = conn_with(b"EHLO a\r\nNOOP\nQUIT\r\n", 998).await;
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"EHLO a"[..])));
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"NOOP"[..])));
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"QUIT"[..])));
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"EHLO a"[..]))
+        );
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"NOOP"[..]))
+        );
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"QUIT"[..]))
+        );
         assert!(matches!(c.read_line().await, Err(ReadError::Timeout(_))));
     }
 
@@ -246,7 +257,10 @@ mod tests {
         input.extend_from_slice(b"\r\nNOOP\r\n");
         let (mut c, _p) = conn_with(&input, 998).await;
         assert_eq!(c.read_line().await.unwrap(), Line::TooLong);
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"NOOP"[..])));
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"NOOP"[..]))
+        );
     }
 
     #[tokio::test]
@@ -267,14 +281,24 @@ mod tests {
 
     #[tokio::test]
     async fn dot_stuffing_is_undone() {
-        let out = data(b"Subject: x\r\n\r\n..line\r\n.\r\n", InvalidLineEndings::Deny).await;
-        assert_eq!(out, DataOutcome::Message(b"Subject: x\r\n\r\n.line\r\n".to_vec()));
+        let out = data(
+            b"Subject: x\r\n\r\n..line\r\n.\r\n",
+            InvalidLineEndings::Deny,
+        )
+        .await;
+        assert_eq!(
+            out,
+            DataOutcome::Message(b"Subject: x\r\n\r\n.line\r\n".to_vec())
+        );
     }
 
     #[tokio::test]
     async fn bare_lf_is_denied_allowed_or_fixed() {
         let input = b"A: b\n\r\nbody\nx\rz\r\n.\r\n";
-        assert_eq!(data(input, InvalidLineEndings::Deny).await, DataOutcome::BareLineEnding);
+        assert_eq!(
+            data(input, InvalidLineEndings::Deny).await,
+            DataOutcome::BareLineEnding
+        );
         assert_eq!(
             data(input, InvalidLineEndings::Allow).await,
             DataOutcome::Message(b"A: b\n\r\nbody\nx\rz\r\n".to_vec())
@@ -302,8 +326,14 @@ mod tests {
         }
         input.extend_from_slice(b".\r\nNOOP\r\n");
         let (mut c, _p) = conn_with(&input, 998).await;
-        assert_eq!(c.read_data(1000, InvalidLineEndings::Deny).await.unwrap(), DataOutcome::TooBig);
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"NOOP"[..])));
+        assert_eq!(
+            c.read_data(1000, InvalidLineEndings::Deny).await.unwrap(),
+            DataOutcome::TooBig
+        );
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"NOOP"[..]))
+        );
     }
 
     #[tokio::test]
@@ -313,10 +343,15 @@ mod tests {
         input.extend_from_slice(b"\r\nb\r\n.\r\nNOOP\r\n");
         let (mut c, _p) = conn_with(&input, 998).await;
         assert_eq!(
-            c.read_data(1 << 20, InvalidLineEndings::Deny).await.unwrap(),
+            c.read_data(1 << 20, InvalidLineEndings::Deny)
+                .await
+                .unwrap(),
             DataOutcome::LineTooLong
         );
-        assert_eq!(c.read_line().await.unwrap(), Line::Text(BytesMut::from(&b"NOOP"[..])));
+        assert_eq!(
+            c.read_line().await.unwrap(),
+            Line::Text(BytesMut::from(&b"NOOP"[..]))
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,11 @@ enum Abort {
 }
 
 impl Session {
-    pub(crate) async fn process_data(&mut self, conn: &mut Connection<Stream>, data: Vec<u8>) -> Flow {
+    pub(crate) async fn process_data(
+        &mut self,
+        conn: &mut Connection<Stream>,
+        data: Vec<u8>,
+    ) -> Flow {
         let budget = self.shared.cfg.data_processing_timeout;
         let result = tokio::time::timeout(budget, self.deliver(data)).await;
         self.reset();
@@ -31,7 +35,10 @@ impl Session {
             Ok(Err(Abort::Event(e))) => self.event_failure(conn, e),
             Ok(Err(Abort::Internal(e))) => {
                 tracing::error!(session = %self.id, error = %e, "esmtp post-DATA processing failed");
-                conn.reply(421, &format!("4.3.0 {} technical difficulties", self.host_name()));
+                conn.reply(
+                    421,
+                    &format!("4.3.0 {} technical difficulties", self.host_name()),
+                );
                 Flow::Close
             }
         }
@@ -43,7 +50,10 @@ impl Session {
 
     async fn deliver(&self, data: Vec<u8>) -> Result<Reply, Abort> {
         let cfg = &self.shared.cfg;
-        let sender = self.sender.clone().unwrap_or_else(hermod_message::EnvelopeAddress::null_sender);
+        let sender = self
+            .sender
+            .clone()
+            .unwrap_or_else(hermod_message::EnvelopeAddress::null_sender);
         let meta = self.meta.snapshot();
         let peer_ip = self.peer.ip().to_string();
         let listener_ip = self.shared.local_addr.ip().to_string();
@@ -67,7 +77,13 @@ impl Session {
             } else {
                 data.clone()
             };
-            messages.push(Message::new(id, sender.clone(), vec![rcpt.clone()], meta.clone(), body));
+            messages.push(Message::new(
+                id,
+                sender.clone(),
+                vec![rcpt.clone()],
+                meta.clone(),
+                body,
+            ));
         }
 
         if self.shared.handlers.message_received {
@@ -79,17 +95,29 @@ impl Session {
                 .await
                 .map_err(|e| Abort::Event(CallError::Lua(e.to_string())))?;
             for msg in &messages {
-                ctx.call::<LuaValue>("smtp_server_message_received", (msg.clone(), self.meta.clone()))
-                    .await
-                    .map_err(Abort::Event)?;
+                ctx.call::<LuaValue>(
+                    "smtp_server_message_received",
+                    (msg.clone(), self.meta.clone()),
+                )
+                .await
+                .map_err(Abort::Event)?;
             }
         }
 
         if cfg.trace_headers.supplemental_header {
             let th = &cfg.trace_headers;
             for msg in &messages {
-                let rcpts: Vec<String> = msg.recipients().iter().map(|r| r.email().to_string()).collect();
-                let header = supplemental_header(&th.header_name, &rcpts, &th.include_meta_names, &msg.meta());
+                let rcpts: Vec<String> = msg
+                    .recipients()
+                    .iter()
+                    .map(|r| r.email().to_string())
+                    .collect();
+                let header = supplemental_header(
+                    &th.header_name,
+                    &rcpts,
+                    &th.include_meta_names,
+                    &msg.meta(),
+                );
                 let old = msg.data().map_err(|e| Abort::Internal(e.to_string()))?;
                 let mut body = Vec::with_capacity(header.len() + old.len());
                 body.extend_from_slice(header.as_bytes());
@@ -139,7 +167,10 @@ impl Session {
         match first {
             AcceptError::Unavailable(reason) => Reply::new(
                 421,
-                &format!("4.3.2 {} not accepting messages: {reason}", self.host_name()),
+                &format!(
+                    "4.3.2 {} not accepting messages: {reason}",
+                    self.host_name()
+                ),
                 true,
             ),
             AcceptError::Spool(reason) | AcceptError::Message(reason) => {

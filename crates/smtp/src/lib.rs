@@ -16,7 +16,9 @@ mod session;
 mod tls;
 mod trace;
 
-pub use config::{register, BatchHandling, EsmtpListenerConfig, InvalidLineEndings, KeySource, TraceHeaders};
+pub use config::{
+    register, BatchHandling, EsmtpListenerConfig, InvalidLineEndings, KeySource, TraceHeaders,
+};
 pub use listener::{start_listener, ListenerHandle};
 pub use meta::ConnMeta;
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tracing::Instrument;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use hermod_message::Acceptor;
 use hermod_policy::Engine;
@@ -71,7 +71,10 @@ pub async fn start_listener(
     let addr = cfg.listen_addr().map_err(SmtpError::Config)?;
     let tls = TlsAcceptor::from(crate::tls::server_config(&cfg)?);
     let handlers = {
-        let ctx = engine.context().await.map_err(|e| SmtpError::Policy(e.to_string()))?;
+        let ctx = engine
+            .context()
+            .await
+            .map_err(|e| SmtpError::Policy(e.to_string()))?;
         Handlers {
             connection_accepted: ctx.has_handler("smtp_server_connection_accepted"),
             ehlo: ctx.has_handler("smtp_server_ehlo"),
@@ -80,10 +83,12 @@ pub async fn start_listener(
             message_received: ctx.has_handler("smtp_server_message_received"),
         }
     };
-    let listener = TcpListener::bind(addr).await.map_err(|source| SmtpError::Bind {
-        addr: cfg.listen.clone(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SmtpError::Bind {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| SmtpError::Bind {
         addr: cfg.listen.clone(),
         source,

@@ -55,7 +55,11 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
         recipients: Vec::new(),
         rcpt_total: 0,
     };
-    let mut conn = Connection::new(Stream::Plain(sock), cfg.line_length_hard_limit, cfg.client_timeout);
+    let mut conn = Connection::new(
+        Stream::Plain(sock),
+        cfg.line_length_hard_limit,
+        cfg.client_timeout,
+    );
     let conn = match session.greet(&mut conn).await {
         Flow::Continue => session.serve(conn).await,
         _ => Some(conn),
@@ -75,7 +79,10 @@ impl Session {
 
     async fn greet(&mut self, conn: &mut Connection<Stream>) -> Flow {
         if !self.shared.acceptor.is_accepting() {
-            conn.reply(421, &format!("4.3.2 {} waiting for spool startup", self.host()));
+            conn.reply(
+                421,
+                &format!("4.3.2 {} waiting for spool startup", self.host()),
+            );
             return Flow::Close;
         }
         if self.shared.handlers.connection_accepted {
@@ -107,7 +114,10 @@ impl Session {
             };
             let flow = match line {
                 Err(ReadError::Timeout(_)) => {
-                    conn.reply(421, &format!("4.3.2 {} idle too long; closing connection", self.host()));
+                    conn.reply(
+                        421,
+                        &format!("4.3.2 {} idle too long; closing connection", self.host()),
+                    );
                     Flow::Close
                 }
                 Err(ReadError::Closed) => return Some(conn),
@@ -188,17 +198,21 @@ impl Session {
     async fn ehlo(&mut self, conn: &mut Connection<Stream>, domain: String) -> Flow {
         self.reset();
         self.meta.set("ehlo_domain", domain.clone());
-        let mut extensions: Vec<String> = ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut extensions: Vec<String> =
+            ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         extensions.push(format!("SIZE {}", self.shared.cfg.max_message_size));
         if self.tls.is_none() {
             extensions.push("STARTTLS".into());
         }
         if self.shared.handlers.ehlo {
             let args = (domain.clone(), self.meta.clone(), extensions.clone());
-            match self.event::<Option<Vec<String>>>("smtp_server_ehlo", args).await {
+            match self
+                .event::<Option<Vec<String>>>("smtp_server_ehlo", args)
+                .await
+            {
                 Ok(Some(Some(replacement))) => extensions = replacement,
                 Ok(_) => {}
                 Err(e) => return self.event_failure(conn, e),
@@ -228,7 +242,12 @@ impl Session {
         Flow::Continue
     }
 
-    async fn mail_from(&mut self, conn: &mut Connection<Stream>, sender: EnvelopeAddress, size: Option<usize>) -> Flow {
+    async fn mail_from(
+        &mut self,
+        conn: &mut Connection<Stream>,
+        sender: EnvelopeAddress,
+        size: Option<usize>,
+    ) -> Flow {
         if self.ehlo.is_none() {
             conn.reply(503, "5.5.1 EHLO or HELO first");
             return Flow::Continue;
@@ -240,7 +259,10 @@ impl Session {
         if size.is_some_and(|s| s > self.shared.cfg.max_message_size) {
             conn.reply(
                 552,
-                &format!("5.3.4 message exceeds the maximum size of {} bytes", self.shared.cfg.max_message_size),
+                &format!(
+                    "5.3.4 message exceeds the maximum size of {} bytes",
+                    self.shared.cfg.max_message_size
+                ),
             );
             return Flow::Continue;
         }
@@ -267,14 +289,23 @@ impl Session {
         }
         if self.rcpt_total >= cfg.max_messages_per_connection {
             if self.recipients.is_empty() {
-                conn.reply(421, &format!("4.5.3 {} too many messages on this connection", cfg.hostname));
+                conn.reply(
+                    421,
+                    &format!(
+                        "4.5.3 {} too many messages on this connection",
+                        cfg.hostname
+                    ),
+                );
                 return Flow::Close;
             }
             conn.reply(452, "4.5.3 too many messages on this connection");
             return Flow::Continue;
         }
         if !cfg.relay_allowed(self.peer.ip()) {
-            conn.reply(550, &format!("5.7.1 relaying not permitted for {}", self.peer.ip()));
+            conn.reply(
+                550,
+                &format!("5.7.1 relaying not permitted for {}", self.peer.ip()),
+            );
             return Flow::Continue;
         }
         if self.shared.handlers.rcpt_to {
@@ -300,10 +331,16 @@ impl Session {
         }
         conn.reply(354, "Send the message; end with <CRLF>.<CRLF>");
         let cfg = &self.shared.cfg;
-        let outcome = match conn.read_data(cfg.max_message_size, cfg.invalid_line_endings).await {
+        let outcome = match conn
+            .read_data(cfg.max_message_size, cfg.invalid_line_endings)
+            .await
+        {
             Ok(o) => o,
             Err(ReadError::Timeout(_)) => {
-                conn.reply(421, &format!("4.3.2 {} idle too long; closing connection", cfg.hostname));
+                conn.reply(
+                    421,
+                    &format!("4.3.2 {} idle too long; closing connection", cfg.hostname),
+                );
                 return Flow::Close;
             }
             Err(_) => return Flow::Close,
@@ -312,7 +349,10 @@ impl Session {
             DataOutcome::Message(data) => return self.process_data(conn, data).await,
             DataOutcome::TooBig => {
                 let max = cfg.max_message_size;
-                conn.reply(552, &format!("5.3.4 message exceeds the maximum size of {max} bytes"));
+                conn.reply(
+                    552,
+                    &format!("5.3.4 message exceeds the maximum size of {max} bytes"),
+                );
                 Flow::Continue
             }
             DataOutcome::LineTooLong => {
@@ -320,7 +360,10 @@ impl Session {
                 Flow::Continue
             }
             DataOutcome::BareLineEnding => {
-                conn.reply(552, "5.6.0 message contains a bare CR or LF; use CRLF line endings");
+                conn.reply(
+                    552,
+                    "5.6.0 message contains a bare CR or LF; use CRLF line endings",
+                );
                 Flow::Continue
             }
         };
@@ -339,7 +382,10 @@ impl Session {
         let Stream::Plain(tcp) = stream else {
             return None;
         };
-        let (line_limit, timeout) = (self.shared.cfg.line_length_hard_limit, self.shared.cfg.client_timeout);
+        let (line_limit, timeout) = (
+            self.shared.cfg.line_length_hard_limit,
+            self.shared.cfg.client_timeout,
+        );
         let handshake = tokio::time::timeout(timeout, self.shared.tls.accept(tcp)).await;
         let tls = match handshake {
             Ok(Ok(tls)) => tls,
@@ -393,7 +439,10 @@ impl Session {
             }
             other => {
                 tracing::error!(session = %self.id, peer = %self.peer, error = %other, "esmtp policy event failed");
-                conn.reply(421, &format!("4.3.0 {} technical difficulties", self.host()));
+                conn.reply(
+                    421,
+                    &format!("4.3.0 {} technical difficulties", self.host()),
+                );
                 Flow::Close
             }
         }

@@ -30,11 +30,19 @@ pub fn server_config(cfg: &EsmtpListenerConfig) -> Result<Arc<rustls::ServerConf
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| tls(format!("parsing tls_certificate {}: {e}", cert.describe())))?;
             if certs.is_empty() {
-                return Err(tls(format!("tls_certificate {} holds no certificate", cert.describe())));
+                return Err(tls(format!(
+                    "tls_certificate {} holds no certificate",
+                    cert.describe()
+                )));
             }
             let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
                 .map_err(|e| tls(format!("parsing tls_private_key {}: {e}", key.describe())))?
-                .ok_or_else(|| tls(format!("tls_private_key {} holds no private key", key.describe())))?;
+                .ok_or_else(|| {
+                    tls(format!(
+                        "tls_private_key {} holds no private key",
+                        key.describe()
+                    ))
+                })?;
             (certs, key)
         }
         _ => self_signed(&cfg.hostname)?,
@@ -46,9 +54,14 @@ pub fn server_config(cfg: &EsmtpListenerConfig) -> Result<Arc<rustls::ServerConf
     Ok(Arc::new(config))
 }
 
-fn self_signed(hostname: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SmtpError> {
-    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
-        .map_err(|e| SmtpError::Tls(format!("generating a self-signed certificate for {hostname}: {e}")))?;
+fn self_signed(
+    hostname: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SmtpError> {
+    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).map_err(|e| {
+        SmtpError::Tls(format!(
+            "generating a self-signed certificate for {hostname}: {e}"
+        ))
+    })?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
     Ok((vec![ck.cert.der().clone()], key))
 }
@@ -81,7 +94,11 @@ impl Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -90,7 +107,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

@@ -15,7 +15,12 @@ pub struct ReceivedParts<'a> {
 }
 
 /// The complete header line, CRLF included.
-pub fn received_header(p: &ReceivedParts<'_>, id: &str, recipient: &str, now: chrono::DateTime<chrono::Local>) -> String {
+pub fn received_header(
+    p: &ReceivedParts<'_>,
+    id: &str,
+    recipient: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> String {
     let with = match p.tls {
         Some((version, cipher)) => format!("with ESMTPS ({version}:{cipher})"),
         None => "with ESMTP".to_string(),
@@ -31,7 +36,12 @@ pub fn received_header(p: &ReceivedParts<'_>, id: &str, recipient: &str, now: ch
 }
 
 /// `name: base64(json)`, folded so no line exceeds 78 characters; CRLF included.
-pub fn supplemental_header(name: &str, recipients: &[String], include: &[String], meta: &Map<String, Value>) -> String {
+pub fn supplemental_header(
+    name: &str,
+    recipients: &[String],
+    include: &[String],
+    meta: &Map<String, Value>,
+) -> String {
     let mut obj = Map::new();
     obj.insert("_@_".into(), Value::String("\\_/".into()));
     let rcpt = match recipients {
@@ -76,7 +86,12 @@ mod tests {
             tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
         };
         let h = received_header(&p, "abc", "b@example.com", now);
-        assert!(h.starts_with("Received: from unspecified (127.0.0.1)\r\n  by mx.example (Hermod 127.0.0.1)\r\n"), "{h}");
+        assert!(
+            h.starts_with(
+                "Received: from unspecified (127.0.0.1)\r\n  by mx.example (Hermod 127.0.0.1)\r\n"
+            ),
+            "{h}"
+        );
         assert!(h.contains("\r\n  with ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)\r\n  id abc\r\n  for <b@example.com>;\r\n  "), "{h}");
         assert!(h.contains("2 Jan 2026 03:04:05"), "{h}");
         assert!(h.ends_with("\r\n"));
@@ -86,10 +101,17 @@ mod tests {
     fn supplemental_header_decodes_to_the_reference_json() {
         let mut meta = Map::new();
         meta.insert("x_campaign".into(), Value::String("c1".into()));
-        let h = supplemental_header("X-KumoRef", &["b@example.com".into()], &["x_campaign".into()], &meta);
+        let h = supplemental_header(
+            "X-KumoRef",
+            &["b@example.com".into()],
+            &["x_campaign".into()],
+            &meta,
+        );
         assert!(h.lines().all(|l| l.len() <= 78), "{h}");
         let b64: String = h["X-KumoRef: ".len()..].split_whitespace().collect();
-        let json = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(
             String::from_utf8(json).unwrap(),
             r#"{"_@_":"\\_/","recipient":"b@example.com","x_campaign":"c1"}"#

@@ -17,10 +17,23 @@ async fn banner_ehlo_and_helo_use_the_configured_hostname() {
     let (code, lines) = c.reply().await;
     assert_eq!(code, 250);
     assert_eq!(lines[0], "mx.test Aloha client.example");
-    for ext in ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "SIZE 20971520", "STARTTLS"] {
-        assert!(lines.iter().any(|l| l == ext), "{ext} missing from {lines:?}");
+    for ext in [
+        "PIPELINING",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "SMTPUTF8",
+        "SIZE 20971520",
+        "STARTTLS",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == ext),
+            "{ext} missing from {lines:?}"
+        );
     }
-    assert_eq!(c.cmd("HELO other.example", 250).await, "Hello other.example!");
+    assert_eq!(
+        c.cmd("HELO other.example", 250).await,
+        "Hello other.example!"
+    );
     c.cmd("RSET", 250).await;
     c.cmd("NOOP", 250).await;
     c.cmd("QUIT", 221).await;
@@ -32,19 +45,31 @@ async fn ehlo_handler_can_replace_the_extension_list() {
     let mut c = Client::greeted(srv.addr).await;
     c.send("EHLO short.example\r\n").await;
     let (_, lines) = c.reply().await;
-    assert_eq!(lines, vec!["mx.test Aloha short.example", "PIPELINING", "X-SHORT"]);
+    assert_eq!(
+        lines,
+        vec!["mx.test Aloha short.example", "PIPELINING", "X-SHORT"]
+    );
 }
 
 #[tokio::test]
 async fn out_of_sequence_commands_get_503() {
     let srv = start(config()).await;
     let mut c = Client::greeted(srv.addr).await;
-    assert!(c.cmd("MAIL FROM:<a@example.com>", 503).await.starts_with("5.5.1"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.com>", 503)
+        .await
+        .starts_with("5.5.1"));
     c.cmd("EHLO c", 250).await;
-    assert!(c.cmd("RCPT TO:<b@example.com>", 503).await.starts_with("5.5.0"));
+    assert!(c
+        .cmd("RCPT TO:<b@example.com>", 503)
+        .await
+        .starts_with("5.5.0"));
     assert!(c.cmd("DATA", 503).await.starts_with("5.5.0"));
     c.cmd("MAIL FROM:<a@example.com>", 250).await;
-    assert!(c.cmd("MAIL FROM:<a@example.com>", 503).await.starts_with("5.5.0"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.com>", 503)
+        .await
+        .starts_with("5.5.0"));
     assert!(c.cmd("DATA", 503).await.starts_with("5.5.0"));
 }
 
@@ -53,10 +78,16 @@ async fn malformed_addresses_get_specific_501s() {
     let srv = start(config()).await;
     let mut c = Client::greeted(srv.addr).await;
     c.cmd("EHLO c", 250).await;
-    assert!(c.cmd("MAIL FROM:<no-domain>", 501).await.starts_with("5.1.7"));
+    assert!(c
+        .cmd("MAIL FROM:<no-domain>", 501)
+        .await
+        .starts_with("5.1.7"));
     c.cmd("MAIL FROM:<a@example.com>", 250).await;
     assert!(c.cmd("RCPT TO:<no-domain>", 501).await.starts_with("5.1.3"));
-    assert!(c.cmd("RCPT TO:<a@bad..domain>", 501).await.starts_with("5.1.3"));
+    assert!(c
+        .cmd("RCPT TO:<a@bad..domain>", 501)
+        .await
+        .starts_with("5.1.3"));
     c.cmd("MAIL FROM <a@example.com>", 501).await;
 }
 
@@ -124,7 +155,10 @@ async fn too_many_recipients_get_452_4_5_3() {
     c.cmd("MAIL FROM:<a@example.com>", 250).await;
     c.cmd("RCPT TO:<b1@example.com>", 250).await;
     c.cmd("RCPT TO:<b2@example.com>", 250).await;
-    assert!(c.cmd("RCPT TO:<b3@example.com>", 452).await.starts_with("4.5.3"));
+    assert!(c
+        .cmd("RCPT TO:<b3@example.com>", 452)
+        .await
+        .starts_with("4.5.3"));
 }
 
 #[tokio::test]
@@ -137,10 +171,16 @@ async fn message_limit_per_connection_counts_recipients_across_the_session() {
     c.cmd("MAIL FROM:<a@example.com>", 250).await;
     c.cmd("RCPT TO:<b1@example.com>", 250).await;
     c.cmd("RCPT TO:<b2@example.com>", 250).await;
-    assert!(c.cmd("RCPT TO:<b3@example.com>", 452).await.starts_with("4.5.3"));
+    assert!(c
+        .cmd("RCPT TO:<b3@example.com>", 452)
+        .await
+        .starts_with("4.5.3"));
     c.cmd("RSET", 250).await;
     c.cmd("MAIL FROM:<a@example.com>", 250).await;
-    assert!(c.cmd("RCPT TO:<b4@example.com>", 421).await.starts_with("4.5.3"));
+    assert!(c
+        .cmd("RCPT TO:<b4@example.com>", 421)
+        .await
+        .starts_with("4.5.3"));
     assert!(c.closed().await);
 }
 
@@ -162,7 +202,10 @@ async fn sessions_over_max_connections_get_421_too_many_concurrent_sessions() {
     let mut first = Client::greeted(srv.addr).await;
     let mut second = Client::connect(srv.addr).await;
     let text = second.expect(421).await;
-    assert!(text.starts_with("4.3.2") && text.contains("too many concurrent sessions"), "{text}");
+    assert!(
+        text.starts_with("4.3.2") && text.contains("too many concurrent sessions"),
+        "{text}"
+    );
     assert!(second.closed().await);
     first.cmd("QUIT", 221).await;
     assert!(first.closed().await);
@@ -182,9 +225,14 @@ async fn sessions_over_max_connections_get_421_too_many_concurrent_sessions() {
 #[tokio::test]
 async fn spool_not_started_gets_421_waiting_for_spool_startup() {
     let srv = start(config()).await;
-    srv.acceptor.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+    srv.acceptor
+        .accepting
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let mut c = Client::connect(srv.addr).await;
-    assert_eq!(c.expect(421).await, "4.3.2 mx.test waiting for spool startup");
+    assert_eq!(
+        c.expect(421).await,
+        "4.3.2 mx.test waiting for spool startup"
+    );
     assert!(c.closed().await);
 }
 
@@ -215,9 +263,15 @@ async fn mail_from_reject_is_relayed_and_421_reject_disconnects() {
     let srv = start(config()).await;
     let mut c = Client::greeted(srv.addr).await;
     c.cmd("EHLO c", 250).await;
-    assert_eq!(c.cmd("MAIL FROM:<x@blocked.example>", 550).await, "5.7.1 sender blocked");
+    assert_eq!(
+        c.cmd("MAIL FROM:<x@blocked.example>", 550).await,
+        "5.7.1 sender blocked"
+    );
     c.cmd("MAIL FROM:<x@ok.example>", 250).await;
-    assert_eq!(c.cmd("RCPT TO:<bye@example.com>", 421).await, "4.7.0 go away");
+    assert_eq!(
+        c.cmd("RCPT TO:<bye@example.com>", 421).await,
+        "4.7.0 go away"
+    );
     assert!(c.closed().await);
 }
 
@@ -251,7 +305,8 @@ async fn pipelined_transaction_in_one_write_gets_every_reply_in_one_write() {
         .map(|l| &l[..3])
         .collect();
     assert_eq!(codes, vec!["250", "250", "250", "250", "354"], "{text}");
-    c.send("Subject: pipelined\r\n\r\nhi\r\n.\r\nQUIT\r\n").await;
+    c.send("Subject: pipelined\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .await;
     assert!(c.expect(250).await.starts_with("OK ids="));
     c.expect(221).await;
     assert_eq!(srv.acceptor.messages().len(), 2);

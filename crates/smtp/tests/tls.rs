@@ -31,7 +31,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -40,7 +45,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -71,7 +81,10 @@ async fn starttls_upgrade_then_full_transaction() {
     let mut c = Client::new(tls);
 
     // The pre-TLS EHLO no longer counts.
-    assert!(c.cmd("MAIL FROM:<a@example.com>", 503).await.starts_with("5.5.1"));
+    assert!(c
+        .cmd("MAIL FROM:<a@example.com>", 503)
+        .await
+        .starts_with("5.5.1"));
     c.send("EHLO c\r\n").await;
     let (code, lines) = c.reply().await;
     assert_eq!(code, 250);
@@ -79,7 +92,11 @@ async fn starttls_upgrade_then_full_transaction() {
     assert!(c.cmd("STARTTLS", 501).await.starts_with("5.5.1"));
 
     let (code, text) = c
-        .transaction("a@example.com", &["b@example.com"], "Subject: secret\r\n\r\nx\r\n")
+        .transaction(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: secret\r\n\r\nx\r\n",
+        )
         .await;
     assert_eq!(code, 250, "{text}");
     c.cmd("QUIT", 221).await;
@@ -90,7 +107,13 @@ async fn starttls_upgrade_then_full_transaction() {
     assert_eq!(version, "TLSv1_3");
     assert!(cipher.as_str().unwrap().starts_with("TLS13_"), "{cipher}");
     let data = srv.acceptor.data(0);
-    assert!(data.contains(&format!("with ESMTPS (TLSv1_3:{})", cipher.as_str().unwrap())), "{data}");
+    assert!(
+        data.contains(&format!(
+            "with ESMTPS (TLSv1_3:{})",
+            cipher.as_str().unwrap()
+        )),
+        "{data}"
+    );
     let info = srv.acceptor.received.lock()[0].1.clone();
     assert_eq!(info.tls_protocol_version.as_deref(), Some("TLSv1_3"));
 }

@@ -45,7 +45,11 @@ impl TestAcceptor {
     }
 
     pub fn messages(&self) -> Vec<Message> {
-        self.received.lock().iter().map(|(m, _)| m.clone()).collect()
+        self.received
+            .lock()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 
     pub fn data(&self, i: usize) -> String {
@@ -158,8 +162,13 @@ pub struct Client<S> {
 
 impl Client<TcpStream> {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let s = tokio::time::timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
-        Client { io: BufReader::new(s) }
+        let s = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        Client {
+            io: BufReader::new(s),
+        }
     }
 
     /// Connect and consume the banner.
@@ -172,7 +181,9 @@ impl Client<TcpStream> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub fn new(s: S) -> Self {
-        Client { io: BufReader::new(s) }
+        Client {
+            io: BufReader::new(s),
+        }
     }
 
     pub async fn send(&mut self, text: &str) {
@@ -194,9 +205,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 .await
                 .expect("reply timed out")
                 .expect("read failed");
-            assert!(n > 0, "connection closed while waiting for a reply; got {lines:?}");
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply; got {lines:?}"
+            );
             assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            let code: u16 = line[..3].parse().unwrap_or_else(|_| panic!("bad reply {line:?}"));
+            let code: u16 = line[..3]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad reply {line:?}"));
             let last = line.as_bytes()[3] == b' ';
             lines.push(line[4..].trim_end().to_string());
             if last {
@@ -222,7 +238,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut buf = Vec::new();
         match tokio::time::timeout(STEP, self.io.read_to_end(&mut buf)).await {
             Ok(Ok(_)) => {
-                assert!(buf.is_empty(), "unexpected data: {:?}", String::from_utf8_lossy(&buf));
+                assert!(
+                    buf.is_empty(),
+                    "unexpected data: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
                 true
             }
             Ok(Err(_)) => buf.is_empty(),
