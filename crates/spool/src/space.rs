@@ -14,6 +14,9 @@ pub(crate) struct FsUsage {
     pub total_inodes: u64,
 }
 
+// The statvfs field types differ between platforms (u32/u64), so the casts
+// are needed in general even where they are no-ops.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn usage(path: &Path) -> Result<FsUsage, SpoolError> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| SpoolError::Config(format!("spool path {} contains a NUL byte", path.display())))?;

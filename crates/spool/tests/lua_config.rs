@@ -11,7 +11,7 @@ fn lua() -> Lua {
 }
 
 fn call_err(lua: &Lua, code: &str) -> String {
-    match lua.load(code).set_name("policy.lua").exec() {
+    match lua.load(code).set_name("@policy.lua").exec() {
         Ok(()) => panic!("expected an error from {code}"),
         Err(e) => hermod_policy::errors::describe(&e),
     }

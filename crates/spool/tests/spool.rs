@@ -288,3 +288,13 @@ fn opening_requires_both_spools_and_names_the_missing_one() {
     let err = Spool::open(&defs, SpoolOptions::default()).expect_err("meta missing");
     assert!(err.to_string().contains("\"meta\" spool is not defined"), "{err}");
 }
+
+#[test]
+fn a_spool_directory_cannot_be_opened_twice_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let err = Spool::open_dir(dir.path(), SpoolOptions::default()).expect_err("locked");
+    assert!(matches!(err, SpoolError::Io(ref m) if m.contains("lock")), "{err:?}");
+    drop(first);
+    Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open after the first closed");
+}
