@@ -1,1 +1,29 @@
-//! hermod-http
+//! `kumo.start_http_listener`: the HTTP listener with the injection API v1
+//! (`POST /api/inject/v1`), liveness and metrics endpoints.
+
+mod admin;
+mod auth;
+mod config;
+mod inject;
+mod server;
+mod tls;
+mod trace;
+
+pub use auth::{AuthInfo, AuthKind};
+pub use config::{register, HttpListenerConfig, KeySource, TrustedHost};
+pub use inject::{InjectRequest, MAX_RECIPIENTS};
+pub use server::{start_listener, HttpHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("kumo.start_http_listener: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kumo.start_http_listener TLS: {0}")]
+    Tls(String),
+}
