@@ -132,3 +132,28 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     let mut c = Client::new(tls);
     c.cmd("EHLO c", 250).await;
 }
+
+#[tokio::test]
+async fn configured_certificate_from_key_data_is_presented() {
+    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+    let mut cfg = config();
+    cfg.tls_certificate = Some(hermod_smtp::KeySource::Data {
+        key_data: ck.cert.pem(),
+    });
+    cfg.tls_private_key = Some(hermod_smtp::KeySource::Data {
+        key_data: ck.signing_key.serialize_pem(),
+    });
+    let srv = start(cfg).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c", 250).await;
+    c.cmd("STARTTLS", 220).await;
+    let tcp = c.io.into_inner();
+    let tls = connector()
+        .connect(ServerName::try_from("mx.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented.as_ref(), ck.cert.der().as_ref());
+    let mut c = Client::new(tls);
+    c.cmd("EHLO c", 250).await;
+}
