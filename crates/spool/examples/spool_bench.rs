@@ -90,16 +90,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let max_messages: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("cores: {cores}; each run stops after {secs}s or {max_messages} messages");
     println!(
         "{:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
-        "writers", "size", "fsync", "msgs/s", "p50 ms", "p99 ms", "fsyncs/msg", "groups/msg", "msgs"
+        "writers",
+        "size",
+        "fsync",
+        "msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "fsyncs/msg",
+        "groups/msg",
+        "msgs"
     );
     for fsync in [true, false] {
         for size in [1024, 100 * 1024] {
             for writers in [1, 10, 100] {
-                let r = Run { writers, size, fsync };
+                let r = Run {
+                    writers,
+                    size,
+                    fsync,
+                };
                 run(&r, Duration::from_secs(secs), max_messages).await?;
             }
         }

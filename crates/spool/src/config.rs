@@ -79,7 +79,9 @@ impl Threshold {
                 if let Some(p) = t.strip_suffix('%') {
                     match p.trim().parse::<f64>() {
                         Ok(v) if (0.0..=100.0).contains(&v) => Ok(Threshold::Percent(v)),
-                        _ => Err(format!("{field} must be a percentage between 0% and 100%, got {s:?}")),
+                        _ => Err(format!(
+                            "{field} must be a percentage between 0% and 100%, got {s:?}"
+                        )),
                     }
                 } else {
                     t.parse::<u64>().map(Threshold::Absolute).map_err(|_| {
@@ -177,7 +179,9 @@ impl RawDefinition {
             None | Some("LocalDisk") => SpoolKind::LocalDisk,
             Some("RocksDB") => SpoolKind::RocksDB,
             Some(other) => {
-                return Err(format!("kind must be \"LocalDisk\" or \"RocksDB\", got {other:?}"))
+                return Err(format!(
+                    "kind must be \"LocalDisk\" or \"RocksDB\", got {other:?}"
+                ))
             }
         };
         let rocks_params: BTreeMap<String, String> = self

@@ -163,8 +163,9 @@ fn save_entry(dbs: &Dbs, dir: &Path, e: &CorruptEntry) -> Result<PathBuf, SpoolE
             .map_err(|err| SpoolError::from_rocks("read corrupt entry data", err))?;
         if let Some(data) = data {
             let data_path = dir.join(format!("{name}.data"));
-            write_synced(&data_path, &data)
-                .map_err(|err| SpoolError::from_io(&format!("write {}", data_path.display()), err))?;
+            write_synced(&data_path, &data).map_err(|err| {
+                SpoolError::from_io(&format!("write {}", data_path.display()), err)
+            })?;
         }
     }
     Ok(meta_path)
@@ -254,6 +255,9 @@ fn remove_orphans(dbs: &Dbs, orphans: &[Vec<u8>]) -> Result<usize, SpoolError> {
     dbs.data
         .write_opt(batch, &opts)
         .map_err(|e| SpoolError::from_rocks("delete orphaned data", e))?;
-    tracing::warn!(count = orphans.len(), "deleted spool data without meta (interrupted writes)");
+    tracing::warn!(
+        count = orphans.len(),
+        "deleted spool data without meta (interrupted writes)"
+    );
     Ok(orphans.len())
 }

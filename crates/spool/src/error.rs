@@ -64,7 +64,9 @@ mod tests {
 
     #[test]
     fn rocks_no_space_text_is_recognised() {
-        assert!(is_no_space("IO error: No space left on device: While appending to file"));
+        assert!(is_no_space(
+            "IO error: No space left on device: While appending to file"
+        ));
         assert!(!is_no_space("Corruption: bad block"));
     }
 }

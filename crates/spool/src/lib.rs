@@ -20,9 +20,7 @@ mod space;
 mod spool;
 mod writer;
 
-pub use config::{
-    parse_definition, register, SpoolDefinition, SpoolKind, SpoolName, Threshold,
-};
+pub use config::{parse_definition, register, SpoolDefinition, SpoolKind, SpoolName, Threshold};
 pub use enumerate::Enumeration;
 pub use error::SpoolError;
 pub use spool::{Spool, SpoolOptions, SpoolStats};

@@ -18,8 +18,9 @@ pub(crate) struct FsUsage {
 // are needed in general even where they are no-ops.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) fn usage(path: &Path) -> Result<FsUsage, SpoolError> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| SpoolError::Config(format!("spool path {} contains a NUL byte", path.display())))?;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        SpoolError::Config(format!("spool path {} contains a NUL byte", path.display()))
+    })?;
     // SAFETY: `c` is a valid NUL-terminated string and `st` is a plain C
     // struct that statvfs fully initialises on success.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -53,7 +54,10 @@ pub(crate) fn check(def: &SpoolDefinition) -> Result<(), SpoolError> {
             def.min_free_space
         )));
     }
-    if !def.min_free_inodes.is_satisfied(u.free_inodes, u.total_inodes) {
+    if !def
+        .min_free_inodes
+        .is_satisfied(u.free_inodes, u.total_inodes)
+    {
         return Err(SpoolError::Full(format!(
             "{} spool at {}: {} inodes free of {}, below min_free_inodes {}",
             def.name.as_str(),

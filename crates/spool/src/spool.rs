@@ -142,7 +142,11 @@ impl Spool {
             None
         };
         let meta = meta_dirty.then(|| msg.spool_record_json());
-        Ok(Some(Op::Put { id: msg.id(), data, meta }))
+        Ok(Some(Op::Put {
+            id: msg.id(),
+            data,
+            meta,
+        }))
     }
 
     /// Durably store what is dirty in `msg` (data, meta or both); returns
@@ -254,6 +258,8 @@ impl Spool {
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool").field("defs", &self.inner.defs).finish_non_exhaustive()
+        f.debug_struct("Spool")
+            .field("defs", &self.inner.defs)
+            .finish_non_exhaustive()
     }
 }

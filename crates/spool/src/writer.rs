@@ -119,7 +119,10 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     let meta_cf = cf(&dbs.meta, META_CF)?;
     let fill_data_puts = |b: &mut WriteBatch| {
         for op in ops() {
-            if let Op::Put { id, data: Some(d), .. } = op {
+            if let Op::Put {
+                id, data: Some(d), ..
+            } = op
+            {
                 b.put_cf(data_cf, id.as_bytes(), d);
             }
         }
@@ -127,7 +130,9 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     let fill_meta_ops = |b: &mut WriteBatch| {
         for op in ops() {
             match op {
-                Op::Put { id, meta: Some(m), .. } => b.put_cf(meta_cf, id.as_bytes(), m),
+                Op::Put {
+                    id, meta: Some(m), ..
+                } => b.put_cf(meta_cf, id.as_bytes(), m),
                 Op::Put { meta: None, .. } => {}
                 Op::Remove { id } => b.delete_cf(meta_cf, id.as_bytes()),
             }
@@ -201,11 +206,18 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
 /// Best effort after a failed meta write: delete data that has no meta,
 /// so nothing unreferenced lingers until the next start-up.
 fn undo_data(dbs: &Dbs, group: &[Request]) {
-    let Ok(data_cf) = cf(&dbs.data, DATA_CF) else { return };
-    let Ok(meta_cf) = cf(&dbs.meta, META_CF) else { return };
+    let Ok(data_cf) = cf(&dbs.data, DATA_CF) else {
+        return;
+    };
+    let Ok(meta_cf) = cf(&dbs.meta, META_CF) else {
+        return;
+    };
     let mut batch = WriteBatch::default();
     for op in group.iter().flat_map(|r| r.ops.iter()) {
-        if let Op::Put { id, data: Some(_), .. } = op {
+        if let Op::Put {
+            id, data: Some(_), ..
+        } = op
+        {
             // Data of a message whose earlier meta is still stored belongs
             // to that message now; deleting it would corrupt the message.
             if matches!(dbs.meta.get_pinned_cf(meta_cf, id.as_bytes()), Ok(None)) {

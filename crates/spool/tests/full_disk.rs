@@ -26,7 +26,9 @@ impl Tmpfs {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -68,22 +70,43 @@ async fn full_disk_fails_stores_with_an_error_and_recovers_after_space_is_freed(
         SpoolDefinition::new(SpoolName::Meta, &spool_dir),
     ];
     for d in &mut defs {
-        d.rocks_params.insert("write_buffer_size".into(), "1048576".into());
+        d.rocks_params
+            .insert("write_buffer_size".into(), "1048576".into());
     }
     let spool = Spool::open(&defs, SpoolOptions::default()).expect("open on tmpfs");
-    bounded(spool.store(&message(0, 1000))).await.expect("store before the disk fills");
+    bounded(spool.store(&message(0, 1000)))
+        .await
+        .expect("store before the disk fills");
 
     let filler = dir.path().join("filler");
     fill(&filler);
-    let err = spool.check_free_space().expect_err("full disk is below the minimum");
+    let err = spool
+        .check_free_space()
+        .expect_err("full disk is below the minimum");
     assert!(matches!(err, SpoolError::Full(_)), "{err:?}");
 
-    let big = message(1, 256 * 1024);
-    let err = bounded(spool.store(&big))
-        .await
-        .expect_err("a store on a full disk must fail");
-    assert!(matches!(err, SpoolError::Full(_) | SpoolError::Io(_)), "{err:?}");
-    assert!(big.is_data_dirty(), "a failed store must not mark the message clean");
+    // RocksDB preallocates its WAL, so the first writes after the disk
+    // fills may still land; keep writing until the file system says no.
+    let mut refused = None;
+    for i in 0..64 {
+        let m = message(100 + i, 256 * 1024);
+        match bounded(spool.store(&m)).await {
+            Ok(()) => continue,
+            Err(e) => {
+                refused = Some((m, e));
+                break;
+            }
+        }
+    }
+    let (big, err) = refused.expect("a store on a full disk must fail");
+    assert!(
+        matches!(err, SpoolError::Full(_)),
+        "ENOSPC must be reported as Full: {err:?}"
+    );
+    assert!(
+        big.is_data_dirty(),
+        "a failed store must not mark the message clean"
+    );
 
     std::fs::remove_file(&filler).expect("free space");
     // RocksDB resumes from a no-space error in the background; allow it time.
@@ -99,13 +122,22 @@ async fn full_disk_fails_stores_with_an_error_and_recovers_after_space_is_freed(
             Err(e) => panic!("spool did not recover after space was freed: {e}"),
         }
     };
-    bounded(spool.store(&big)).await.expect("the refused message can be stored now");
+    bounded(spool.store(&big))
+        .await
+        .expect("the refused message can be stored now");
     spool.shutdown().await;
     drop(spool);
 
     let spool = Spool::open(&defs, SpoolOptions::default()).expect("reopen");
-    let ids: Vec<_> = spool.enumerate().expect("enumerate").map(|(id, _)| id).collect();
-    assert!(ids.contains(&stored_id) && ids.contains(&big.id()), "{ids:?}");
+    let ids: Vec<_> = spool
+        .enumerate()
+        .expect("enumerate")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        ids.contains(&stored_id) && ids.contains(&big.id()),
+        "{ids:?}"
+    );
     let data = bounded(spool.load_data(big.id())).await.expect("data");
     assert_eq!(data, big.data().expect("data"));
     spool.shutdown().await;

@@ -5,7 +5,9 @@ use mlua::{Lua, Value};
 
 fn lua() -> Lua {
     let lua = Lua::new();
-    lua.load("package.loaded.kumo = {}").exec().expect("create kumo table");
+    lua.load("package.loaded.kumo = {}")
+        .exec()
+        .expect("create kumo table");
     register(&lua).expect("register define_spool");
     lua
 }
@@ -26,24 +28,42 @@ fn unknown_key_is_rejected_and_named() {
     );
     assert!(err.contains("flsuh"), "{err}");
     assert!(err.contains("kumo.define_spool"), "{err}");
-    assert!(err.contains("policy.lua:2"), "error should carry file:line: {err}");
+    assert!(
+        err.contains("policy.lua:2"),
+        "error should carry file:line: {err}"
+    );
 }
 
 #[test]
 fn name_other_than_data_or_meta_is_rejected_with_the_allowed_names() {
     let lua = lua();
-    let err = call_err(&lua, "kumo = require 'kumo'; kumo.define_spool{name='logs', path='/tmp/x'}");
-    assert!(err.contains("\"data\" or \"meta\"") && err.contains("logs"), "{err}");
+    let err = call_err(
+        &lua,
+        "kumo = require 'kumo'; kumo.define_spool{name='logs', path='/tmp/x'}",
+    );
+    assert!(
+        err.contains("\"data\" or \"meta\"") && err.contains("logs"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_kind_and_bad_thresholds_are_rejected() {
     let lua = lua();
-    let err = call_err(&lua, "require('kumo').define_spool{name='data', path='/x', kind='Tape'}");
+    let err = call_err(
+        &lua,
+        "require('kumo').define_spool{name='data', path='/x', kind='Tape'}",
+    );
     assert!(err.contains("kind") && err.contains("Tape"), "{err}");
-    let err = call_err(&lua, "require('kumo').define_spool{name='data', path='/x', min_free_space='120%'}");
+    let err = call_err(
+        &lua,
+        "require('kumo').define_spool{name='data', path='/x', min_free_space='120%'}",
+    );
     assert!(err.contains("min_free_space"), "{err}");
-    let err = call_err(&lua, "require('kumo').define_spool{name='data', path='/x', min_free_inodes='lots'}");
+    let err = call_err(
+        &lua,
+        "require('kumo').define_spool{name='data', path='/x', min_free_inodes='lots'}",
+    );
     assert!(err.contains("min_free_inodes"), "{err}");
 }
 
@@ -54,7 +74,10 @@ fn unknown_rocks_param_is_rejected_at_definition() {
         &lua,
         "require('kumo').define_spool{name='data', path='/x', rocks_params={no_such_option=1}}",
     );
-    assert!(err.contains("rocks_params") && err.contains("no_such_option"), "{err}");
+    assert!(
+        err.contains("rocks_params") && err.contains("no_such_option"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +95,12 @@ fn valid_table_decodes_every_field() {
     assert_eq!(def.path, std::path::PathBuf::from("/var/spool/meta"));
     assert_eq!(def.kind, SpoolKind::RocksDB);
     assert!(def.flush);
-    assert_eq!(def.rocks_params.get("max_background_jobs").map(String::as_str), Some("4"));
+    assert_eq!(
+        def.rocks_params
+            .get("max_background_jobs")
+            .map(String::as_str),
+        Some("4")
+    );
     assert_eq!(def.min_free_space, Threshold::Percent(5.0));
     assert_eq!(def.min_free_inodes, Threshold::Absolute(1000));
 }
@@ -80,7 +108,10 @@ fn valid_table_decodes_every_field() {
 #[test]
 fn defaults_are_local_disk_and_ten_percent() {
     let lua = lua();
-    let v: Value = lua.load("return {name='data', path='/s'}").eval().expect("table");
+    let v: Value = lua
+        .load("return {name='data', path='/s'}")
+        .eval()
+        .expect("table");
     let def = parse_definition(&lua, v).expect("valid definition");
     assert_eq!(def.kind, SpoolKind::LocalDisk);
     assert!(!def.flush);
@@ -94,7 +125,10 @@ fn valid_call_outside_startup_is_refused_by_the_startup_collector() {
     // a bare Lua cannot collect items; this proves a valid call passes
     // validation and reaches startup::push (which refuses outside init).
     let lua = lua();
-    let err = call_err(&lua, "require('kumo').define_spool{name='data', path='/tmp/spool'}");
+    let err = call_err(
+        &lua,
+        "require('kumo').define_spool{name='data', path='/tmp/spool'}",
+    );
     assert!(err.contains("pre_init or init"), "{err}");
 }
 
@@ -122,7 +156,10 @@ async fn define_spool_in_init_records_definitions_for_start_up() {
     assert_eq!(defs[0].name, SpoolName::Data);
     assert_eq!(defs[0].kind, SpoolKind::RocksDB);
     assert_eq!(defs[1].name, SpoolName::Meta);
-    assert_eq!(defs[1].path, std::path::PathBuf::from("/var/spool/hermod/meta"));
+    assert_eq!(
+        defs[1].path,
+        std::path::PathBuf::from("/var/spool/hermod/meta")
+    );
 }
 
 #[tokio::test]

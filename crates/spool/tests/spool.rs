@@ -30,7 +30,9 @@ async fn store_reopen_enumerate(open: impl Fn() -> Spool) {
     while let Some(r) = tasks.join_next().await {
         r.expect("task").expect("store");
     }
-    assert!(expected.values().all(|m| !m.is_meta_dirty() && !m.is_data_dirty()));
+    assert!(expected
+        .values()
+        .all(|m| !m.is_meta_dirty() && !m.is_data_dirty()));
     spool.shutdown().await;
     drop(spool);
 
@@ -116,7 +118,11 @@ async fn clean_messages_are_not_rewritten_and_meta_only_changes_keep_data() {
     let m = message(1, 2048);
     bounded(spool.store(&m)).await.expect("store");
     bounded(spool.store(&m)).await.expect("store clean");
-    assert_eq!(spool.stats().group_commits, 1, "a clean message needs no write");
+    assert_eq!(
+        spool.stats().group_commits,
+        1,
+        "a clean message needs no write"
+    );
 
     m.set_meta("queue", json!("elsewhere"));
     m.unload_data();
@@ -126,7 +132,11 @@ async fn clean_messages_are_not_rewritten_and_meta_only_changes_keep_data() {
     drop(spool);
 
     let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
-    let msgs: Vec<Message> = spool.enumerate().expect("enumerate").into_messages().collect();
+    let msgs: Vec<Message> = spool
+        .enumerate()
+        .expect("enumerate")
+        .into_messages()
+        .collect();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].get_meta("queue"), Some(json!("elsewhere")));
     assert!(!msgs[0].is_data_loaded(), "enumeration must not load data");
@@ -151,14 +161,23 @@ async fn removed_messages_are_gone_after_reopen() {
 
     let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
     let found = spool.enumerate().expect("enumerate");
-    assert_eq!(found.orphans_removed(), 0, "removal must delete data as well as meta");
+    assert_eq!(
+        found.orphans_removed(),
+        0,
+        "removal must delete data as well as meta"
+    );
     let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
     ids.sort();
     let mut want = vec![msgs[0].id(), msgs[2].id(), msgs[4].id()];
     want.sort();
     assert_eq!(ids, want);
-    let err = bounded(spool.load_data(msgs[1].id())).await.expect_err("removed");
-    assert!(matches!(err, SpoolError::NotFound(id) if id == msgs[1].id()), "{err:?}");
+    let err = bounded(spool.load_data(msgs[1].id()))
+        .await
+        .expect_err("removed");
+    assert!(
+        matches!(err, SpoolError::NotFound(id) if id == msgs[1].id()),
+        "{err:?}"
+    );
     spool.shutdown().await;
 }
 
@@ -192,13 +211,20 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
     {
         let meta = raw_db(&dir.path().join("meta"));
         let cf = meta.cf_handle("meta").expect("meta cf");
-        meta.put_cf(cf, garbage.as_bytes(), b"{not json").expect("put");
-        meta.put_cf(cf, no_data.as_bytes(), br#"{"sender":"a@b.c","recipient":"d@e.f"}"#)
+        meta.put_cf(cf, garbage.as_bytes(), b"{not json")
             .expect("put");
+        meta.put_cf(
+            cf,
+            no_data.as_bytes(),
+            br#"{"sender":"a@b.c","recipient":"d@e.f"}"#,
+        )
+        .expect("put");
         let data = raw_db(&dir.path().join("data"));
         let cf = data.cf_handle("data").expect("data cf");
-        data.put_cf(cf, garbage.as_bytes(), b"garbage's body").expect("put");
-        data.put_cf(cf, orphan.as_bytes(), b"orphan body").expect("put");
+        data.put_cf(cf, garbage.as_bytes(), b"garbage's body")
+            .expect("put");
+        data.put_cf(cf, orphan.as_bytes(), b"orphan body")
+            .expect("put");
     }
 
     let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
@@ -208,8 +234,8 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let found = tracing::subscriber::with_default(subscriber, || spool.enumerate())
-        .expect("enumerate");
+    let found =
+        tracing::subscriber::with_default(subscriber, || spool.enumerate()).expect("enumerate");
     assert_eq!(found.corrupt_moved(), 2);
     assert_eq!(found.orphans_removed(), 1);
     let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
@@ -228,7 +254,10 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
     }
 
     let corrupt = dir.path().join("meta").join("corrupt");
-    assert_eq!(std::fs::read(corrupt.join(format!("{garbage}.meta"))).expect("meta"), b"{not json");
+    assert_eq!(
+        std::fs::read(corrupt.join(format!("{garbage}.meta"))).expect("meta"),
+        b"{not json"
+    );
     assert_eq!(
         std::fs::read(corrupt.join(format!("{garbage}.data"))).expect("data kept aside"),
         b"garbage's body"
@@ -236,12 +265,17 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
     assert!(corrupt.join(format!("{no_data}.meta")).exists());
 
     for id in [garbage, orphan] {
-        let err = bounded(spool.load_data(id)).await.expect_err("gone from spool");
+        let err = bounded(spool.load_data(id))
+            .await
+            .expect_err("gone from spool");
         assert!(matches!(err, SpoolError::NotFound(_)), "{err:?}");
     }
     // A second pass finds nothing left to fix.
     let again = spool.enumerate().expect("enumerate again");
-    assert_eq!((again.corrupt_moved(), again.orphans_removed(), again.len()), (0, 0, 3));
+    assert_eq!(
+        (again.corrupt_moved(), again.orphans_removed(), again.len()),
+        (0, 0, 3)
+    );
     spool.shutdown().await;
 }
 
@@ -250,7 +284,9 @@ async fn operations_after_shutdown_report_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
     spool.shutdown().await;
-    let err = bounded(spool.store(&message(1, 10))).await.expect_err("closed");
+    let err = bounded(spool.store(&message(1, 10)))
+        .await
+        .expect_err("closed");
     assert!(matches!(err, SpoolError::Closed), "{err:?}");
     assert!(matches!(spool.enumerate(), Err(SpoolError::Closed)));
     // The database is closed, so the directory can be opened again at once.
@@ -276,17 +312,26 @@ fn free_space_thresholds_are_enforced() {
     defs[1].min_free_space = Threshold::Absolute(u64::MAX);
     let spool = Spool::open(&defs, SpoolOptions::default()).expect("open");
     let err = spool.check_free_space().expect_err("impossible minimum");
-    assert!(matches!(&err, SpoolError::Full(m) if m.contains("min_free_space")), "{err:?}");
+    assert!(
+        matches!(&err, SpoolError::Full(m) if m.contains("min_free_space")),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn opening_requires_both_spools_and_names_the_missing_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = Spool::open(&[], SpoolOptions::default()).expect_err("none defined");
-    assert!(err.to_string().contains("No spools have been defined"), "{err}");
+    assert!(
+        err.to_string().contains("No spools have been defined"),
+        "{err}"
+    );
     let defs = [SpoolDefinition::new(SpoolName::Data, dir.path().join("d"))];
     let err = Spool::open(&defs, SpoolOptions::default()).expect_err("meta missing");
-    assert!(err.to_string().contains("\"meta\" spool is not defined"), "{err}");
+    assert!(
+        err.to_string().contains("\"meta\" spool is not defined"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -294,7 +339,10 @@ fn a_spool_directory_cannot_be_opened_twice_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
     let err = Spool::open_dir(dir.path(), SpoolOptions::default()).expect_err("locked");
-    assert!(matches!(err, SpoolError::Io(ref m) if m.contains("lock")), "{err:?}");
+    assert!(
+        matches!(err, SpoolError::Io(ref m) if m.contains("lock")),
+        "{err:?}"
+    );
     drop(first);
     Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open after the first closed");
 }
