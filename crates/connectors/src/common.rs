@@ -19,7 +19,7 @@ pub struct CallSite(Option<String>);
 
 impl CallSite {
     pub fn capture(lua: &Lua) -> Self {
-        CallSite(hermod_policy::errors::caller_location(lua))
+        CallSite(policy_location(lua))
     }
 
     /// A runtime error whose text starts with the captured `file:line`.
@@ -29,6 +29,36 @@ impl CallSite {
             None => mlua::Error::RuntimeError(msg.to_string()),
         }
     }
+}
+
+/// mlua drives async Rust functions through a small Lua shim whose frame
+/// sits between the policy and the Rust function. mlua names it
+/// `__mlua_async_poll`, but its cached chunk reports the source `?`.
+fn is_async_shim(source: Option<&str>) -> bool {
+    source.is_some_and(|s| s == "?" || s.contains("__mlua_async_poll"))
+}
+
+/// `file:line` of the nearest Lua frame that belongs to the policy (not C,
+/// not mlua's async shim).
+pub fn policy_location(lua: &Lua) -> Option<String> {
+    for level in 0..12 {
+        let Some(dbg) = lua.inspect_stack(level) else {
+            break;
+        };
+        let line = dbg.curr_line();
+        let src = dbg.source();
+        let is_shim = is_async_shim(src.source.as_deref());
+        if line > 0 && src.what != "C" && !is_shim {
+            let file = src.short_src.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            return Some(format!("{file}:{line}"));
+        }
+    }
+    None
+}
+
+/// A located error for synchronous functions (same frame rules as [`CallSite`]).
+pub fn located(lua: &Lua, msg: impl fmt::Display) -> mlua::Error {
+    CallSite::capture(lua).error(msg)
 }
 
 /// A Lua string taken byte for byte: payloads are mail, which is not
@@ -210,4 +240,20 @@ pub fn deserialize_flexible_duration_opt<'de, D: Deserializer<'de>>(
 /// it first, which is fine.
 pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Strictly decode a parameter table (the target type should use
+/// `#[serde(deny_unknown_fields)]`), with errors located at `site`. Mirrors
+/// `hermod_policy::config::from_lua_strict` but works inside async
+/// functions, where the policy frame is below mlua's async shim.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    lua: &Lua,
+    site: &CallSite,
+    value: mlua::Value,
+    what: &str,
+) -> mlua::Result<T> {
+    use mlua::LuaSerdeExt;
+    let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
+    lua.from_value_with::<T>(value, opts)
+        .map_err(|e| site.error(format!("{what}: {}", hermod_policy::errors::describe(&e))))
 }

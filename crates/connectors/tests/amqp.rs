@@ -161,18 +161,18 @@ async fn basic_publish_waits_for_the_confirm_and_delivers_properties() {
 #[tokio::test]
 async fn basic_publish_with_an_unknown_key_raises_naming_the_key() {
     let lua = common::lua();
-    let err = common::run::<Value>(
+    let err = common::run::<()>(
         &lua,
-        "return kumo.amqp.basic_publish{ routing_key = 'q', payload = 'x', colour = 'red', connection = { host = '127.0.0.1' } }",
+        "kumo.amqp.basic_publish{ routing_key = 'q', payload = 'x', colour = 'red', connection = { host = '127.0.0.1' } }",
     )
     .await
     .unwrap_err()
     .to_string();
     assert!(err.contains("colour"), "{err}");
     assert!(err.contains("test.lua:1"), "{err}");
-    let err = common::run::<Value>(
+    let err = common::run::<()>(
         &lua,
-        "return kumo.amqp.basic_publish{ routing_key = 'q', payload = 'x', connection = { host = '127.0.0.1', hots = 1 } }",
+        "kumo.amqp.basic_publish{ routing_key = 'q', payload = 'x', connection = { host = '127.0.0.1', hots = 1 } }",
     )
     .await
     .unwrap_err()

@@ -134,7 +134,7 @@ async fn connection_refused_raises_naming_the_url_and_close_then_get_raises() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let lua = common::lua();
     lua.globals().set("URL", format!("http://127.0.0.1:{port}/")).unwrap();
-    let err = common::run::<Value>(&lua, "return kumo.http.build_client{ timeout = 5 }:get(URL):send()")
+    let err = common::run::<Value>(&lua, "local r = kumo.http.build_client{ timeout = 5 }:get(URL):send(); return r")
         .await
         .unwrap_err()
         .to_string();

@@ -83,7 +83,8 @@ async fn publish_to_a_subject_without_stream_raises_naming_the_subject() {
         &lua,
         r#"
         local c = kumo.nats.connect{ servers = {'127.0.0.1:4222'} }
-        return c:publish{ subject = SUBJECT, payload = 'x' }
+        local r = c:publish{ subject = SUBJECT, payload = 'x' }
+        return r
         "#,
     )
     .await
@@ -146,7 +147,7 @@ async fn close_makes_every_copy_raise_client_was_closed() {
 #[tokio::test]
 async fn unknown_connect_key_is_rejected_naming_the_key() {
     let lua = common::lua();
-    let err = common::run::<Value>(&lua, "return kumo.nats.connect{ servers = {'127.0.0.1:4222'}, sever = 1 }")
+    let err = common::run::<Value>(&lua, "local c = kumo.nats.connect{ servers = {'127.0.0.1:4222'}, sever = 1 }; return c")
         .await
         .unwrap_err()
         .to_string();

@@ -128,7 +128,7 @@ impl UserData for AmqpClient {
             let slot = this.slot().map_err(|e| site.error(format!("amqp publish: {e}")))?;
             drop(this);
             let mut params: PublishParams =
-                hermod_policy::config::from_lua_strict(&lua, params, "amqp client:publish")?;
+                crate::common::decode(&lua, &site, params, "amqp client:publish")?;
             let target = format!("exchange '{}' routing key '{}'", params.exchange, params.routing_key);
             let fail = |why: String| site.error(format!("amqp publish to {target} failed: {why}"));
             params.properties.default_message_id(&lua, &params.payload.0);
@@ -149,7 +149,7 @@ impl UserData for AmqpClient {
 
         methods.add_method("close", |lua, this, ()| {
             if this.closed.swap(true, Ordering::AcqRel) {
-                return Err(hermod_policy::errors::located(lua, format!("amqp close: {CLIENT_CLOSED}")));
+                return Err(crate::common::located(lua, format!("amqp close: {CLIENT_CLOSED}")));
             }
             Ok(())
         });

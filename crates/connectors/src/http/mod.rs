@@ -23,7 +23,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 hermod_policy::config::from_lua_strict(lua, params, "kumo.http.build_client")?
             };
             HttpClient::build(&config)
-                .map_err(|e| hermod_policy::errors::located(lua, format!("kumo.http.build_client: {e}")))
+                .map_err(|e| crate::common::located(lua, format!("kumo.http.build_client: {e}")))
         })?,
     )?;
     Ok(())

@@ -34,7 +34,7 @@ where
         {
             let this = ud.borrow::<HttpRequest>()?;
             let mut slot = this.builder.lock();
-            let b = slot.take().ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
+            let b = slot.take().ok_or_else(|| crate::common::located(lua, BROKEN))?;
             *slot = Some(f(lua, b, args)?);
         }
         Ok(ud)
@@ -55,7 +55,7 @@ impl UserData for HttpRequest {
         setter(methods, "form_url_encoded", |_, b, form: BTreeMap<String, String>| Ok(b.form(&form)));
         setter(methods, "timeout", |lua, b, t: Value| {
             let d = super::duration_arg(&t)
-                .map_err(|e| hermod_policy::errors::located(lua, format!("http request timeout: {e}")))?;
+                .map_err(|e| crate::common::located(lua, format!("http request timeout: {e}")))?;
             Ok(b.timeout(d))
         });
 

@@ -22,7 +22,7 @@ impl HttpResponse {
     }
 
     fn take(&self, lua: &Lua) -> mlua::Result<reqwest::Response> {
-        self.inner.lock().take().ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))
+        self.inner.lock().take().ok_or_else(|| crate::common::located(lua, BROKEN))
     }
 }
 
@@ -62,12 +62,12 @@ impl UserData for HttpResponse {
         methods.add_method("status_is_server_error", |_, this, ()| Ok(this.status.is_server_error()));
         methods.add_method("headers", |lua, this, ()| {
             let guard = this.inner.lock();
-            let r = guard.as_ref().ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
+            let r = guard.as_ref().ok_or_else(|| crate::common::located(lua, BROKEN))?;
             headers_table(lua, r.headers())
         });
         methods.add_method("content_length", |lua, this, ()| {
             let guard = this.inner.lock();
-            let r = guard.as_ref().ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
+            let r = guard.as_ref().ok_or_else(|| crate::common::located(lua, BROKEN))?;
             Ok(r.content_length())
         });
         methods.add_async_method("text", |lua, this, ()| async move {

@@ -22,7 +22,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         lua.create_async_function(|lua, params: Value| async move {
             let site = CallSite::capture(&lua);
             let raw: BTreeMap<String, Stringish> =
-                hermod_policy::config::from_lua_strict(&lua, params, "kumo.kafka.build_producer")?;
+                crate::common::decode(&lua, &site, params, "kumo.kafka.build_producer")?;
             let props = effective_properties(raw.into_iter().map(|(k, v)| (k, v.0)).collect());
             if hermod_policy::startup::is_validating(&lua) {
                 return Ok(KafkaProducer::validating(props));

@@ -107,7 +107,7 @@ impl UserData for NatsClient {
         methods.add_async_method("publish", |lua, this, params: Value| async move {
             let site = CallSite::capture(&lua);
             let params: PublishParams =
-                hermod_policy::config::from_lua_strict(&lua, params, "nats client:publish")?;
+                crate::common::decode(&lua, &site, params, "nats client:publish")?;
             let ctx = this.context().map_err(|e| site.error(format!("nats publish: {e}")))?;
             drop(this);
             let subject = params.subject.clone();

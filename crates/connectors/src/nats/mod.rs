@@ -20,7 +20,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         lua.create_async_function(|lua, params: Value| async move {
             let site = CallSite::capture(&lua);
             let config: NatsConfig =
-                hermod_policy::config::from_lua_strict(&lua, params, "kumo.nats.connect")?;
+                crate::common::decode(&lua, &site, params, "kumo.nats.connect")?;
             config
                 .validate()
                 .map_err(|e| site.error(format!("kumo.nats.connect: {e}")))?;
