@@ -287,6 +287,14 @@ pub fn parse_params(lua: &Lua, params: Value) -> mlua::Result<EsmtpListenerConfi
     let cfg: EsmtpListenerConfig = from_lua_strict(lua, params, WHAT)?;
     cfg.validate()
         .map_err(|e| located(lua, format!("{WHAT}: {e}")))?;
+    // Load configured key material now, so `hermod check` and start-up name
+    // the policy line of an unreadable or mismatched certificate.
+    if cfg.tls_certificate.is_some() {
+        crate::tls::server_config(&cfg).map_err(|e| located(lua, e))?;
+    }
+    if cfg.tls_required_client_ca.is_some() {
+        tracing::warn!("{WHAT}: tls_required_client_ca is not supported yet; client certificates are not requested");
+    }
     Ok(cfg)
 }
 
@@ -353,17 +361,30 @@ mod tests {
     }
 
     #[test]
-    fn durations_line_endings_and_key_sources_decode() {
+    fn key_sources_are_a_path_or_inline_key_data() {
+        let p: KeySource = serde_json::from_str(r#""/x/cert.pem""#).unwrap();
+        assert!(matches!(p, KeySource::Path(ref p) if p == "/x/cert.pem"));
+        let d: KeySource = serde_json::from_str(r#"{"key_data": "PEM"}"#).unwrap();
+        assert_eq!(d.load().unwrap(), b"PEM");
+        assert_eq!(d.describe(), "<inline key_data>");
+    }
+
+    #[test]
+    fn unreadable_certificate_is_reported_at_call_time() {
+        let e = parse("return { tls_certificate = '/nonexistent/cert.pem', tls_private_key = '/nonexistent/key.pem' }")
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn durations_line_endings_and_trace_headers_decode() {
         let c = parse(
             "return { client_timeout = '5s', invalid_line_endings = 'Fix', \
-             tls_certificate = '/x/cert.pem', tls_private_key = { key_data = 'PEM' }, \
              trace_headers = { supplemental_header = false, include_meta_names = {'x_a'} } }",
         )
         .unwrap();
         assert_eq!(c.client_timeout, Duration::from_secs(5));
         assert_eq!(c.invalid_line_endings, InvalidLineEndings::Fix);
-        assert!(matches!(c.tls_certificate, Some(KeySource::Path(ref p)) if p == "/x/cert.pem"));
-        assert_eq!(c.tls_private_key.unwrap().load().unwrap(), b"PEM");
         assert!(!c.trace_headers.supplemental_header);
         assert_eq!(c.trace_headers.include_meta_names, vec!["x_a".to_string()]);
     }

@@ -78,12 +78,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Write pending replies. A client that stops reading is given the same
+    /// grace as one that stops writing, so it cannot pin a session forever.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+        let write = async {
+            if !self.wbuf.is_empty() {
+                self.stream.write_all(&self.wbuf).await?;
+                self.wbuf.clear();
+            }
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("client did not read replies within {:?}", self.timeout),
+            )),
         }
-        self.stream.flush().await
     }
 
     /// Flush pending replies, then wait for more input. Replies are sent
