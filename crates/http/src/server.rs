@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::auth::{self, AuthCache, AuthInfo, AuthKind};
@@ -164,6 +165,7 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         // The limit applies to the decompressed body, so a gzip bomb is cut off too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new().gzip(true).deflate(true))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorise,

@@ -136,3 +136,49 @@ async fn not_accepting_is_503_for_inject_and_liveness() {
     .await;
     assert_eq!(status, 503);
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_request_body_is_decompressed() {
+    let s = start(EMPTY_POLICY, |_| {}).await;
+    let body = json!({"envelope_sender": "a@example.com", "recipients": [{"email": "b@example.net"}],
+                      "content": "Subject: zipped\n\nbody"});
+    let r = client()
+        .post(s.url("/api/inject/v1"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip(body.to_string().as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn request_body_limit_applies_after_decompression() {
+    let s = start(EMPTY_POLICY, |c| c.request_body_limit = 2048).await;
+    let big = "x".repeat(64 * 1024);
+    let body = json!({"envelope_sender": "a@example.com", "recipients": [{"email": "b@example.net"}],
+                      "content": format!("Subject: x\n\n{big}")});
+    let compressed = gzip(body.to_string().as_bytes());
+    assert!(
+        compressed.len() < 2048,
+        "test needs a small compressed body"
+    );
+    let r = client()
+        .post(s.url("/api/inject/v1"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+}

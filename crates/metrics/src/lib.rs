@@ -112,9 +112,23 @@ impl Metrics {
     }
 }
 
+/// A metric whose value is owned by another component and read at scrape
+/// time (e.g. the policy engine's pool), so that crate need not depend on
+/// this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    LuaCount,
+    LuaSpareCount,
+    LuaLoadCount,
+    LogQueueDepth,
+}
+
+type SourceFn = Box<dyn Fn() -> u64 + Send + Sync>;
+
 struct Global {
     metrics: &'static Metrics,
     registry: Mutex<Registry>,
+    sources: Mutex<Vec<(Source, SourceFn)>>,
 }
 
 fn global() -> &'static Global {
@@ -126,6 +140,7 @@ fn global() -> &'static Global {
         Global {
             metrics,
             registry: Mutex::new(registry),
+            sources: Mutex::new(Vec::new()),
         }
     })
 }
@@ -223,9 +238,41 @@ pub fn spool_messages_written() -> Counter {
     m().spool_messages_written.clone()
 }
 
+/// Read `which` from `f` at every scrape, replacing any earlier source for it.
+/// Example: `set_source(Source::LuaLoadCount, hermod_policy::metrics_hook::lua_load_count)`.
+pub fn set_source(which: Source, f: impl Fn() -> u64 + Send + Sync + 'static) {
+    let mut g = global().sources.lock();
+    g.retain(|(s, _)| *s != which);
+    g.push((which, Box::new(f)));
+}
+
+fn sync_sources() {
+    let m = m();
+    for (which, f) in global().sources.lock().iter() {
+        let v = f();
+        let signed = i64::try_from(v).unwrap_or(i64::MAX);
+        match which {
+            Source::LuaCount => {
+                m.lua_count.set(signed);
+            }
+            Source::LuaSpareCount => {
+                m.lua_spare_count.set(signed);
+            }
+            Source::LogQueueDepth => {
+                m.log_queue_depth.set(signed);
+            }
+            Source::LuaLoadCount => m
+                .lua_load_count
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// All metrics of the registry in Prometheus text format
 /// (serve with [`TEXT_CONTENT_TYPE`]).
 pub fn encode_text() -> String {
+    sync_sources();
     let mut out = String::with_capacity(4096);
     let registry = global().registry.lock();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -238,5 +285,6 @@ pub fn encode_text() -> String {
 /// Our families as `{name: {help, type, value}}`; labelled values are
 /// nested as `{label: {label_value: number}}`.
 pub fn encode_json() -> serde_json::Value {
+    sync_sources();
     encode::json(m())
 }

@@ -95,3 +95,19 @@ fn label_values_with_quotes_are_escaped_in_text() {
         "{text}"
     );
 }
+
+#[test]
+fn registered_source_is_read_at_scrape_time() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    hermod_metrics::set_source(hermod_metrics::Source::LuaLoadCount, || {
+        LOADS.load(Ordering::Relaxed)
+    });
+    LOADS.store(41, Ordering::Relaxed);
+    assert_eq!(
+        hermod_metrics::encode_json()["lua_load_count"]["value"],
+        json!(41)
+    );
+    LOADS.store(42, Ordering::Relaxed);
+    assert!(hermod_metrics::encode_text().contains("\nlua_load_count 42\n"));
+}
