@@ -184,3 +184,36 @@ async fn supplemental_header_is_added_by_default() {
         String::from_utf8_lossy(&data)
     );
 }
+
+#[tokio::test]
+async fn lua_error_in_http_message_generated_fails_only_that_recipient() {
+    let policy = r#"
+local kumo = require 'kumo'
+kumo.on('http_message_generated', function(msg)
+  if msg:recipient().email == 'boom@example.net' then
+    error('handler exploded')
+  end
+end)
+"#;
+    let s = start(policy, |_| {}).await;
+    let (status, body) = inject(
+        &s,
+        json!({
+            "envelope_sender": "sender@example.com",
+            "recipients": [{"email": "boom@example.net"}, {"email": "fine@example.net"}],
+            "content": "Subject: x\n\nbody\n",
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success_count"], 1);
+    assert_eq!(body["failed_recipients"], json!(["boom@example.net"]));
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("handler exploded"),
+        "{body}"
+    );
+    assert_eq!(s.messages()[0].recipients()[0].email(), "fine@example.net");
+}

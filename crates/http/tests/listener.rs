@@ -209,3 +209,26 @@ async fn start_http_listener_rejects_unknown_keys() {
         .unwrap_or_default();
     assert!(err.contains("use_tsl"), "{err}");
 }
+
+#[tokio::test]
+async fn untrusted_peer_with_valid_bearer_token_is_authorised() {
+    let policy = r#"
+local kumo = require 'kumo'
+kumo.on('http_server_validate_auth_bearer', function(token) return token == 'tok-123' end)
+"#;
+    let s = start(policy, trust_only("127.0.0.1")).await;
+    let ok = untrusted_client()
+        .get(s.url("/api/check-liveness/v1"))
+        .bearer_auth("tok-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let bad = untrusted_client()
+        .get(s.url("/api/check-liveness/v1"))
+        .bearer_auth("tok-999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+}
