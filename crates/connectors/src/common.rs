@@ -49,7 +49,10 @@ pub fn policy_location(lua: &Lua) -> Option<String> {
         let src = dbg.source();
         let is_shim = is_async_shim(src.source.as_deref());
         if line > 0 && src.what != "C" && !is_shim {
-            let file = src.short_src.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            let file = src
+                .short_src
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into());
             return Some(format!("{file}:{line}"));
         }
     }

@@ -17,14 +17,24 @@ struct TestQueue {
 
 impl TestQueue {
     async fn new(prefix: &str) -> Self {
-        let conn = Connection::connect(URI, ConnectionProperties::default()).await.expect("connect rabbitmq");
+        let conn = Connection::connect(URI, ConnectionProperties::default())
+            .await
+            .expect("connect rabbitmq");
         let channel = conn.create_channel().await.unwrap();
         let name = common::unique(prefix);
         channel
-            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        TestQueue { name, channel, _conn: conn }
+        TestQueue {
+            name,
+            channel,
+            _conn: conn,
+        }
     }
 
     async fn get(&self) -> Option<(Vec<u8>, BasicProperties)> {
@@ -43,7 +53,10 @@ impl TestQueue {
     }
 
     async fn delete(self) {
-        let _ = self.channel.queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = self
+            .channel
+            .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
 }
 
@@ -51,7 +64,10 @@ impl TestQueue {
 async fn confirm_wait_returns_ack_and_the_queue_holds_the_message_with_its_message_id() {
     let q = TestQueue::new("hermod_ack").await;
     let lua = common::lua();
-    hermod_policy::scope::enter(&lua, [("SPOOL-AMQP-1".to_string(), b"bin\x00\xff".as_slice())]);
+    hermod_policy::scope::enter(
+        &lua,
+        [("SPOOL-AMQP-1".to_string(), b"bin\x00\xff".as_slice())],
+    );
     lua.globals().set("QUEUE", q.name.as_str()).unwrap();
     let (status, second_wait): (Table, String) = common::run(
         &lua,
@@ -67,11 +83,20 @@ async fn confirm_wait_returns_ack_and_the_queue_holds_the_message_with_its_messa
     .await
     .unwrap();
     assert_eq!(status.get::<String>("status").unwrap(), "Ack");
-    assert!(second_wait.contains("confirmation already taken"), "{second_wait}");
+    assert!(
+        second_wait.contains("confirmation already taken"),
+        "{second_wait}"
+    );
     let (data, props) = q.get().await.expect("message in queue");
     assert_eq!(data, b"bin\x00\xff");
-    assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some("SPOOL-AMQP-1"));
-    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("message/rfc822"));
+    assert_eq!(
+        props.message_id().as_ref().map(|s| s.as_str()),
+        Some("SPOOL-AMQP-1")
+    );
+    assert_eq!(
+        props.content_type().as_ref().map(|s| s.as_str()),
+        Some("message/rfc822")
+    );
     assert_eq!(*props.delivery_mode(), Some(2));
     q.delete().await;
 }
@@ -124,10 +149,19 @@ async fn close_then_publish_raises_client_was_closed() {
 
 #[tokio::test]
 async fn build_client_to_a_closed_port_raises_naming_the_uri_without_password() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let lua = common::lua();
-    lua.globals().set("URI", format!("amqp://guest:secret@127.0.0.1:{port}/%2f")).unwrap();
-    let err = common::run::<Value>(&lua, "return kumo.amqp.build_client(URI)").await.unwrap_err().to_string();
+    lua.globals()
+        .set("URI", format!("amqp://guest:secret@127.0.0.1:{port}/%2f"))
+        .unwrap();
+    let err = common::run::<Value>(&lua, "return kumo.amqp.build_client(URI)")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
@@ -151,7 +185,10 @@ async fn basic_publish_waits_for_the_confirm_and_delivers_properties() {
     .unwrap();
     let (data, props) = q.get().await.expect("message in queue");
     assert_eq!(data, b"hello");
-    assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some("given-id"));
+    assert_eq!(
+        props.message_id().as_ref().map(|s| s.as_str()),
+        Some("given-id")
+    );
     assert_eq!(props.app_id().as_ref().map(|s| s.as_str()), Some("hermod"));
     let headers = props.headers().clone().unwrap();
     assert!(headers.inner().contains_key("attempt"));
@@ -185,7 +222,9 @@ async fn basic_publish_to_a_missing_exchange_raises_and_the_next_publish_still_w
     let q = TestQueue::new("hermod_recover").await;
     let lua = common::lua();
     lua.globals().set("QUEUE", q.name.as_str()).unwrap();
-    lua.globals().set("EXCHANGE", common::unique("missing_exchange")).unwrap();
+    lua.globals()
+        .set("EXCHANGE", common::unique("missing_exchange"))
+        .unwrap();
     let err: String = common::run(
         &lua,
         r#"

@@ -31,7 +31,8 @@ async fn server(response: &'static str) -> (String, tokio::sync::mpsc::Unbounded
                             .lines()
                             .find_map(|l| {
                                 let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
                             })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
@@ -57,7 +58,14 @@ async fn response_exposes_status_headers_and_a_body_readable_once() {
     let lua = common::lua();
     lua.globals().set("URL", format!("{base}/hook")).unwrap();
     let (code, reason, success, ctype, len, body, still_success, err): (
-        u16, String, bool, String, u64, String, bool, String,
+        u16,
+        String,
+        bool,
+        String,
+        u64,
+        String,
+        bool,
+        String,
     ) = common::run(
         &lua,
         r#"
@@ -82,14 +90,19 @@ async fn response_exposes_status_headers_and_a_body_readable_once() {
     let req = requests.recv().await.unwrap();
     assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");
     assert!(req.to_ascii_lowercase().contains("x-policy: p"), "{req}");
-    assert!(req.to_ascii_lowercase().contains("user-agent: hermod-test"), "{req}");
+    assert!(
+        req.to_ascii_lowercase().contains("user-agent: hermod-test"),
+        "{req}"
+    );
     assert!(req.ends_with("{\"a\":1}"), "{req}");
 }
 
 #[tokio::test]
 async fn error_statuses_are_not_errors_and_auth_and_forms_are_sent() {
-    let (base, mut requests) =
-        server("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let (base, mut requests) = server(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let lua = common::lua();
     lua.globals().set("URL", base).unwrap();
     let (code, server_error, reused): (u16, bool, String) = common::run(
@@ -115,7 +128,8 @@ async fn error_statuses_are_not_errors_and_auth_and_forms_are_sent() {
 #[tokio::test]
 async fn bytes_returns_the_raw_body_and_bearer_auth_is_sent() {
     let (base, mut requests) =
-        server("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n\x01\x02\x03").await;
+        server("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n\x01\x02\x03")
+            .await;
     let lua = common::lua();
     lua.globals().set("URL", base).unwrap();
     let body: mlua::String = common::run(
@@ -131,13 +145,22 @@ async fn bytes_returns_the_raw_body_and_bearer_auth_is_sent() {
 
 #[tokio::test]
 async fn connection_refused_raises_naming_the_url_and_close_then_get_raises() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let lua = common::lua();
-    lua.globals().set("URL", format!("http://127.0.0.1:{port}/")).unwrap();
-    let err = common::run::<Value>(&lua, "local r = kumo.http.build_client{ timeout = 5 }:get(URL):send(); return r")
-        .await
-        .unwrap_err()
-        .to_string();
+    lua.globals()
+        .set("URL", format!("http://127.0.0.1:{port}/"))
+        .unwrap();
+    let err = common::run::<Value>(
+        &lua,
+        "local r = kumo.http.build_client{ timeout = 5 }:get(URL):send(); return r",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("test.lua:1"), "{err}");
     let err = common::run::<Value>(

@@ -14,8 +14,15 @@ const BROKER_TOOL: &str = "/work/shared/tools/kafka-broker";
 
 fn topic(prefix: &str) -> String {
     let name = common::unique(prefix);
-    let out = std::process::Command::new(BROKER_TOOL).args(["topic", &name]).output().expect("run kafka-broker");
-    assert!(out.status.success(), "topic creation failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(BROKER_TOOL)
+        .args(["topic", &name])
+        .output()
+        .expect("run kafka-broker");
+    assert!(
+        out.status.success(),
+        "topic creation failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     name
 }
 
@@ -30,14 +37,19 @@ async fn read_back(topic: &str, offset: i64) -> (Vec<u8>, Vec<(String, Vec<u8>)>
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, 0, Offset::Offset(offset)).unwrap();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(offset))
+            .unwrap();
         consumer.assign(&tpl).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
                 let headers = m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 return (m.payload().unwrap_or_default().to_vec(), headers);
             }
@@ -52,7 +64,10 @@ async fn read_back(topic: &str, offset: i64) -> (Vec<u8>, Vec<(String, Vec<u8>)>
 async fn send_returns_partition_and_offset_and_the_record_carries_the_message_id_header() {
     let topic = topic("hermod_send");
     let lua = common::lua();
-    hermod_policy::scope::enter(&lua, [("SPOOL-KAFKA-1".to_string(), b"mail\xff".as_slice())]);
+    hermod_policy::scope::enter(
+        &lua,
+        [("SPOOL-KAFKA-1".to_string(), b"mail\xff".as_slice())],
+    );
     lua.globals().set("TOPIC", topic.as_str()).unwrap();
     let (partition, offset): (i32, i64) = common::run(
         &lua,
@@ -68,8 +83,14 @@ async fn send_returns_partition_and_offset_and_the_record_carries_the_message_id
     assert!(offset >= 0);
     let (payload, headers) = read_back(&topic, offset).await;
     assert_eq!(payload, b"mail\xff");
-    assert!(headers.contains(&("hermod-message-id".to_string(), b"SPOOL-KAFKA-1".to_vec())), "{headers:?}");
-    assert!(headers.contains(&("extra".to_string(), b"e".to_vec())), "{headers:?}");
+    assert!(
+        headers.contains(&("hermod-message-id".to_string(), b"SPOOL-KAFKA-1".to_vec())),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&("extra".to_string(), b"e".to_vec())),
+        "{headers:?}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +139,9 @@ async fn send_batch_reports_the_failing_record_by_its_index() {
 #[tokio::test]
 async fn producers_built_with_the_same_properties_share_one_librdkafka_producer() {
     let lua = common::lua();
-    lua.globals().set("ID", common::unique("hermod_share")).unwrap();
+    lua.globals()
+        .set("ID", common::unique("hermod_share"))
+        .unwrap();
     let before = hermod_connectors::kafka::producers_created();
     let (a, b, c): (AnyUserData, AnyUserData, AnyUserData) = common::run(
         &lua,
@@ -133,9 +156,15 @@ async fn producers_built_with_the_same_properties_share_one_librdkafka_producer(
     )
     .await
     .unwrap();
-    let a = a.borrow::<hermod_connectors::kafka::KafkaProducer>().unwrap();
-    let b = b.borrow::<hermod_connectors::kafka::KafkaProducer>().unwrap();
-    let c = c.borrow::<hermod_connectors::kafka::KafkaProducer>().unwrap();
+    let a = a
+        .borrow::<hermod_connectors::kafka::KafkaProducer>()
+        .unwrap();
+    let b = b
+        .borrow::<hermod_connectors::kafka::KafkaProducer>()
+        .unwrap();
+    let c = c
+        .borrow::<hermod_connectors::kafka::KafkaProducer>()
+        .unwrap();
     assert!(a.shares_producer_with(&b));
     assert!(!a.shares_producer_with(&c));
     assert!(hermod_connectors::kafka::producers_created() >= before + 2);
@@ -146,7 +175,9 @@ async fn close_then_send_raises_client_was_closed_but_other_handles_keep_working
     let topic = topic("hermod_close");
     let lua = common::lua();
     lua.globals().set("TOPIC", topic.as_str()).unwrap();
-    lua.globals().set("ID", common::unique("hermod_closeid")).unwrap();
+    lua.globals()
+        .set("ID", common::unique("hermod_closeid"))
+        .unwrap();
     let (err, offset): (String, i64) = common::run(
         &lua,
         r#"
@@ -168,10 +199,13 @@ async fn close_then_send_raises_client_was_closed_but_other_handles_keep_working
 #[tokio::test]
 async fn invalid_producer_property_raises_naming_it() {
     let lua = common::lua();
-    let err = common::run::<Value>(&lua, "return kumo.kafka.build_producer{ ['no.such.setting'] = 'x' }")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = common::run::<Value>(
+        &lua,
+        "local p = kumo.kafka.build_producer{ ['no.such.setting'] = 'x' }; return p",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no.such.setting"), "{err}");
     assert!(err.contains("test.lua:1"), "{err}");
 }

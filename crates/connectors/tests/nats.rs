@@ -41,17 +41,26 @@ async fn publish_returns_the_pub_ack_and_the_stream_holds_the_message_with_its_m
     )
     .await
     .unwrap();
-    assert_eq!(first.get::<String>("stream").unwrap(), stream.cached_info().config.name);
+    assert_eq!(
+        first.get::<String>("stream").unwrap(),
+        stream.cached_info().config.name
+    );
     assert_eq!(first.get::<u64>("sequence").unwrap(), 1);
     assert!(!first.get::<bool>("duplicate").unwrap());
     assert_eq!(first.get::<String>("value").unwrap(), "");
     assert_eq!(first.get::<String>("domain").unwrap(), "");
     // Same payload in the same scope carries the same Nats-Msg-Id: JetStream drops it.
-    assert!(second.get::<bool>("duplicate").unwrap(), "second publish should be a duplicate");
+    assert!(
+        second.get::<bool>("duplicate").unwrap(),
+        "second publish should be a duplicate"
+    );
 
     let msg = stream.get_raw_message(1).await.unwrap();
     assert_eq!(msg.payload.as_ref(), b"hello\xff");
-    assert_eq!(msg.headers.get("Nats-Msg-Id").unwrap().as_str(), "SPOOL-ID-1");
+    assert_eq!(
+        msg.headers.get("Nats-Msg-Id").unwrap().as_str(),
+        "SPOOL-ID-1"
+    );
 }
 
 #[tokio::test]
@@ -128,13 +137,20 @@ async fn await_ack_false_returns_an_empty_table_and_the_message_still_arrives() 
 #[tokio::test]
 async fn close_makes_every_copy_raise_client_was_closed() {
     let lua = common::lua();
-    let client: Value = common::run(&lua, "return kumo.nats.connect{ servers = {'127.0.0.1:4222'} }")
-        .await
-        .unwrap();
+    let client: Value = common::run(
+        &lua,
+        "return kumo.nats.connect{ servers = {'127.0.0.1:4222'} }",
+    )
+    .await
+    .unwrap();
     // A copy as init-global propagation makes it, in another Lua state.
-    let portable = hermod_policy::portable::Portable::capture(&lua, &client).expect("client is portable");
+    let portable =
+        hermod_policy::portable::Portable::capture(&lua, &client).expect("client is portable");
     let other = common::lua();
-    other.globals().set("C", portable.restore(&other).unwrap()).unwrap();
+    other
+        .globals()
+        .set("C", portable.restore(&other).unwrap())
+        .unwrap();
     lua.globals().set("C", client).unwrap();
     common::run::<()>(&lua, "C:close()").await.unwrap();
     let err = common::run::<Value>(&other, "return C:publish{ subject = 'a.b', payload = 'x' }")
@@ -147,10 +163,13 @@ async fn close_makes_every_copy_raise_client_was_closed() {
 #[tokio::test]
 async fn unknown_connect_key_is_rejected_naming_the_key() {
     let lua = common::lua();
-    let err = common::run::<Value>(&lua, "local c = kumo.nats.connect{ servers = {'127.0.0.1:4222'}, sever = 1 }; return c")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = common::run::<Value>(
+        &lua,
+        "local c = kumo.nats.connect{ servers = {'127.0.0.1:4222'}, sever = 1 }; return c",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("sever"), "{err}");
     assert!(err.contains("test.lua:1"), "{err}");
 }
@@ -160,7 +179,9 @@ async fn connect_accepts_every_documented_option() {
     let lua = common::lua();
     let dir = std::env::temp_dir().join(common::unique("natstoken"));
     std::fs::write(&dir, "unused-token\n").unwrap();
-    lua.globals().set("TOKEN_FILE", dir.to_str().unwrap()).unwrap();
+    lua.globals()
+        .set("TOKEN_FILE", dir.to_str().unwrap())
+        .unwrap();
     // The test server has no auth, so credentials are sent and ignored.
     let ok: bool = common::run(
         &lua,

@@ -126,9 +126,11 @@ impl ConnectionParams {
             return Err("`client_cert` and `client_private_key` must be given together".into());
         }
         if self.root_ca_cert.is_some() || self.client_cert.is_some() {
-            return Err("custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; \
+            return Err(
+                "custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; \
                  use enable_tls with a publicly trusted broker certificate"
-                .into());
+                    .into(),
+            );
         }
         let scheme = if self.enable_tls { "amqps" } else { "amqp" };
         let vhost = percent_encode(self.vhost.as_deref().unwrap_or("/"));
@@ -183,7 +185,8 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
         "{}:{} exchange '{}' routing key '{}'",
         params.connection.host, params.connection.port, params.exchange, params.routing_key
     );
-    let fail = |why: String| site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"));
+    let fail =
+        |why: String| site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"));
     let uri = params.connection.to_uri().map_err(&fail)?;
     let mut properties = params.properties();
     properties.default_message_id(&lua, &params.payload.0);
@@ -193,8 +196,14 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
     if hermod_policy::startup::is_validating(&lua) {
         return Ok(());
     }
-    let limit = params.connection.publish_timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
-    let options = BasicPublishOptions { mandatory: params.mandatory, immediate: params.immediate };
+    let limit = params
+        .connection
+        .publish_timeout
+        .unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
+    let options = BasicPublishOptions {
+        mandatory: params.mandatory,
+        immediate: params.immediate,
+    };
     let payload = params.payload.0;
     let work = async {
         let slot = pool::slot(&uri);

@@ -33,12 +33,18 @@ impl AmqpClient {
     pub async fn build(uri: &str) -> Result<Self, String> {
         let slot = pool::slot(uri);
         slot.channel().await?;
-        Ok(Self { slot: Some(slot), closed: Arc::new(AtomicBool::new(false)) })
+        Ok(Self {
+            slot: Some(slot),
+            closed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// A handle that fails on use: built under `hermod check`.
     pub fn validating() -> Self {
-        Self { slot: None, closed: Arc::new(AtomicBool::new(false)) }
+        Self {
+            slot: None,
+            closed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn slot(&self) -> Result<Arc<Slot>, &'static str> {
@@ -94,10 +100,18 @@ pub(crate) fn confirmation_table(lua: &Lua, c: Confirmation) -> mlua::Result<Tab
 }
 
 /// Await a publisher confirm, bounded by `limit`.
-pub(crate) async fn await_confirm(confirm: PublisherConfirm, limit: Duration) -> Result<Confirmation, String> {
+pub(crate) async fn await_confirm(
+    confirm: PublisherConfirm,
+    limit: Duration,
+) -> Result<Confirmation, String> {
     tokio::time::timeout(limit, confirm)
         .await
-        .map_err(|_| format!("no confirmation from the broker within {}s", limit.as_secs_f64()))?
+        .map_err(|_| {
+            format!(
+                "no confirmation from the broker within {}s",
+                limit.as_secs_f64()
+            )
+        })?
         .map_err(|e| format!("confirmation failed: {e}"))
 }
 
@@ -125,13 +139,20 @@ impl UserData for AmqpClient {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_async_method("publish", |lua, this, params: Value| async move {
             let site = CallSite::capture(&lua);
-            let slot = this.slot().map_err(|e| site.error(format!("amqp publish: {e}")))?;
+            let slot = this
+                .slot()
+                .map_err(|e| site.error(format!("amqp publish: {e}")))?;
             drop(this);
             let mut params: PublishParams =
                 crate::common::decode(&lua, &site, params, "amqp client:publish")?;
-            let target = format!("exchange '{}' routing key '{}'", params.exchange, params.routing_key);
+            let target = format!(
+                "exchange '{}' routing key '{}'",
+                params.exchange, params.routing_key
+            );
             let fail = |why: String| site.error(format!("amqp publish to {target} failed: {why}"));
-            params.properties.default_message_id(&lua, &params.payload.0);
+            params
+                .properties
+                .default_message_id(&lua, &params.payload.0);
             let properties = params.properties.to_basic().map_err(&fail)?;
             let exchange = short("exchange", &params.exchange).map_err(&fail)?;
             let routing_key = short("routing_key", &params.routing_key).map_err(&fail)?;
@@ -141,15 +162,26 @@ impl UserData for AmqpClient {
                 immediate: params.options.immediate,
             };
             let confirm = channel
-                .basic_publish(exchange, routing_key, options, &params.payload.0, properties)
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    options,
+                    &params.payload.0,
+                    properties,
+                )
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            Ok(Confirm { pending: Mutex::new(Some(confirm)) })
+            Ok(Confirm {
+                pending: Mutex::new(Some(confirm)),
+            })
         });
 
         methods.add_method("close", |lua, this, ()| {
             if this.closed.swap(true, Ordering::AcqRel) {
-                return Err(crate::common::located(lua, format!("amqp close: {CLIENT_CLOSED}")));
+                return Err(crate::common::located(
+                    lua,
+                    format!("amqp close: {CLIENT_CLOSED}"),
+                ));
             }
             Ok(())
         });

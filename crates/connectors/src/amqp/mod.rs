@@ -24,14 +24,20 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         lua.create_async_function(|lua, uri: String| async move {
             let site = CallSite::capture(&lua);
             uri.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-                site.error(format!("kumo.amqp.build_client: invalid URI '{}': {e}", pool::redact(&uri)))
+                site.error(format!(
+                    "kumo.amqp.build_client: invalid URI '{}': {e}",
+                    pool::redact(&uri)
+                ))
             })?;
             if hermod_policy::startup::is_validating(&lua) {
                 return Ok(AmqpClient::validating());
             }
             crate::common::ensure_crypto_provider();
             AmqpClient::build(&uri).await.map_err(|e| {
-                site.error(format!("kumo.amqp.build_client to {} failed: {e}", pool::redact(&uri)))
+                site.error(format!(
+                    "kumo.amqp.build_client to {} failed: {e}",
+                    pool::redact(&uri)
+                ))
             })
         })?,
     )?;

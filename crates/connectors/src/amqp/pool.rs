@@ -77,7 +77,9 @@ pub fn connections_opened(uri: &str) -> u64 {
 /// Remove credentials from a URI before it goes into logs or errors.
 pub fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &uri[..scheme], &uri[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &uri[..scheme], &uri[at + 1..])
+        }
         _ => uri.to_string(),
     }
 }
@@ -112,7 +114,10 @@ impl Slot {
         self.opened.fetch_add(1, Ordering::Relaxed);
         tracing::info!(uri = %redact(&self.uri), "amqp connection opened");
         spawn_watchdog(Arc::downgrade(self), Arc::downgrade(&connection));
-        *live = Some(Live { connection, channel: channel.clone() });
+        *live = Some(Live {
+            connection,
+            channel: channel.clone(),
+        });
         Ok(channel)
     }
 
@@ -121,7 +126,9 @@ impl Slot {
             return false;
         }
         let mut live = self.live.lock().await;
-        let same = live.as_ref().is_some_and(|l| Arc::ptr_eq(&l.connection, connection));
+        let same = live
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.connection, connection));
         if !same {
             return true;
         }

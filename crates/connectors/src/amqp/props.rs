@@ -123,7 +123,9 @@ impl Properties {
         }
         if let Some(mode) = self.delivery_mode {
             if !(1..=2).contains(&mode) {
-                return Err(format!("delivery_mode must be 1 (transient) or 2 (persistent), got {mode}"));
+                return Err(format!(
+                    "delivery_mode must be 1 (transient) or 2 (persistent), got {mode}"
+                ));
             }
             p = p.with_delivery_mode(mode);
         }

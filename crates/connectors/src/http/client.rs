@@ -47,7 +47,9 @@ impl HttpClient {
             b = b.pool_idle_timeout(idle);
         }
         let client = b.build().map_err(|e| e.to_string())?;
-        Ok(Self { inner: Arc::new(RwLock::new(Some(client))) })
+        Ok(Self {
+            inner: Arc::new(RwLock::new(Some(client))),
+        })
     }
 
     fn client(&self) -> Result<reqwest::Client, &'static str> {
@@ -63,10 +65,15 @@ impl UserData for HttpClient {
             ("put", reqwest::Method::PUT),
         ] {
             methods.add_method(name, move |lua, this, url: String| {
-                let fail = |e: String| crate::common::located(lua, format!("http {name} '{url}': {e}"));
+                let fail =
+                    |e: String| crate::common::located(lua, format!("http {name} '{url}': {e}"));
                 let client = this.client().map_err(|e| fail(e.to_string()))?;
-                let parsed = reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;
-                Ok(HttpRequest::new(client.request(method.clone(), parsed), url.clone()))
+                let parsed =
+                    reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;
+                Ok(HttpRequest::new(
+                    client.request(method.clone(), parsed),
+                    url.clone(),
+                ))
             });
         }
         methods.add_method("close", |_lua, this, ()| {

@@ -19,7 +19,10 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub(crate) fn new(builder: RequestBuilder, url: String) -> Self {
-        Self { builder: Mutex::new(Some(builder)), url }
+        Self {
+            builder: Mutex::new(Some(builder)),
+            url,
+        }
     }
 }
 
@@ -34,7 +37,9 @@ where
         {
             let this = ud.borrow::<HttpRequest>()?;
             let mut slot = this.builder.lock();
-            let b = slot.take().ok_or_else(|| crate::common::located(lua, BROKEN))?;
+            let b = slot
+                .take()
+                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
             *slot = Some(f(lua, b, args)?);
         }
         Ok(ud)
@@ -43,16 +48,28 @@ where
 
 impl UserData for HttpRequest {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        setter(methods, "header", |_, b, (k, v): (String, String)| Ok(b.header(k, v)));
+        setter(methods, "header", |_, b, (k, v): (String, String)| {
+            Ok(b.header(k, v))
+        });
         setter(methods, "headers", |_, b, map: BTreeMap<String, String>| {
             Ok(map.into_iter().fold(b, |b, (k, v)| b.header(k, v)))
         });
-        setter(methods, "basic_auth", |_, b, (user, pass): (String, Option<String>)| {
-            Ok(b.basic_auth(user, pass))
+        setter(
+            methods,
+            "basic_auth",
+            |_, b, (user, pass): (String, Option<String>)| Ok(b.basic_auth(user, pass)),
+        );
+        setter(methods, "bearer_auth", |_, b, token: String| {
+            Ok(b.bearer_auth(token))
         });
-        setter(methods, "bearer_auth", |_, b, token: String| Ok(b.bearer_auth(token)));
-        setter(methods, "body", |_, b, body: mlua::String| Ok(b.body(body.as_bytes().to_vec())));
-        setter(methods, "form_url_encoded", |_, b, form: BTreeMap<String, String>| Ok(b.form(&form)));
+        setter(methods, "body", |_, b, body: mlua::String| {
+            Ok(b.body(body.as_bytes().to_vec()))
+        });
+        setter(
+            methods,
+            "form_url_encoded",
+            |_, b, form: BTreeMap<String, String>| Ok(b.form(&form)),
+        );
         setter(methods, "timeout", |lua, b, t: Value| {
             let d = super::duration_arg(&t)
                 .map_err(|e| crate::common::located(lua, format!("http request timeout: {e}")))?;
@@ -61,13 +78,19 @@ impl UserData for HttpRequest {
 
         methods.add_async_method("send", |lua, this, ()| async move {
             let site = CallSite::capture(&lua);
-            let builder = this.builder.lock().take().ok_or_else(|| site.error(BROKEN))?;
+            let builder = this
+                .builder
+                .lock()
+                .take()
+                .ok_or_else(|| site.error(BROKEN))?;
             let url = this.url.clone();
             drop(this);
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| site.error(format!("http request to '{url}' failed: {}", error_chain(&e))))?;
+            let response = builder.send().await.map_err(|e| {
+                site.error(format!(
+                    "http request to '{url}' failed: {}",
+                    error_chain(&e)
+                ))
+            })?;
             Ok(HttpResponse::new(response))
         });
     }

@@ -18,11 +18,17 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub(crate) fn new(r: reqwest::Response) -> Self {
-        Self { status: r.status(), inner: Mutex::new(Some(r)) }
+        Self {
+            status: r.status(),
+            inner: Mutex::new(Some(r)),
+        }
     }
 
     fn take(&self, lua: &Lua) -> mlua::Result<reqwest::Response> {
-        self.inner.lock().take().ok_or_else(|| crate::common::located(lua, BROKEN))
+        self.inner
+            .lock()
+            .take()
+            .ok_or_else(|| crate::common::located(lua, BROKEN))
     }
 }
 
@@ -43,7 +49,9 @@ fn headers_table(lua: &Lua, headers: &reqwest::header::HeaderMap) -> mlua::Resul
     meta.set(
         "__index",
         lua.create_function(|_, (t, k): (Table, mlua::Value)| match k {
-            mlua::Value::String(s) => t.raw_get::<mlua::Value>(s.to_string_lossy().to_ascii_lowercase()),
+            mlua::Value::String(s) => {
+                t.raw_get::<mlua::Value>(s.to_string_lossy().to_ascii_lowercase())
+            }
             _ => Ok(mlua::Value::Nil),
         })?,
     )?;
@@ -54,27 +62,45 @@ fn headers_table(lua: &Lua, headers: &reqwest::header::HeaderMap) -> mlua::Resul
 impl UserData for HttpResponse {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("status_code", |_, this, ()| Ok(this.status.as_u16()));
-        methods.add_method("status_reason", |_, this, ()| Ok(this.status.canonical_reason()));
-        methods.add_method("status_is_informational", |_, this, ()| Ok(this.status.is_informational()));
-        methods.add_method("status_is_success", |_, this, ()| Ok(this.status.is_success()));
-        methods.add_method("status_is_redirection", |_, this, ()| Ok(this.status.is_redirection()));
-        methods.add_method("status_is_client_error", |_, this, ()| Ok(this.status.is_client_error()));
-        methods.add_method("status_is_server_error", |_, this, ()| Ok(this.status.is_server_error()));
+        methods.add_method("status_reason", |_, this, ()| {
+            Ok(this.status.canonical_reason())
+        });
+        methods.add_method("status_is_informational", |_, this, ()| {
+            Ok(this.status.is_informational())
+        });
+        methods.add_method("status_is_success", |_, this, ()| {
+            Ok(this.status.is_success())
+        });
+        methods.add_method("status_is_redirection", |_, this, ()| {
+            Ok(this.status.is_redirection())
+        });
+        methods.add_method("status_is_client_error", |_, this, ()| {
+            Ok(this.status.is_client_error())
+        });
+        methods.add_method("status_is_server_error", |_, this, ()| {
+            Ok(this.status.is_server_error())
+        });
         methods.add_method("headers", |lua, this, ()| {
             let guard = this.inner.lock();
-            let r = guard.as_ref().ok_or_else(|| crate::common::located(lua, BROKEN))?;
+            let r = guard
+                .as_ref()
+                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
             headers_table(lua, r.headers())
         });
         methods.add_method("content_length", |lua, this, ()| {
             let guard = this.inner.lock();
-            let r = guard.as_ref().ok_or_else(|| crate::common::located(lua, BROKEN))?;
+            let r = guard
+                .as_ref()
+                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
             Ok(r.content_length())
         });
         methods.add_async_method("text", |lua, this, ()| async move {
             let site = CallSite::capture(&lua);
             let r = this.take(&lua)?;
             drop(this);
-            r.text().await.map_err(|e| site.error(format!("http read body: {}", error_chain(&e))))
+            r.text()
+                .await
+                .map_err(|e| site.error(format!("http read body: {}", error_chain(&e))))
         });
         methods.add_async_method("bytes", |lua, this, ()| async move {
             let site = CallSite::capture(&lua);

@@ -73,7 +73,10 @@ pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProd
     // handle shares it, and let ours drop.
     let entry = pool.entry(key).or_insert_with(|| {
         CREATED.fetch_add(1, Ordering::Relaxed);
-        Entry { producer, last_used: Instant::now() }
+        Entry {
+            producer,
+            last_used: Instant::now(),
+        }
     });
     entry.last_used = Instant::now();
     Ok(entry.producer.clone())

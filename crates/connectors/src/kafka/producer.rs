@@ -49,17 +49,25 @@ struct Record {
 
 impl KafkaProducer {
     pub(crate) fn open(producer: Arc<FutureProducer>, props: BTreeMap<String, String>) -> Self {
-        Self { state: Arc::new(RwLock::new(State::Open(producer))), props: Arc::new(props) }
+        Self {
+            state: Arc::new(RwLock::new(State::Open(producer))),
+            props: Arc::new(props),
+        }
     }
 
     pub(crate) fn validating(props: BTreeMap<String, String>) -> Self {
-        Self { state: Arc::new(RwLock::new(State::Validating)), props: Arc::new(props) }
+        Self {
+            state: Arc::new(RwLock::new(State::Validating)),
+            props: Arc::new(props),
+        }
     }
 
     fn producer(&self) -> Result<Arc<FutureProducer>, &'static str> {
         match &*self.state.read() {
             State::Open(p) => Ok(p.clone()),
-            State::Validating => Err("producer is not connected: the policy is being validated (hermod check)"),
+            State::Validating => {
+                Err("producer is not connected: the policy is being validated (hermod check)")
+            }
             State::Closed => Err(CLIENT_CLOSED),
         }
     }
@@ -78,19 +86,33 @@ fn headers_for(lua: &Lua, record: &Record) -> OwnedHeaders {
     let mut has_id = false;
     for (k, v) in &record.headers {
         has_id |= k.eq_ignore_ascii_case(MESSAGE_ID_HEADER);
-        headers = headers.insert(Header { key: k, value: Some(v.0.as_slice()) });
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.0.as_slice()),
+        });
     }
     if !has_id {
-        let payload = record.payload.as_ref().map(|p| p.0.as_slice()).unwrap_or_default();
+        let payload = record
+            .payload
+            .as_ref()
+            .map(|p| p.0.as_slice())
+            .unwrap_or_default();
         if let Some(id) = hermod_policy::scope::message_id_for(lua, payload) {
-            headers = headers.insert(Header { key: MESSAGE_ID_HEADER, value: Some(id.as_bytes()) });
+            headers = headers.insert(Header {
+                key: MESSAGE_ID_HEADER,
+                value: Some(id.as_bytes()),
+            });
         }
     }
     headers
 }
 
 /// Send one record and wait for its delivery report.
-async fn send_one(lua: &Lua, producer: &FutureProducer, record: &Record) -> Result<(i32, i64), String> {
+async fn send_one(
+    lua: &Lua,
+    producer: &FutureProducer,
+    record: &Record,
+) -> Result<(i32, i64), String> {
     let headers = headers_for(lua, record);
     let timeout = record.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
@@ -107,7 +129,12 @@ async fn send_one(lua: &Lua, producer: &FutureProducer, record: &Record) -> Resu
     // whole call fail after it too, even if delivery is still being retried.
     let delivery = tokio::time::timeout(timeout, producer.send(fr, timeout))
         .await
-        .map_err(|_| format!("no delivery report within {}", humantime::format_duration(timeout)))?
+        .map_err(|_| {
+            format!(
+                "no delivery report within {}",
+                humantime::format_duration(timeout)
+            )
+        })?
         .map_err(|(e, _msg)| e.to_string())?;
     Ok((delivery.partition, delivery.offset))
 }
@@ -118,7 +145,8 @@ fn records_from(lua: &Lua, site: &CallSite, value: Value) -> mlua::Result<Vec<Re
     };
     let mut out = Vec::new();
     for (i, v) in t.sequence_values::<Value>().enumerate() {
-        let rec: Record = crate::common::decode(lua, site, v?, &format!("kafka send_batch record {}", i + 1))?;
+        let rec: Record =
+            crate::common::decode(lua, site, v?, &format!("kafka send_batch record {}", i + 1))?;
         out.push(rec);
     }
     Ok(out)
@@ -128,24 +156,32 @@ impl UserData for KafkaProducer {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_async_method("send", |lua, this, params: Value| async move {
             let site = CallSite::capture(&lua);
-            let producer = this.producer().map_err(|e| site.error(format!("kafka send: {e}")))?;
+            let producer = this
+                .producer()
+                .map_err(|e| site.error(format!("kafka send: {e}")))?;
             super::pool::mark_used(&this.props);
             drop(this);
             let record: Record = crate::common::decode(&lua, &site, params, "kafka producer:send")?;
-            let (partition, offset) = send_one(&lua, &producer, &record)
-                .await
-                .map_err(|e| site.error(format!("kafka send to topic '{}' failed: {e}", record.topic)))?;
+            let (partition, offset) = send_one(&lua, &producer, &record).await.map_err(|e| {
+                site.error(format!(
+                    "kafka send to topic '{}' failed: {e}",
+                    record.topic
+                ))
+            })?;
             Ok((partition, offset))
         });
 
         methods.add_async_method("send_batch", |lua, this, params: Value| async move {
             let site = CallSite::capture(&lua);
-            let producer = this.producer().map_err(|e| site.error(format!("kafka send_batch: {e}")))?;
+            let producer = this
+                .producer()
+                .map_err(|e| site.error(format!("kafka send_batch: {e}")))?;
             super::pool::mark_used(&this.props);
             drop(this);
             let records = records_from(&lua, &site, params)?;
             let results =
-                futures::future::join_all(records.iter().map(|r| send_one(&lua, &producer, r))).await;
+                futures::future::join_all(records.iter().map(|r| send_one(&lua, &producer, r)))
+                    .await;
             let failed: Table = lua.create_table()?;
             let errors: Table = lua.create_table()?;
             for (i, (res, rec)) in results.into_iter().zip(&records).enumerate() {
@@ -188,7 +224,10 @@ mod tests {
         };
         let h = headers_for(&lua, &rec);
         assert_eq!(h.count(), 1);
-        let rec2 = Record { headers: BTreeMap::new(), ..rec };
+        let rec2 = Record {
+            headers: BTreeMap::new(),
+            ..rec
+        };
         let h2 = headers_for(&lua, &rec2);
         assert_eq!(h2.count(), 1);
         assert_eq!(h2.get(0).key, MESSAGE_ID_HEADER);

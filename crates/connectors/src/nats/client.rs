@@ -16,7 +16,7 @@ use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 enum State {
-    Open(async_nats::jetstream::Context),
+    Open(Box<async_nats::jetstream::Context>),
     /// Built under `hermod check`: the config was valid but no connection exists.
     Validating,
     Closed,
@@ -31,16 +31,20 @@ pub struct NatsClient {
 
 impl NatsClient {
     pub(crate) fn open(ctx: async_nats::jetstream::Context) -> Self {
-        Self { state: Arc::new(RwLock::new(State::Open(ctx))) }
+        Self {
+            state: Arc::new(RwLock::new(State::Open(Box::new(ctx)))),
+        }
     }
 
     pub(crate) fn validating() -> Self {
-        Self { state: Arc::new(RwLock::new(State::Validating)) }
+        Self {
+            state: Arc::new(RwLock::new(State::Validating)),
+        }
     }
 
     fn context(&self) -> Result<async_nats::jetstream::Context, &'static str> {
         match &*self.state.read() {
-            State::Open(ctx) => Ok(ctx.clone()),
+            State::Open(ctx) => Ok((**ctx).clone()),
             State::Validating => {
                 Err("client is not connected: the policy is being validated (hermod check)")
             }
@@ -69,15 +73,12 @@ fn default_true() -> bool {
     true
 }
 
-fn build_headers(
-    lua: &Lua,
-    params: &PublishParams,
-) -> Result<HeaderMap, String> {
+fn build_headers(lua: &Lua, params: &PublishParams) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     let mut has_msg_id = false;
     for (name, value) in &params.headers {
-        let header = HeaderName::from_str(name)
-            .map_err(|_| format!("invalid header name '{name}'"))?;
+        let header =
+            HeaderName::from_str(name).map_err(|_| format!("invalid header name '{name}'"))?;
         if value.contains(['\r', '\n']) {
             return Err(format!("header '{name}' has a line break in its value"));
         }
@@ -97,7 +98,9 @@ fn describe_publish_error(err: &async_nats::jetstream::context::PublishError) ->
         PublishErrorKind::StreamNotFound => {
             "no responders (is there a JetStream stream for this subject?)".to_string()
         }
-        PublishErrorKind::TimedOut => "timed out after 5s waiting for the stream's acknowledgement".to_string(),
+        PublishErrorKind::TimedOut => {
+            "timed out after 5s waiting for the stream's acknowledgement".to_string()
+        }
         _ => err.to_string(),
     }
 }
@@ -147,7 +150,11 @@ impl UserData for NatsClient {
         });
 
         methods.add_meta_method("__tostring", |_lua, this, ()| {
-            Ok(if this.is_open() { "NatsClient(open)" } else { "NatsClient(closed)" })
+            Ok(if this.is_open() {
+                "NatsClient(open)"
+            } else {
+                "NatsClient(closed)"
+            })
         });
     }
 }

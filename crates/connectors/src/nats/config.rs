@@ -105,10 +105,15 @@ impl NatsConfig {
                 auth.credentials.is_some() || auth.credentials_file.is_some(),
             ];
             if exclusive.iter().filter(|b| **b).count() > 1 {
-                return Err("auth: use only one of `token`, `nkey`, `credentials`/`credentials_file`".into());
+                return Err(
+                    "auth: use only one of `token`, `nkey`, `credentials`/`credentials_file`"
+                        .into(),
+                );
             }
             if auth.credentials.is_some() && auth.credentials_file.is_some() {
-                return Err("auth: use either `credentials` or `credentials_file`, not both".into());
+                return Err(
+                    "auth: use either `credentials` or `credentials_file`, not both".into(),
+                );
             }
         }
         Ok(())

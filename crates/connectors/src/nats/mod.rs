@@ -27,9 +27,12 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
             if hermod_policy::startup::is_validating(&lua) {
                 return Ok(NatsClient::validating());
             }
-            connect(&config)
-                .await
-                .map_err(|e| site.error(format!("kumo.nats.connect to {:?} failed: {e}", config.servers)))
+            connect(&config).await.map_err(|e| {
+                site.error(format!(
+                    "kumo.nats.connect to {:?} failed: {e}",
+                    config.servers
+                ))
+            })
         })?,
     )?;
     Ok(())

@@ -10,7 +10,12 @@ use mlua::{FromLuaMulti, Lua, Table};
 /// A Lua state with an empty `kumo` module and every connector registered.
 pub fn lua() -> Lua {
     let lua = Lua::new();
-    let loaded: Table = lua.globals().get::<Table>("package").unwrap().get("loaded").unwrap();
+    let loaded: Table = lua
+        .globals()
+        .get::<Table>("package")
+        .unwrap()
+        .get("loaded")
+        .unwrap();
     let kumo = lua.create_table().unwrap();
     loaded.set("kumo", kumo.clone()).unwrap();
     lua.globals().set("kumo", kumo).unwrap();
@@ -35,5 +40,9 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("{prefix}_{}_{nanos}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
