@@ -299,3 +299,37 @@ async fn over_long_data_line_gets_500_5_2_3() {
     assert!(text.starts_with("5.2.3"));
     c.cmd("NOOP", 250).await;
 }
+
+#[tokio::test]
+async fn post_data_processing_over_budget_gets_451_4_4_5() {
+    let policy = r#"
+local kumo = require 'kumo'
+kumo.on('smtp_server_message_received', function(msg, conn_meta)
+  if msg:get_first_named_header_value('Subject') == 'slow' then kumo.sleep(5) end
+end)
+"#;
+    let mut cfg = config();
+    cfg.data_processing_timeout = std::time::Duration::from_millis(200);
+    let srv = start_with(cfg, policy).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c", 250).await;
+    let (code, text) = c
+        .transaction(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: slow\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.starts_with("4.4.5"), "{text}");
+    assert!(srv.acceptor.messages().is_empty());
+    // The context the slow call was using is usable again afterwards.
+    let (code, _) = c
+        .transaction(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: quick\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(code, 250);
+}
