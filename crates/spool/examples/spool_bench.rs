@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hermod_message::{EnvelopeAddress, Message, SpoolId};
-use hermod_spool::{Spool, SpoolOptions};
+use hermod_spool::{Spool, SpoolDefinition, SpoolName, SpoolOptions};
 
 struct Run {
+    /// Data and meta in one RocksDB instance (one fsync per group) instead
+    /// of the default `dir/data` + `dir/meta` (two).
+    shared: bool,
     writers: usize,
     size: usize,
     fsync: bool,
@@ -34,7 +37,16 @@ async fn run(
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base)?;
-    let spool = Spool::open_dir(dir.path(), SpoolOptions { fsync: run.fsync })?;
+    let opts = SpoolOptions { fsync: run.fsync };
+    let spool = if run.shared {
+        let defs = [
+            SpoolDefinition::new(SpoolName::Data, dir.path().join("spool")),
+            SpoolDefinition::new(SpoolName::Meta, dir.path().join("spool")),
+        ];
+        Spool::open(&defs, opts)?
+    } else {
+        Spool::open_dir(dir.path(), opts)?
+    };
     let sender = EnvelopeAddress::parse("bench@example.com")?;
     let rcpt = EnvelopeAddress::parse("rcpt@example.net")?;
     let body: bytes::Bytes = vec![b'x'; run.size].into();
@@ -71,7 +83,8 @@ async fn run(
     lat.sort();
     let n = lat.len() as f64;
     println!(
-        "{:>7} {:>7} {:>5} {:>9.0} {:>9.2} {:>9.2} {:>10.3} {:>9.3} {:>7}",
+        "{:>7} {:>7} {:>7} {:>5} {:>9.0} {:>9.2} {:>9.2} {:>10.3} {:>9.3} {:>7}",
+        if run.shared { "shared" } else { "split" },
         run.writers,
         format!("{}K", run.size / 1024),
         if run.fsync { "on" } else { "off" },
@@ -95,7 +108,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(1);
     println!("cores: {cores}; each run stops after {secs}s or {max_messages} messages");
     println!(
-        "{:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
+        "{:>7} {:>7} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
+        "layout",
         "writers",
         "size",
         "fsync",
@@ -106,10 +120,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "groups/msg",
         "msgs"
     );
-    for fsync in [true, false] {
+    for (shared, fsync) in [(false, true), (true, true), (false, false)] {
         for size in [1024, 100 * 1024] {
             for writers in [1, 10, 100] {
                 let r = Run {
+                    shared,
                     writers,
                     size,
                     fsync,
