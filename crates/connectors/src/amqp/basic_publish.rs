@@ -227,3 +227,49 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(host: &str) -> ConnectionParams {
+        ConnectionParams {
+            host: host.into(),
+            port: default_port(),
+            username: "us er".into(),
+            password: "p@ss/word".into(),
+            vhost: None,
+            connection_name: None,
+            heartbeat: Some(30),
+            enable_tls: false,
+            root_ca_cert: None,
+            client_cert: None,
+            client_private_key: None,
+            confirm_select: false,
+            pool_size: None,
+            connect_timeout: Some(Duration::from_secs(5)),
+            recycle_timeout: None,
+            wait_timeout: None,
+            publish_timeout: None,
+        }
+    }
+
+    #[test]
+    fn connection_params_become_a_parseable_uri_with_escaped_credentials() {
+        let uri = params("127.0.0.1").to_uri().unwrap();
+        assert_eq!(
+            uri,
+            "amqp://us%20er:p%40ss%2Fword@127.0.0.1:5672/%2F?heartbeat=30&connection_timeout=5000"
+        );
+        let parsed: lapin::uri::AMQPUri = uri.parse().unwrap();
+        assert_eq!(parsed.authority.userinfo.password, "p@ss/word");
+        assert_eq!(parsed.vhost, "/");
+    }
+
+    #[test]
+    fn half_a_client_certificate_pair_is_rejected() {
+        let mut p = params("h");
+        p.client_cert = Some("/c.pem".into());
+        assert!(p.to_uri().unwrap_err().contains("client_private_key"));
+    }
+}

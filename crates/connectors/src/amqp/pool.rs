@@ -172,3 +172,17 @@ fn spawn_watchdog(slot: std::sync::Weak<Slot>, connection: std::sync::Weak<Conne
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_credentials_but_keeps_the_host() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host"), "amqp://host");
+    }
+}

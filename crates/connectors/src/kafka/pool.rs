@@ -98,3 +98,37 @@ pub fn mark_used(props: &BTreeMap<String, String>) {
 fn evict_idle(pool: &mut HashMap<Key, Entry>) {
     pool.retain(|_, e| Arc::strong_count(&e.producer) > 1 || e.last_used.elapsed() < IDLE_DROP);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn idempotence_is_on_by_default_but_respects_the_policy() {
+        let p = effective_properties(props(&[("bootstrap.servers", "x")]));
+        assert_eq!(
+            p.get("enable.idempotence").map(String::as_str),
+            Some("true")
+        );
+        let p = effective_properties(props(&[("enable.idempotence", "false")]));
+        assert_eq!(
+            p.get("enable.idempotence").map(String::as_str),
+            Some("false")
+        );
+        // acks=1 is incompatible with idempotence; do not turn a valid config into an invalid one.
+        let p = effective_properties(props(&[("acks", "1")]));
+        assert!(!p.contains_key("enable.idempotence"));
+        let p = effective_properties(props(&[("acks", "all")]));
+        assert_eq!(
+            p.get("enable.idempotence").map(String::as_str),
+            Some("true")
+        );
+    }
+}

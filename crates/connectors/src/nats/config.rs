@@ -193,3 +193,77 @@ impl NatsConfig {
         Ok(opts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlua::Lua;
+
+    fn decode(src: &str) -> Result<NatsConfig, String> {
+        let lua = Lua::new();
+        let v = lua
+            .load(src)
+            .eval::<mlua::Value>()
+            .map_err(|e| e.to_string())?;
+        let site = crate::common::CallSite::default();
+        crate::common::decode::<NatsConfig>(&lua, &site, v, "kumo.nats.connect")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ping_interval_accepts_the_struct_form_and_duration_strings() {
+        let a = decode(
+            "return { servers = {'a:4222'}, ping_interval = { secs = 3, nanos = 500000000 } }",
+        )
+        .unwrap();
+        assert_eq!(a.ping_interval, Some(Duration::from_millis(3500)));
+        let b = decode("return { servers = {'a:4222'}, ping_interval = '1m' }").unwrap();
+        assert_eq!(b.ping_interval, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn sender_capacity_is_an_alias_of_client_capacity() {
+        let c = decode("return { servers = {'a:4222'}, sender_capacity = 64 }").unwrap();
+        assert_eq!(c.client_capacity, Some(64));
+    }
+
+    #[test]
+    fn key_sources_take_paths_and_inline_data_and_reject_vault() {
+        let c = decode("return { servers = {'a'}, auth = { nkey = { key_data = 'SUAX' }, username = '/u', password = '/p' } }")
+            .unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(auth.nkey, Some(KeySource::Data("SUAX".into())));
+        assert_eq!(auth.username, Some(KeySource::File("/u".into())));
+        let e = decode("return { servers = {'a'}, auth = { token = { vault_path = 'x' } } }")
+            .unwrap_err();
+        assert!(e.contains("vault"), "{e}");
+    }
+
+    #[test]
+    fn validate_rejects_half_pairs_conflicting_auth_and_bad_servers() {
+        let half =
+            decode("return { servers = {'a:4222'}, auth = { username = { key_data = 'u' } } }")
+                .unwrap();
+        assert!(half.validate().unwrap_err().contains("username"));
+        let both = decode("return { servers = {'a:4222'}, auth = { token = { key_data = 't' }, nkey = { key_data = 'n' } } }")
+            .unwrap();
+        assert!(both.validate().unwrap_err().contains("only one"));
+        let cert = decode("return { servers = {'a:4222'}, client_cert = '/c.pem' }").unwrap();
+        assert!(cert.validate().unwrap_err().contains("client_key"));
+        let none = decode("return { servers = {} }").unwrap();
+        assert!(none.validate().is_err());
+        let bad = decode("return { servers = {'nats://a:notaport'} }").unwrap();
+        assert!(
+            bad.validate().unwrap_err().contains("notaport"),
+            "{:?}",
+            bad.validate()
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_inline_secrets() {
+        let c = decode("return { servers = {'a'}, auth = { password = { key_data = 'hunter2' }, username = { key_data = 'u' } } }")
+            .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
