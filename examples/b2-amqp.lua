@@ -1,0 +1,36 @@
+-- B2: AMQP, connection-object form. Needs RabbitMQ queue 'logging'.
+--
+-- P0 (harness prelude) followed by scenario B2, as in the acceptance spec.
+-- Use it unchanged as the policy file of `hermod serve`.
+
+-- P0 - harness prelude (valid KumoMTA Lua): a global `kumo`, spools,
+-- local logs and the SMTP/HTTP listeners, all from `pre_init` so the
+-- scenario's own `init` is left untouched.
+kumo = require 'kumo'                        -- seeds use a global `kumo`
+local DIR = os.getenv 'ACCEPT_DIR' or '/tmp/kumo-accept'
+kumo.on('pre_init', function()
+  kumo.define_spool { name = 'data', path = DIR .. '/spool/data' }
+  kumo.define_spool { name = 'meta', path = DIR .. '/spool/meta' }
+  kumo.configure_local_logs { log_dir = DIR .. '/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:2025' }
+  kumo.start_http_listener { listen = '127.0.0.1:8000' }
+end)
+
+-- B2
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'amqp' then
+    return kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.amqp' } } }
+  end
+  return kumo.make_queue_config {}
+end)
+kumo.on('make.amqp', function(domain, tenant, campaign)
+  local client = kumo.amqp.build_client 'amqp://localhost'
+  local conn = {}
+  function conn:send(msg)
+    local r = client:publish({ routing_key = 'logging', payload = msg:get_data() }):wait()
+    if r.status == 'Ack' or r.status == 'NotRequested' then return '250 ok' end
+    kumo.reject(500, kumo.json_encode(r))
+  end
+  function conn:close() client:close() end
+  return conn
+end)

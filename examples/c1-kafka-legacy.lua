@@ -1,0 +1,29 @@
+-- C1: seed (c), Kafka, legacy constructor form. Needs Kafka topic 'my.topic'.
+--
+-- P0 (harness prelude) followed by scenario C1, as in the acceptance spec.
+-- Use it unchanged as the policy file of `hermod serve`.
+
+-- P0 - harness prelude (valid KumoMTA Lua): a global `kumo`, spools,
+-- local logs and the SMTP/HTTP listeners, all from `pre_init` so the
+-- scenario's own `init` is left untouched.
+kumo = require 'kumo'                        -- seeds use a global `kumo`
+local DIR = os.getenv 'ACCEPT_DIR' or '/tmp/kumo-accept'
+kumo.on('pre_init', function()
+  kumo.define_spool { name = 'data', path = DIR .. '/spool/data' }
+  kumo.define_spool { name = 'meta', path = DIR .. '/spool/meta' }
+  kumo.configure_local_logs { log_dir = DIR .. '/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:2025' }
+  kumo.start_http_listener { listen = '127.0.0.1:8000' }
+end)
+
+-- C1
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'kafka' then
+    return kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.kafka' } } }
+  end
+  return kumo.make_queue_config {}
+end)
+kumo.on('make.kafka', function(domain, tenant, campaign)
+  local producer = kumo.kafka.build_producer { ['bootstrap.servers'] = 'localhost:9092' }
+  producer:send { topic = 'my.topic', payload = message:get_data(), timeout = '1 minute' }
+end)
