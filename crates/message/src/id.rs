@@ -27,9 +27,9 @@ fn node_id() -> &'static [u8; 6] {
     })
 }
 
-fn context() -> &'static uuid::timestamp::context::Context {
-    static CTX: OnceLock<uuid::timestamp::context::Context> = OnceLock::new();
-    CTX.get_or_init(|| uuid::timestamp::context::Context::new(rand::random()))
+fn context() -> &'static uuid::timestamp::context::ContextV1 {
+    static CTX: OnceLock<uuid::timestamp::context::ContextV1> = OnceLock::new();
+    CTX.get_or_init(|| uuid::timestamp::context::ContextV1::new(rand::random()))
 }
 
 impl SpoolId {

@@ -104,6 +104,17 @@ impl Message {
 
     /// Rebuild a message from its spool record; `data` may be left unloaded.
     pub fn from_spool(id: SpoolId, record: SpoolRecord, data: Option<Bytes>) -> Self {
+        // Hermod persists the attempt count and due time (KumoMTA does not),
+        // so a message waiting for a retry keeps its schedule across restarts.
+        let sched = record.schedule.as_ref();
+        let num_attempts = sched
+            .and_then(|s| s.get("attempts"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
+        let due = sched
+            .and_then(|s| s.get("due"))
+            .and_then(|v| v.as_u64())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
         Self {
             id,
             inner: Arc::new(Mutex::new(Inner {
@@ -111,8 +122,8 @@ impl Message {
                 recipients: record.recipient,
                 meta: record.meta,
                 data,
-                num_attempts: 0,
-                due: None,
+                num_attempts,
+                due,
                 meta_dirty: false,
                 data_dirty: false,
             })),
@@ -242,12 +253,26 @@ impl Message {
 
     pub fn spool_record(&self) -> SpoolRecord {
         let g = self.inner.lock();
+        let schedule = if g.num_attempts > 0 || g.due.is_some() {
+            let due = g
+                .due
+                .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            Some(serde_json::json!({ "attempts": g.num_attempts, "due": due }))
+        } else {
+            None
+        };
         SpoolRecord {
             sender: g.sender.clone(),
             recipient: g.recipients.clone(),
             meta: g.meta.clone(),
-            schedule: None,
+            schedule,
         }
+    }
+
+    /// Record that the schedule changed so the next spool store writes meta.
+    pub fn mark_meta_dirty(&self) {
+        self.inner.lock().meta_dirty = true;
     }
 
     pub fn spool_record_json(&self) -> Vec<u8> {
@@ -336,6 +361,18 @@ mod tests {
         assert_eq!(back.queue_name().unwrap(), "nats");
         assert_eq!(back.get_meta("x_a"), Some(json!([1, 2])));
         assert!(matches!(back.data(), Err(MessageError::DataNotLoaded)));
+    }
+
+    #[test]
+    fn retry_schedule_survives_a_spool_round_trip() {
+        let m = msg();
+        m.set_num_attempts(3);
+        let due = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+        m.set_due(Some(due));
+        let rec = Message::parse_spool_record(&m.spool_record_json()).unwrap();
+        let back = Message::from_spool(m.id(), rec, None);
+        assert_eq!(back.num_attempts(), 3);
+        assert_eq!(back.due(), Some(due));
     }
 
     #[test]

@@ -9,14 +9,17 @@ pub mod errors;
 mod events;
 mod extras;
 mod kumo;
+pub mod metrics_hook;
 pub mod portable;
 mod pool;
 pub mod queue_config;
+pub mod scope;
 pub mod startup;
 
 pub use engine::{Context, Engine, EngineOptions, LegacyMode, Registrar};
 pub use errors::{CallError, PolicyError, Reject};
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
+pub use mlua;
 pub use queue_config::{ProtocolConfig, QueueConfig};
 
 /// The `kumo` module table of a context (`package.loaded.kumo`).

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use mlua::{AnyUserData, Lua, UserData, Value};
+use mlua::{AnyUserData, Lua, LuaSerdeExt, UserData, Value};
 use parking_lot::RwLock;
 
 type Cloner = Arc<dyn Fn(&AnyUserData) -> Option<Handle> + Send + Sync>;
@@ -14,9 +14,11 @@ fn registry() -> &'static RwLock<Vec<Cloner>> {
     R.get_or_init(Default::default)
 }
 
+type Restore = dyn Fn(&Lua) -> mlua::Result<Value> + Send + Sync;
+
 /// A shareable handle taken from one context, to be re-created in another.
 #[derive(Clone)]
-pub struct Handle(Arc<dyn Fn(&Lua) -> mlua::Result<Value> + Send + Sync>);
+pub struct Handle(Arc<Restore>);
 
 /// Declare that userdata of type `T` is a cheap shared handle (e.g. a NATS client).
 pub fn register_handle<T: UserData + Clone + Send + Sync + 'static>() {

@@ -1,0 +1,171 @@
+//! `kumo.on` registration and event dispatch with single/multiple semantics.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mlua::{FromLua, Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, Value, VmState};
+
+use crate::errors::{caller_location, located, CallError};
+use crate::startup::Phase;
+
+const HANDLERS: &str = "hermod.handlers";
+
+/// Events whose handlers chain; every other name allows one handler.
+pub const MULTIPLE_EVENTS: &[&str] = &[
+    "pre_init",
+    "validate_config",
+    "get_queue_config",
+    "should_enqueue_log_record",
+    "requeue_message",
+    "throttle_insert_ready_queue",
+    "get_acl_definition",
+];
+
+pub fn is_multiple(event: &str) -> bool {
+    MULTIPLE_EVENTS.contains(&event)
+}
+
+/// Where each event's handlers were registered, for duplicate errors.
+#[derive(Default)]
+struct Locations(HashMap<String, Vec<String>>);
+
+fn handlers(lua: &Lua) -> mlua::Result<Table> {
+    match lua.named_registry_value::<Option<Table>>(HANDLERS)? {
+        Some(t) => Ok(t),
+        None => {
+            let t = lua.create_table()?;
+            lua.set_named_registry_value(HANDLERS, t.clone())?;
+            Ok(t)
+        }
+    }
+}
+
+pub(crate) fn on(lua: &Lua, (name, func): (String, Function)) -> mlua::Result<()> {
+    let phase = lua.app_data_ref::<Phase>().map(|p| *p).unwrap_or(Phase::Running);
+    if phase != Phase::Loading {
+        return Err(located(
+            lua,
+            format!("kumo.on('{name}', ...) must be called while the policy loads, not from inside an event handler"),
+        ));
+    }
+    let here = caller_location(lua).unwrap_or_else(|| "?".into());
+    if lua.app_data_ref::<Locations>().is_none() {
+        lua.set_app_data(Locations::default());
+    }
+    let previous = lua
+        .app_data_ref::<Locations>()
+        .and_then(|l| l.0.get(&name).and_then(|v| v.first().cloned()));
+    if let Some(first) = &previous {
+        if !is_multiple(&name) {
+            return Err(mlua::Error::RuntimeError(format!(
+                "{here}: event '{name}' already has a handler, registered at {first}; \
+                 only one handler is allowed for this event"
+            )));
+        }
+    }
+    if let Some(mut l) = lua.app_data_mut::<Locations>() {
+        l.0.entry(name.clone()).or_default().push(here);
+    }
+    let all = handlers(lua)?;
+    let list = match all.get::<Option<Table>>(name.as_str())? {
+        Some(t) => t,
+        None => {
+            let t = lua.create_table()?;
+            all.set(name.as_str(), t.clone())?;
+            t
+        }
+    };
+    list.push(func)
+}
+
+pub(crate) fn has_handler(lua: &Lua, event: &str) -> bool {
+    handlers(lua)
+        .and_then(|h| h.get::<Option<Table>>(event))
+        .map(|t| t.is_some_and(|t| t.raw_len() > 0))
+        .unwrap_or(false)
+}
+
+/// A per-call deadline checked by the instruction hook, so a handler stuck
+/// in a loop is stopped instead of wedging a worker.
+pub(crate) struct CallDeadline<'a> {
+    lua: &'a Lua,
+    previous: Option<Deadline>,
+}
+
+#[derive(Clone, Copy)]
+struct Deadline(Instant, Duration);
+
+impl<'a> CallDeadline<'a> {
+    pub fn start(lua: &'a Lua, limit: Duration) -> Self {
+        let previous = lua.set_app_data(Deadline(Instant::now() + limit, limit));
+        Self { lua, previous }
+    }
+}
+
+impl Drop for CallDeadline<'_> {
+    fn drop(&mut self) {
+        match self.previous.take() {
+            Some(p) => {
+                self.lua.set_app_data(p);
+            }
+            None => {
+                self.lua.remove_app_data::<Deadline>();
+            }
+        }
+    }
+}
+
+pub(crate) fn install_time_limit(lua: &Lua) {
+    lua.set_hook(HookTriggers::new().every_nth_instruction(100_000), |lua, _dbg| {
+        let over = lua.app_data_ref::<Deadline>().and_then(|d| {
+            if Instant::now() > d.0 {
+                Some(d.1)
+            } else {
+                None
+            }
+        });
+        match over {
+            Some(limit) => Err(located(
+                lua,
+                format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
+            )),
+            None => Ok(VmState::Continue),
+        }
+    });
+}
+
+/// Call `event` in this context with KumoMTA's semantics: a single event's
+/// handler result is returned as is (nil if it returned nothing); multiple
+/// events chain and the first handler that returns at least one value wins.
+pub(crate) async fn call<R: FromLua>(
+    lua: &Lua,
+    event: &str,
+    args: impl IntoLuaMulti + Clone,
+    limit: Duration,
+) -> Result<Option<R>, CallError> {
+    let lerr = |e: mlua::Error| CallError::from_lua(&e);
+    let list = handlers(lua)
+        .and_then(|h| h.get::<Option<Table>>(event))
+        .map_err(lerr)?;
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    let funcs: Vec<Function> = list.sequence_values::<Function>().collect::<mlua::Result<_>>().map_err(lerr)?;
+    let multiple = is_multiple(event);
+    lua.globals().set("_KUMO_CURRENT_EVENT", event).map_err(lerr)?;
+    for f in funcs {
+        let _deadline = CallDeadline::start(lua, limit);
+        let rets: MultiValue = f.call_async(args.clone()).await.map_err(lerr)?;
+        if multiple && rets.is_empty() {
+            continue;
+        }
+        let first = rets.into_iter().next().unwrap_or(Value::Nil);
+        return R::from_lua(first, lua).map(Some).map_err(|e| {
+            CallError::Lua(format!(
+                "event '{event}' handler returned a value of the wrong type: {}",
+                crate::errors::describe(&e)
+            ))
+        });
+    }
+    Ok(None)
+}

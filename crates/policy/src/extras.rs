@@ -1,0 +1,34 @@
+//! `require 'policy-extras.<name>'`: helper modules compiled into the binary,
+//! plus a `package.path` that finds modules next to the policy file.
+
+use std::path::Path;
+
+use mlua::{Lua, Table};
+
+const MODULES: &[(&str, &str)] = &[("policy-extras.log_hooks", include_str!("extras/log_hooks.lua"))];
+
+pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let dir = policy_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| ".".into());
+    let old: String = package.get("path")?;
+    package.set(
+        "path",
+        format!(
+            "{dir}/?.lua;{dir}/?/init.lua;/opt/kumomta/etc/policy/?.lua;/opt/kumomta/etc/policy/?/init.lua;{old}"
+        ),
+    )?;
+    let preload: Table = package.get("preload")?;
+    for (name, source) in MODULES {
+        let chunk_name = format!("=[builtin {name}]");
+        let source = *source;
+        let loader = lua.create_function(move |lua, _: mlua::MultiValue| {
+            lua.load(source).set_name(chunk_name.as_str()).call::<mlua::Value>(())
+        })?;
+        preload.set(*name, loader)?;
+    }
+    Ok(())
+}

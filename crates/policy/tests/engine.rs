@@ -1,0 +1,218 @@
+//! The policy engine against real policy files.
+
+use hermod_policy::mlua;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hermod_policy::{CallError, Engine, EngineOptions, PolicyError};
+
+fn write_policy(src: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.lua");
+    std::fs::write(&path, src).unwrap();
+    (dir, path)
+}
+
+async fn start(src: &str) -> Result<(Arc<Engine>, tempfile::TempDir, String), (PolicyError, String)> {
+    let (dir, path) = write_policy(src);
+    let p = path.display().to_string();
+    match Engine::start(EngineOptions::new(&path)).await {
+        Ok((e, _)) => Ok((e, dir, p)),
+        Err(e) => Err((e, p)),
+    }
+}
+
+#[tokio::test]
+async fn a_global_set_in_init_is_visible_to_50_concurrent_handlers() {
+    let (engine, _d, _) = start(
+        r#"
+        kumo.on('init', function() shared = { name = 'nats-client', n = 42 } end)
+        kumo.on('probe', function(i) kumo.sleep(0.01); return shared.name .. ':' .. shared.n .. ':' .. i end)
+        "#,
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move { engine.call::<String>("probe", i).await }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), Some(format!("nats-client:42:{i}")));
+    }
+    assert!(engine.spare_contexts() > 1, "concurrent calls must have used several contexts");
+}
+
+#[tokio::test]
+async fn init_runs_exactly_once() {
+    let (engine, dir, _) = start(
+        r#"
+        kumo.on('init', function()
+          local f = io.open(os.getenv('HERMOD_TEST_DIR') .. '/init-count', 'a'); f:write('x'); f:close()
+        end)
+        kumo.on('ping', function() return 'pong' end)
+        "#
+        .replace("os.getenv('HERMOD_TEST_DIR')", "INITDIR")
+        .replace("INITDIR", &format!("{:?}", std::env::temp_dir().display().to_string()))
+        .as_str(),
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
+    let _ = dir;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move { engine.call::<String>("ping", ()).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let count = std::fs::read_to_string(std::env::temp_dir().join("init-count")).unwrap();
+    std::fs::remove_file(std::env::temp_dir().join("init-count")).ok();
+    assert_eq!(count, "x");
+}
+
+#[tokio::test]
+async fn a_duplicate_single_event_names_both_locations() {
+    let (err, path) = start("kumo.on('init', function() end)\n\nkumo.on('init', function() end)\n")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{path}:3")), "{msg}");
+    assert!(msg.contains(&format!("{path}:1")), "{msg}");
+}
+
+#[tokio::test]
+async fn a_syntax_error_names_file_and_line() {
+    let (err, path) = start("kumo.on('init', function()\n  local x = = 1\nend)\n").await.err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{path}:2")), "{msg}");
+}
+
+#[tokio::test]
+async fn an_unknown_make_queue_config_key_names_file_line_and_key() {
+    let (err, path) = start("kumo.on('init', function()\n  kumo.make_queue_config { retry_intreval = '1m' }\nend)\n")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{path}:2")), "{msg}");
+    assert!(msg.contains("retry_intreval"), "{msg}");
+}
+
+#[tokio::test]
+async fn multiple_event_handlers_chain_until_one_returns_a_value() {
+    let (engine, _d, _) = start(
+        r#"
+        kumo.on('get_queue_config', function(domain) if domain == 'a' then return 'first' end end)
+        kumo.on('get_queue_config', function(domain) if domain == 'b' then return nil end end)
+        kumo.on('get_queue_config', function(domain) return 'last' end)
+        "#,
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
+    assert_eq!(engine.call::<String>("get_queue_config", "a").await.unwrap(), Some("first".into()));
+    // An explicit nil is a value: it ends the chain.
+    assert_eq!(engine.call::<Option<String>>("get_queue_config", "b").await.unwrap(), Some(None));
+    assert_eq!(engine.call::<String>("get_queue_config", "c").await.unwrap(), Some("last".into()));
+    assert_eq!(engine.call::<String>("no_such_event", ()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn kumo_reject_reaches_rust_with_its_code() {
+    let (engine, _d, _) = start("kumo.on('x', function() kumo.reject(451, 'try later') end)").await.map_err(|e| e.0).unwrap();
+    match engine.call::<mlua::Value>("x", ()).await {
+        Err(CallError::Reject(r)) => {
+            assert_eq!(r.code, 451);
+            assert_eq!(r.message, "try later");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn runtime_errors_carry_file_and_line() {
+    let (engine, _d, path) = start("kumo.on('x', function()\n  local t = nil\n  return t.field\nend)").await.map_err(|e| e.0).unwrap();
+    match engine.call::<mlua::Value>("x", ()).await {
+        Err(CallError::Lua(text)) => assert!(text.contains(&format!("{path}:3")), "{text}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn core_kumo_functions_work_and_bad_arguments_name_the_caller() {
+    let (engine, _d, path) = start(
+        r#"
+        local kumo = require 'kumo'
+        kumo.on('json', function()
+          local t = kumo.json_parse('{"a": [1, 2], /* c */ "b": null, "c": {}} // trailing')
+          assert(#t.a == 2 and t.b == nil)
+          assert(kumo.json_encode(t.a) == '[1,2]')
+          assert(kumo.serde.json_encode({}) == '{}')
+          assert(kumo.json_encode_pretty({b = 1, a = 2}):find('"a": 2') ~= nil)
+          kumo.log_info('hello', 1, true)
+          kumo.sleep(0.01)
+          return 'ok'
+        end)
+        kumo.on('bad_reject', function() kumo.reject('x') end)
+        kumo.on('bad_json', function() return kumo.json_parse('{nope') end)
+        kumo.on('bad_sleep', function() kumo.sleep('forever') end)
+        kumo.on('bad_duration', function() return kumo.make_queue_config { max_age = 'forever' } end)
+        kumo.on('late_on', function() kumo.on('y', function() end) end)
+        kumo.on('side_effect', function() kumo.define_nothing() end)
+        "#,
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
+    assert_eq!(engine.call::<String>("json", ()).await.unwrap(), Some("ok".into()));
+    for (event, needle, line) in [
+        ("bad_reject", "kumo.reject", 13),
+        ("bad_json", "kumo.json_parse", 14),
+        ("bad_sleep", "kumo.sleep", 15),
+        ("bad_duration", "forever", 16),
+        ("late_on", "must be called while the policy loads", 17),
+    ] {
+        match engine.call::<mlua::Value>(event, ()).await {
+            Err(CallError::Lua(text)) => {
+                assert!(text.contains(needle), "{event}: {text}");
+                assert!(text.contains(&format!("{path}:{line}")), "{event}: {text}");
+            }
+            other => panic!("{event}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_by_the_time_limit() {
+    let (_dir, path) = write_policy("kumo.on('spin', function() while true do end end)");
+    let mut opts = EngineOptions::new(&path);
+    opts.call_time_limit = Duration::from_millis(300);
+    let (engine, _) = Engine::start(opts).await.unwrap();
+    let started = std::time::Instant::now();
+    match engine.call::<mlua::Value>("spin", ()).await {
+        Err(CallError::Lua(text)) => assert!(text.contains("time limit"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn policy_extras_log_hooks_is_shipped_in_the_binary() {
+    let (engine, _d, _) = start(
+        r#"
+        local log_hooks = require 'policy-extras.log_hooks'
+        log_hooks:new { name = 'h', constructor = function() return {} end }
+        kumo.on('has', function() return type(log_hooks.new_json) end)
+        "#,
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
+    assert_eq!(engine.call::<String>("has", ()).await.unwrap(), Some("function".into()));
+}

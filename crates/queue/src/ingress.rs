@@ -1,0 +1,107 @@
+//! The `Acceptor` listeners hand new messages to: queue resolution,
+//! group-committed spool write, Reception record, then the ready queue.
+
+use std::sync::Arc;
+
+use hermod_logging::{LogEvent, PeerAddress, RecordType, Response};
+use hermod_message::accept::AcceptFuture;
+use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo};
+
+use crate::manager::QueueManager;
+use crate::resolve::ScheduledQueue;
+
+fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
+    LogEvent {
+        kind: RecordType::Reception,
+        message: msg.clone(),
+        queue: queue.to_string(),
+        site: String::new(),
+        response: Response::new(250, None, ""),
+        peer_address: Some(PeerAddress {
+            name: info.peer_name.clone(),
+            addr: info.peer_addr.clone(),
+            is_secure: info.tls_cipher.is_some(),
+        }),
+        egress_pool: None,
+        egress_source: None,
+        delivery_protocol: None,
+        session_id: info.session_id.clone(),
+        tls_cipher: info.tls_cipher.clone(),
+        tls_protocol_version: info.tls_protocol_version.clone(),
+        num_attempts: 0,
+    }
+}
+
+enum Plan {
+    Null,
+    Queue(Arc<ScheduledQueue>),
+    Failed(String),
+}
+
+impl QueueManager {
+    async fn accept_all(&self, messages: Vec<Message>, info: ReceptionInfo) -> Vec<Result<Accepted, AcceptError>> {
+        if !self.is_accepting_now() {
+            let e = AcceptError::Unavailable("spool is not started or the server is shutting down".into());
+            return messages.iter().map(|_| Err(e.clone())).collect();
+        }
+        if let Err(e) = self.spool().check_free_space() {
+            let e = AcceptError::Spool(e.to_string());
+            return messages.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut plans = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let plan = match m.queue_name() {
+                Ok(name) if name == "null" => Plan::Null,
+                Ok(name) => match self.resolve(&name).await {
+                    Ok(sq) => Plan::Queue(sq),
+                    Err(e) => Plan::Failed(e),
+                },
+                Err(e) => Plan::Failed(e.to_string()),
+            };
+            plans.push(plan);
+        }
+        let to_store: Vec<Message> = messages
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| matches!(p, Plan::Queue(_)))
+            .map(|(m, _)| m.clone())
+            .collect();
+        let mut stored = self.spool().store_many(&to_store).await.into_iter();
+        let mut out = Vec::with_capacity(messages.len());
+        for (m, plan) in messages.into_iter().zip(plans) {
+            match plan {
+                Plan::Null => {
+                    if info.protocol == "ESMTP" {
+                        self.logger().log(reception(&m, "null", &info)).await;
+                    }
+                    out.push(Ok(Accepted::Discarded(m.id())));
+                }
+                Plan::Failed(e) => out.push(Err(AcceptError::Message(e))),
+                Plan::Queue(sq) => match stored.next() {
+                    Some(Ok(())) => {
+                        self.logger().log(reception(&m, &sq.name, &info)).await;
+                        let id = m.id();
+                        self.to_ready(m, sq);
+                        out.push(Ok(Accepted::Queued(id)));
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(id = %m.id(), error = %e, "spool write failed");
+                        out.push(Err(AcceptError::Spool(e.to_string())))
+                    }
+                    None => out.push(Err(AcceptError::Spool("spool returned no result".into()))),
+                },
+            }
+        }
+        out
+    }
+}
+
+impl Acceptor for QueueManager {
+    fn accept(&self, messages: Vec<Message>, info: ReceptionInfo) -> AcceptFuture<'_> {
+        Box::pin(self.accept_all(messages, info))
+    }
+
+    fn is_accepting(&self) -> bool {
+        self.is_accepting_now()
+    }
+}

@@ -1,0 +1,249 @@
+//! The queue manager: owns scheduled queues, ready queues, the retry timer
+//! and the delivery sessions; everything that moves a message between them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hermod_logging::Logger;
+use hermod_message::Message;
+use hermod_policy::{Engine, ProtocolConfig};
+use hermod_spool::Spool;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::outcome;
+use crate::ready::{Entry, ReadyQueue};
+use crate::resolve::{fetch_config, new_scheduled, ready_queue_name, ScheduledQueue};
+use crate::timer::{Timer, Waiting};
+
+#[derive(Clone, Debug, Default)]
+pub struct QueueOptions {
+    /// Shorten every ready queue's idle timeout (tests).
+    pub idle_timeout: Option<Duration>,
+}
+
+pub(crate) struct Inner {
+    pub engine: Arc<Engine>,
+    pub spool: Spool,
+    pub logger: Logger,
+    pub opts: QueueOptions,
+    scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
+    ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
+    pub timer: Arc<Timer>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    accepting: AtomicBool,
+}
+
+/// Cheap to clone; all clones drive the same queues.
+#[derive(Clone)]
+pub struct QueueManager(pub(crate) Arc<Inner>);
+
+impl QueueManager {
+    pub fn new(engine: Arc<Engine>, spool: Spool, logger: Logger, opts: QueueOptions) -> Self {
+        let inner = Arc::new(Inner {
+            engine,
+            spool,
+            logger,
+            opts,
+            scheduled: Mutex::new(HashMap::new()),
+            ready: Mutex::new(HashMap::new()),
+            timer: Arc::new(Timer::default()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            accepting: AtomicBool::new(false),
+        });
+        let qm = QueueManager(inner);
+        let timer = qm.0.timer.clone();
+        let weak = Arc::downgrade(&qm.0);
+        let stop = qm.0.shutdown.clone();
+        qm.0.tasks.spawn(timer.run(
+            move |w: Waiting| {
+                if let Some(inner) = weak.upgrade() {
+                    QueueManager(inner).to_ready(w.message, w.queue);
+                }
+            },
+            stop,
+        ));
+        qm
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.0.engine
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.0.spool
+    }
+
+    pub fn logger(&self) -> &Logger {
+        &self.0.logger
+    }
+
+    pub fn set_accepting(&self, on: bool) {
+        self.0.accepting.store(on, Ordering::SeqCst);
+    }
+
+    pub fn is_accepting_now(&self) -> bool {
+        self.0.accepting.load(Ordering::SeqCst) && !self.0.shutdown.is_cancelled()
+    }
+
+    /// The scheduled queue for `name`, running `get_queue_config` when it is
+    /// new or due for a refresh.
+    pub(crate) async fn resolve(&self, name: &str) -> Result<Arc<ScheduledQueue>, String> {
+        let existing = self.0.scheduled.lock().get(name).cloned();
+        if let Some(sq) = &existing {
+            if !sq.needs_refresh() {
+                return Ok(sq.clone());
+            }
+        }
+        let components = hermod_message::QueueNameComponents::parse(name);
+        let cfg = match fetch_config(&self.0.engine, &components).await {
+            Ok(c) => c,
+            Err(e) => match existing {
+                // Keep delivering with the last good config rather than stalling.
+                Some(sq) => {
+                    tracing::error!(queue = %name, error = %e, "get_queue_config refresh failed; keeping the previous config");
+                    sq.update((*sq.config()).clone());
+                    return Ok(sq);
+                }
+                None => return Err(e),
+            },
+        };
+        let sq = match existing {
+            Some(sq) => {
+                sq.update(cfg);
+                sq
+            }
+            None => {
+                let mut g = self.0.scheduled.lock();
+                g.entry(name.to_string())
+                    .or_insert_with(|| Arc::new(new_scheduled(name, cfg)))
+                    .clone()
+            }
+        };
+        Ok(sq)
+    }
+
+    fn ready_queue_for(&self, sq: &Arc<ScheduledQueue>) -> Arc<ReadyQueue> {
+        let cfg = sq.config();
+        let name = ready_queue_name(&sq.components, &cfg);
+        let mut g = self.0.ready.lock();
+        if let Some(rq) = g.get(&name) {
+            rq.set_protocol(cfg.protocol.clone());
+            return rq.clone();
+        }
+        let mut rq = ReadyQueue::new(name.clone(), cfg.protocol.clone());
+        if let Some(t) = self.0.opts.idle_timeout {
+            rq.limits.idle_timeout = t;
+        }
+        let rq = Arc::new(rq);
+        g.insert(name, rq.clone());
+        rq
+    }
+
+    /// Queue a message that is due now (fresh reception or retry due).
+    pub(crate) fn to_ready(&self, message: Message, queue: Arc<ScheduledQueue>) {
+        let rq = self.ready_queue_for(&queue);
+        rq.push(Entry { message, queue });
+        self.maybe_start_sessions(&rq);
+    }
+
+    /// Queue a message for later.
+    pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        self.0.timer.insert(Instant::now() + wait, Waiting { message, queue });
+    }
+
+    pub(crate) fn maybe_start_sessions(&self, rq: &Arc<ReadyQueue>) {
+        if self.0.shutdown.is_cancelled() {
+            return;
+        }
+        let wanted = rq.wanted_sessions().max(usize::from(rq.len() > 0));
+        loop {
+            let current = rq.sessions.load(Ordering::SeqCst);
+            if current >= wanted || current >= rq.limits.connection_limit {
+                return;
+            }
+            if rq
+                .sessions
+                .compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let qm = self.clone();
+                let rq = rq.clone();
+                self.0.tasks.spawn(async move {
+                    crate::session::run(&qm, &rq).await;
+                    rq.sessions.fetch_sub(1, Ordering::SeqCst);
+                    // Messages may have arrived while this session was winding down.
+                    if rq.len() > 0 {
+                        qm.maybe_start_sessions(&rq);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Insert a message read back from the spool at start-up.
+    pub async fn insert_enumerated(&self, message: Message) {
+        let name = match message.queue_name() {
+            Ok(n) => n,
+            Err(e) => {
+                outcome::expire_unroutable(self, message, &e.to_string()).await;
+                return;
+            }
+        };
+        let sq = match self.resolve(&name).await {
+            Ok(sq) => sq,
+            Err(e) => {
+                tracing::error!(id = %message.id(), queue = %name, error = %e,
+                    "cannot resolve the queue of a spooled message; it stays in the spool until restart");
+                return;
+            }
+        };
+        let cfg = sq.config();
+        let age = SystemTime::now().duration_since(message.created()).unwrap_or_default();
+        if age >= cfg.max_age {
+            outcome::expire(self, message, &sq, cfg.max_age, Duration::ZERO).await;
+            return;
+        }
+        match message.due() {
+            Some(due) if due > SystemTime::now() => self.to_timer(message, sq, due),
+            _ => self.to_ready(message, sq),
+        }
+    }
+
+    /// Stop delivery sessions and timers; queued messages stay in the spool.
+    pub async fn shutdown(&self) {
+        self.0.accepting.store(false, Ordering::SeqCst);
+        self.0.shutdown.cancel();
+        for rq in self.0.ready.lock().values() {
+            rq.close();
+        }
+        self.0.tasks.close();
+        self.0.tasks.wait().await;
+    }
+
+    /// State of every ready queue, for operators.
+    /// `(name, queued, sessions)` of every ready queue.
+    pub fn ready_queue_states(&self) -> Vec<(String, usize, usize)> {
+        self.0
+            .ready
+            .lock()
+            .values()
+            .map(|rq| (rq.name.clone(), rq.len(), rq.sessions.load(Ordering::SeqCst)))
+            .collect()
+    }
+
+    /// Messages waiting for a retry, per scheduled queue.
+    pub fn scheduled_counts(&self) -> HashMap<String, usize> {
+        self.0.timer.counts()
+    }
+
+    pub(crate) fn protocol_of(rq: &ReadyQueue) -> ProtocolConfig {
+        rq.protocol()
+    }
+}

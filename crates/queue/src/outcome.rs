@@ -1,0 +1,161 @@
+//! What happens after a delivery attempt: a log record for every outcome,
+//! spool removal only after the final record is logged, and retries or
+//! expiry per the queue's schedule.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hermod_logging::{EnhancedCode, LogEvent, PeerAddress, RecordType, Response};
+use hermod_message::Message;
+
+use crate::manager::QueueManager;
+use crate::ready::ReadyQueue;
+use crate::resolve::ScheduledQueue;
+use crate::retry::{after_failure, RetryDecision};
+
+/// Where and how an attempt was made, shared by a session's records.
+#[derive(Clone)]
+pub struct AttemptInfo {
+    pub site: String,
+    pub peer: Option<PeerAddress>,
+    pub delivery_protocol: &'static str,
+    pub session_id: String,
+    /// `lua:<ready queue>` style label for per-service metrics.
+    pub service: String,
+}
+
+impl AttemptInfo {
+    pub fn for_queue(rq: &ReadyQueue, peer: Option<PeerAddress>, delivery_protocol: &'static str, service: String) -> Self {
+        Self {
+            site: rq.name.clone(),
+            peer,
+            delivery_protocol,
+            session_id: uuid::Uuid::new_v4().to_string(),
+            service,
+        }
+    }
+}
+
+fn event(kind: RecordType, msg: &Message, queue: &str, info: Option<&AttemptInfo>, response: Response, peer: Option<PeerAddress>) -> LogEvent {
+    LogEvent {
+        kind,
+        message: msg.clone(),
+        queue: queue.to_string(),
+        site: info.map(|i| i.site.clone()).unwrap_or_default(),
+        response,
+        peer_address: peer,
+        egress_pool: info.map(|_| "unspecified".to_string()),
+        egress_source: info.map(|_| "unspecified".to_string()),
+        delivery_protocol: info.map(|i| i.delivery_protocol.to_string()),
+        session_id: info.map(|i| i.session_id.clone()),
+        tls_cipher: None,
+        tls_protocol_version: None,
+        num_attempts: msg.num_attempts(),
+    }
+}
+
+async fn remove(qm: &QueueManager, msg: &Message) {
+    if let Err(e) = qm.spool().remove(msg.id()).await {
+        // The message was delivered; a failed removal can only cause a
+        // duplicate after restart, never a loss.
+        tracing::error!(id = %msg.id(), error = %e, "spool removal failed after final disposition");
+    }
+}
+
+pub async fn delivered(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, info: &AttemptInfo, content: String) {
+    let resp = Response::new(200, None, &content);
+    qm.logger()
+        .log(event(RecordType::Delivery, &msg, &sq.name, Some(info), resp, info.peer.clone()))
+        .await;
+    hermod_metrics::delivered(&info.service).inc();
+    remove(qm, &msg).await;
+}
+
+pub async fn bounced(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, info: &AttemptInfo, code: u16, content: String) {
+    let resp = Response::new(code, None, &content);
+    qm.logger()
+        .log(event(RecordType::Bounce, &msg, &sq.name, Some(info), resp, info.peer.clone()))
+        .await;
+    hermod_metrics::failed(&info.service).inc();
+    remove(qm, &msg).await;
+}
+
+/// A failed attempt: log it, then retry on the schedule or expire.
+pub async fn transient(
+    qm: &QueueManager,
+    msg: Message,
+    sq: Arc<ScheduledQueue>,
+    info: &AttemptInfo,
+    code: u16,
+    content: String,
+    peer: Option<PeerAddress>,
+) {
+    let resp = Response::new(code, None, &content);
+    qm.logger()
+        .log(event(RecordType::TransientFailure, &msg, &sq.name, Some(info), resp, peer))
+        .await;
+    hermod_metrics::transfail(&info.service).inc();
+    let cfg = sq.config();
+    let age = SystemTime::now().duration_since(msg.created()).unwrap_or_default();
+    match after_failure(
+        cfg.retry_interval,
+        cfg.max_retry_interval,
+        cfg.max_age,
+        msg.num_attempts(),
+        age,
+        rand::random::<f64>(),
+    ) {
+        RetryDecision::Expire { next_delay } => expire(qm, msg, &sq, cfg.max_age, next_delay).await,
+        RetryDecision::Retry { delay, attempts } => {
+            msg.set_num_attempts(attempts);
+            let due = SystemTime::now() + delay;
+            msg.set_due(Some(due));
+            msg.mark_meta_dirty();
+            if let Err(e) = qm.spool().store(&msg).await {
+                // The old spool entry remains valid; after a restart the
+                // message is simply due sooner.
+                tracing::warn!(id = %msg.id(), error = %e, "could not persist the retry schedule");
+            }
+            qm.to_timer(msg, sq, due);
+        }
+    }
+}
+
+pub async fn expire(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, max_age: Duration, next_delay: Duration) {
+    let next = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + next_delay);
+    let content = format!(
+        "Next delivery time would be {} which exceeds max_age={}",
+        next.to_rfc3339(),
+        humantime::format_duration(max_age)
+    );
+    let resp = Response::new(
+        551,
+        Some(EnhancedCode {
+            class: 5,
+            subject: 4,
+            detail: 7,
+        }),
+        &content,
+    );
+    qm.logger()
+        .log(event(RecordType::Expiration, &msg, &sq.name, None, resp, None))
+        .await;
+    remove(qm, &msg).await;
+}
+
+/// A spooled message whose queue name cannot be computed (bad meta).
+pub async fn expire_unroutable(qm: &QueueManager, msg: Message, reason: &str) {
+    let resp = Response::new(
+        551,
+        Some(EnhancedCode {
+            class: 5,
+            subject: 1,
+            detail: 3,
+        }),
+        &format!("cannot compute the queue name: {reason}"),
+    );
+    qm.logger()
+        .log(event(RecordType::Expiration, &msg, "", None, resp, None))
+        .await;
+    remove(qm, &msg).await;
+}

@@ -1,0 +1,96 @@
+//! Scheduled queues: a queue name's config from `get_queue_config`, cached
+//! and refreshed every `refresh_interval`, and the ready queue it feeds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hermod_message::QueueNameComponents;
+use hermod_policy::{CallError, Engine, ProtocolConfig, QueueConfig};
+use mlua::Value;
+use parking_lot::RwLock;
+
+/// One scheduled queue (`campaign:tenant@domain!routing_domain`).
+pub struct ScheduledQueue {
+    pub name: String,
+    pub components: QueueNameComponents,
+    state: RwLock<(Arc<QueueConfig>, Instant)>,
+}
+
+impl ScheduledQueue {
+    pub fn config(&self) -> Arc<QueueConfig> {
+        self.state.read().0.clone()
+    }
+
+    pub fn needs_refresh(&self) -> bool {
+        let g = self.state.read();
+        g.1.elapsed() >= g.0.refresh_interval
+    }
+
+    pub fn update(&self, cfg: QueueConfig) {
+        *self.state.write() = (Arc::new(cfg), Instant::now());
+    }
+}
+
+/// Run `get_queue_config` for a queue name.
+pub async fn fetch_config(engine: &Arc<Engine>, components: &QueueNameComponents) -> Result<QueueConfig, String> {
+    let args = (
+        components.domain.clone(),
+        components.tenant.clone(),
+        components.campaign.clone(),
+        components.routing_domain.clone(),
+    );
+    let ctx = engine.context().await.map_err(|e| e.to_string())?;
+    let r: Result<Option<Value>, CallError> = ctx.call("get_queue_config", args).await;
+    match r {
+        Ok(None) | Ok(Some(Value::Nil)) => Ok(QueueConfig::default()),
+        Ok(Some(Value::UserData(ud))) => ud
+            .borrow::<QueueConfig>()
+            .map(|c| c.clone())
+            .map_err(|_| "get_queue_config must return the value of kumo.make_queue_config{...}".to_string()),
+        Ok(Some(other)) => Err(format!(
+            "get_queue_config must return the value of kumo.make_queue_config{{...}}, got a {}",
+            other.type_name()
+        )),
+        Err(CallError::Reject(r)) => Err(format!("get_queue_config rejected: {r}")),
+        Err(e) => Err(format!("get_queue_config failed: {e}")),
+    }
+}
+
+pub fn new_scheduled(name: &str, cfg: QueueConfig) -> ScheduledQueue {
+    ScheduledQueue {
+        name: name.to_string(),
+        components: QueueNameComponents::parse(name),
+        state: RwLock::new((Arc::new(cfg), Instant::now())),
+    }
+}
+
+/// Ready-queue name: `<source>-><site>@<protocol label>`; this is also the
+/// `site` of delivery log records.
+pub fn ready_queue_name(components: &QueueNameComponents, cfg: &QueueConfig) -> String {
+    let site = components.site_domain();
+    let source = "unspecified";
+    match &cfg.protocol {
+        ProtocolConfig::CustomLua(c) => format!("{source}->{site}@lua:{}", c.constructor),
+        ProtocolConfig::Maildir(_) => format!("{source}->{site}@maildir"),
+        ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => format!("{source}->{site}@smtp_client"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_lua_ready_queue_names_follow_the_spec() {
+        let lua = mlua::Lua::new();
+        let v: Value = lua
+            .load("return { protocol = { custom_lua = { constructor = 'make.nats' } } }")
+            .eval()
+            .unwrap();
+        let cfg: QueueConfig = hermod_policy::config::from_lua_strict(&lua, v, "t").unwrap();
+        let c = QueueNameComponents::parse("camp:ten@nats");
+        assert_eq!(ready_queue_name(&c, &cfg), "unspecified->nats@lua:make.nats");
+        let c = QueueNameComponents::parse("x@d!routed");
+        assert_eq!(ready_queue_name(&c, &cfg), "unspecified->routed@lua:make.nats");
+    }
+}
