@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
 
+/// How long `close()` waits to flush already-sent publishes.
+const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Header NATS JetStream uses for server-side de-duplication.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -141,9 +144,13 @@ impl UserData for NatsClient {
             let previous = std::mem::replace(&mut *this.state.write(), State::Closed);
             if let State::Open(ctx) = previous {
                 // Flush what was already sent so a close right after an
-                // unacknowledged publish does not lose it.
-                if let Err(e) = ctx.client().flush().await {
-                    tracing::debug!(error = %e, "nats flush on close failed");
+                // unacknowledged publish does not lose it; bounded, because
+                // a disconnected client would wait for the server forever.
+                let flush = tokio::time::timeout(CLOSE_FLUSH_LIMIT, ctx.client().flush()).await;
+                match flush {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "nats flush on close failed"),
+                    Err(_) => tracing::debug!("nats flush on close timed out"),
                 }
             }
             Ok(())
