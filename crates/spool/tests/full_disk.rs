@@ -54,6 +54,15 @@ fn fill(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_fails_stores_with_an_error_and_recovers_after_space_is_freed() {
+    full_disk_round_trip(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_with_split_data_and_meta_paths_leaves_nothing_half_written() {
+    full_disk_round_trip(false).await;
+}
+
+async fn full_disk_round_trip(shared: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let _mount = match Tmpfs::mount(dir.path(), "8m") {
         Ok(m) => m,
@@ -62,12 +71,16 @@ async fn full_disk_fails_stores_with_an_error_and_recovers_after_space_is_freed(
             return;
         }
     };
-    let spool_dir = dir.path().join("spool");
-    // Both spools share one DB; a small memtable keeps RocksDB's own
-    // flushes within the tiny file system once space is back.
+    let (data_dir, meta_dir) = if shared {
+        (dir.path().join("spool"), dir.path().join("spool"))
+    } else {
+        (dir.path().join("data"), dir.path().join("meta"))
+    };
+    // A small memtable keeps RocksDB's own flushes within the tiny file
+    // system once space is back.
     let mut defs = vec![
-        SpoolDefinition::new(SpoolName::Data, &spool_dir),
-        SpoolDefinition::new(SpoolName::Meta, &spool_dir),
+        SpoolDefinition::new(SpoolName::Data, &data_dir),
+        SpoolDefinition::new(SpoolName::Meta, &meta_dir),
     ];
     for d in &mut defs {
         d.rocks_params
