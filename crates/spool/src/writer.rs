@@ -231,3 +231,65 @@ fn undo_data(dbs: &Dbs, group: &[Request]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SpoolDefinition, SpoolName};
+
+    fn open(dir: &std::path::Path, shared: bool) -> Dbs {
+        let (d, m) = if shared { ("s", "s") } else { ("d", "m") };
+        let defs = [
+            SpoolDefinition::new(SpoolName::Data, dir.join(d)),
+            SpoolDefinition::new(SpoolName::Meta, dir.join(m)),
+        ];
+        Dbs::open(&defs, true).expect("open")
+    }
+
+    fn request(ops: Vec<Op>) -> Request {
+        Request {
+            ops,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn put(id: SpoolId, data: Option<&'static [u8]>) -> Op {
+        Op::Put {
+            id,
+            data: data.map(Bytes::from_static),
+            meta: Some(b"{}".to_vec()),
+        }
+    }
+
+    fn present(dbs: &Dbs, id: SpoolId) -> (bool, bool) {
+        let d = dbs
+            .data
+            .get_pinned_cf(cf(&dbs.data, DATA_CF).expect("cf"), id.as_bytes());
+        let m = dbs
+            .meta
+            .get_pinned_cf(cf(&dbs.meta, META_CF).expect("cf"), id.as_bytes());
+        (d.expect("get").is_some(), m.expect("get").is_some())
+    }
+
+    #[test]
+    fn the_last_operation_on_an_id_within_a_group_wins() {
+        for shared in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let dbs = open(dir.path(), shared);
+            let counters = Counters::default();
+            let (kept, removed) = (SpoolId::new(), SpoolId::new());
+            let group = vec![
+                request(vec![put(kept, Some(b"body")), put(removed, Some(b"x"))]),
+                request(vec![Op::Remove { id: kept }, Op::Remove { id: removed }]),
+                // Re-stored after its removal, meta only: the data must survive.
+                request(vec![put(kept, None)]),
+            ];
+            commit(&dbs, &group, &counters).expect("commit");
+            assert_eq!(present(&dbs, kept), (true, true), "shared={shared}");
+            assert_eq!(present(&dbs, removed), (false, false), "shared={shared}");
+            assert_eq!(counters.group_commits.load(Ordering::Relaxed), 1);
+            let syncs = counters.wal_syncs.load(Ordering::Relaxed);
+            assert_eq!(syncs, if shared { 1 } else { 2 }, "shared={shared}");
+        }
+    }
+}
