@@ -14,12 +14,19 @@ use crate::error::SpoolError;
 /// The valid messages found in the spool, with their data not loaded.
 pub struct Enumeration {
     entries: std::vec::IntoIter<(SpoolId, SpoolRecord)>,
+    corrupt: Vec<SpoolError>,
     corrupt_moved: usize,
     corrupt_left: usize,
     orphans_removed: usize,
 }
 
 impl Enumeration {
+    /// Every corrupt entry found (`SpoolError::Corrupt`, with id and reason),
+    /// whether or not it could be moved aside.
+    pub fn corrupt(&self) -> &[SpoolError] {
+        &self.corrupt
+    }
+
     /// Corrupt entries moved to `<meta path>/corrupt/`.
     pub fn corrupt_moved(&self) -> usize {
         self.corrupt_moved
@@ -113,6 +120,13 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
     }
 
     let (corrupt_moved, corrupt_left) = move_aside(dbs, &corrupt);
+    let corrupt_errors = corrupt
+        .iter()
+        .map(|e| SpoolError::Corrupt {
+            id: hex(&e.key),
+            reason: e.reason.clone(),
+        })
+        .collect();
     let orphans_removed = remove_orphans(dbs, &orphans)?;
     tracing::info!(
         messages = valid.len(),
@@ -123,6 +137,7 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
     );
     Ok(Enumeration {
         entries: valid.into_iter(),
+        corrupt: corrupt_errors,
         corrupt_moved,
         corrupt_left,
         orphans_removed,

@@ -238,6 +238,18 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
         tracing::subscriber::with_default(subscriber, || spool.enumerate()).expect("enumerate");
     assert_eq!(found.corrupt_moved(), 2);
     assert_eq!(found.orphans_removed(), 1);
+    let mut reported: Vec<String> = found
+        .corrupt()
+        .iter()
+        .map(|e| match e {
+            SpoolError::Corrupt { id, .. } => id.clone(),
+            other => panic!("not a Corrupt error: {other:?}"),
+        })
+        .collect();
+    reported.sort();
+    let mut want_reported = vec![garbage.to_string(), no_data.to_string()];
+    want_reported.sort();
+    assert_eq!(reported, want_reported);
     let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
     ids.sort();
     let mut want: Vec<SpoolId> = good.iter().map(Message::id).collect();
