@@ -2,9 +2,11 @@
 //! benchmarking Hermod (and other MTAs) and for the reliability suite's
 //! "every 250'd id reached the broker" checks.
 
+mod reply;
 mod report;
 mod run;
 mod smtp_client;
+mod tls;
 mod workload;
 
 use std::io::IsTerminal;
@@ -137,8 +139,7 @@ async fn execute(args: Args) -> anyhow::Result<bool> {
         (None, None) => bail!("one of --messages or --duration is required"),
     };
     let tls = if args.starttls {
-        let connector =
-            smtp_client::insecure_tls_connector().context("building the TLS client config")?;
+        let connector = tls::insecure_tls_connector().context("building the TLS client config")?;
         let name = args
             .tls_server_name
             .clone()

@@ -2,16 +2,15 @@
 //! STARTTLS, and pipelined MAIL/RCPT/DATA transactions on a reused
 //! connection.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+pub use crate::reply::Reply;
+use crate::reply::{parse_reply_line, truncate};
 
 /// Replies longer than this are a protocol violation; bounding the buffer
 /// keeps a misbehaving server from exhausting memory.
@@ -52,68 +51,6 @@ impl ClientError {
             _ => false,
         }
     }
-}
-
-/// One (possibly multi-line) SMTP reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-
-    /// Message ids from a Hermod `250 OK ids=<id> <id>...` (or `PARTIAL ids=`)
-    /// reply; empty for servers that do not report ids.
-    pub fn ids(&self) -> Vec<String> {
-        let Some(first) = self.lines.first() else {
-            return Vec::new();
-        };
-        match first.find("ids=") {
-            Some(pos) => first[pos + 4..]
-                .split_ascii_whitespace()
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        }
-    }
-
-    pub fn is_partial(&self) -> bool {
-        self.lines.first().is_some_and(|l| l.starts_with("PARTIAL"))
-    }
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.lines.join(" / "))
-    }
-}
-
-/// Parses one reply line (without CRLF) into (code, is_last_line, text).
-pub fn parse_reply_line(line: &str) -> Result<(u16, bool, &str), ClientError> {
-    let bytes = line.as_bytes();
-    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
-        return Err(ClientError::Malformed(truncate(line)));
-    }
-    let code: u16 = line[..3]
-        .parse()
-        .map_err(|_| ClientError::Malformed(truncate(line)))?;
-    if !(200..600).contains(&code) {
-        return Err(ClientError::Malformed(truncate(line)));
-    }
-    match bytes.get(3) {
-        None => Ok((code, true, "")),
-        Some(b' ') => Ok((code, true, &line[4..])),
-        Some(b'-') => Ok((code, false, &line[4..])),
-        Some(_) => Err(ClientError::Malformed(truncate(line))),
-    }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(120).collect()
 }
 
 /// Outcome of one transaction that reached a final answer from the server.
@@ -406,112 +343,9 @@ fn memchr_crlf(buf: &[u8], start: usize) -> usize {
         .map_or(buf.len(), |p| start + p + 2)
 }
 
-/// Builds a TLS connector that accepts any server certificate: the load
-/// generator only ever targets local test servers with throwaway
-/// self-signed certificates. Handshake signatures are still verified so
-/// the TLS cost measured is the real one.
-pub fn insecure_tls_connector() -> Result<TlsConnector, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_reply_line_distinguishes_continuation_and_last_lines() {
-        assert_eq!(
-            parse_reply_line("250-PIPELINING").unwrap(),
-            (250, false, "PIPELINING")
-        );
-        assert_eq!(
-            parse_reply_line("250 OK ids=abc").unwrap(),
-            (250, true, "OK ids=abc")
-        );
-        assert_eq!(parse_reply_line("354").unwrap(), (354, true, ""));
-    }
-
-    #[test]
-    fn parse_reply_line_rejects_garbage() {
-        for bad in ["", "25", "abc hello", "250xfoo", "999 no", "100 early"] {
-            assert!(parse_reply_line(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn ids_are_extracted_from_ok_and_partial_replies() {
-        let ok = Reply {
-            code: 250,
-            lines: vec!["OK ids=0123abcd 4567ef01".to_owned()],
-        };
-        assert_eq!(ok.ids(), vec!["0123abcd", "4567ef01"]);
-        assert!(!ok.is_partial());
-        let partial = Reply {
-            code: 250,
-            lines: vec!["PARTIAL ids=aa".to_owned()],
-        };
-        assert_eq!(partial.ids(), vec!["aa"]);
-        assert!(partial.is_partial());
-        let plain = Reply {
-            code: 250,
-            lines: vec!["2.0.0 queued".to_owned()],
-        };
-        assert!(plain.ids().is_empty());
-    }
 
     #[test]
     fn crlf_splitting_walks_pipelined_commands() {

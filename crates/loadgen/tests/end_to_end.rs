@@ -392,3 +392,32 @@ async fn remote_targets_are_refused_by_default() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
 }
+
+#[tokio::test]
+async fn duration_runs_stop_on_time_and_respect_the_rate_limit() {
+    let sink = start_sink(Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let started = std::time::Instant::now();
+    let out = loadgen(
+        sink.addr,
+        &[
+            "--duration",
+            "2s",
+            "--rate",
+            "50",
+            "--connections",
+            "4",
+            "--json",
+            summary.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let ok = json(&summary)["messages_ok"].as_u64().unwrap();
+    // 2 s at 50/s plus the 5-token burst; the lower bound leaves room for
+    // a loaded CI machine.
+    assert!((40..=106).contains(&ok), "sent {ok}");
+    assert_eq!(sink.issued.lock().unwrap().len() as u64, ok);
+}
