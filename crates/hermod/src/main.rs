@@ -1,1 +1,46 @@
-fn main() {}
+//! `hermod`: the mail transfer agent's command line.
+
+mod check;
+mod cli;
+mod logs;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hermod: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Serve(args) => rt.block_on(serve::run(args)),
+        cli::Command::Check(args) => rt.block_on(check::run(args)),
+        cli::Command::Logs(args) => logs::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hermod: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Diagnostics go to stderr; `HERMOD_LOG` (or `KUMOD_LOG`) sets the filter.
+fn init_tracing() {
+    let filter = std::env::var("HERMOD_LOG")
+        .or_else(|_| std::env::var("KUMOD_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

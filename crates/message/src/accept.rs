@@ -52,7 +52,8 @@ impl Accepted {
     }
 }
 
-pub type AcceptFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<Accepted, AcceptError>>> + Send + 'a>>;
+pub type AcceptFuture<'a> =
+    Pin<Box<dyn Future<Output = Vec<Result<Accepted, AcceptError>>> + Send + 'a>>;
 
 /// Spool, log and queue a batch of freshly received messages.
 /// Returns one result per message, in order. Must only resolve `Queued`

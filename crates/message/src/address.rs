@@ -39,10 +39,14 @@ impl EnvelopeAddress {
         if s.len() > 320 {
             return Err(AddressError::TooLong);
         }
-        if s.chars().any(|c| c.is_control() || (c == ' ' && !s.starts_with('"'))) {
+        if s.chars()
+            .any(|c| c.is_control() || (c == ' ' && !s.starts_with('"')))
+        {
             return Err(AddressError::BadCharacter(s.to_string()));
         }
-        let at = s.rfind('@').ok_or_else(|| AddressError::NoDomain(s.into()))?;
+        let at = s
+            .rfind('@')
+            .ok_or_else(|| AddressError::NoDomain(s.into()))?;
         if at == 0 {
             return Err(AddressError::EmptyLocal(s.into()));
         }
@@ -55,9 +59,9 @@ impl EnvelopeAddress {
             && (domain.starts_with('.')
                 || domain.ends_with('.')
                 || domain.contains("..")
-                || domain
-                    .chars()
-                    .any(|c| !(c.is_alphanumeric() || c == '-' || c == '.' || c == '_' || c == ':')))
+                || domain.chars().any(|c| {
+                    !(c.is_alphanumeric() || c == '-' || c == '.' || c == '_' || c == ':')
+                }))
         {
             return Err(AddressError::BadDomain(s.into()));
         }
@@ -145,10 +149,25 @@ mod tests {
             EnvelopeAddress::parse("nodomain"),
             Err(AddressError::NoDomain("nodomain".into()))
         );
-        assert!(matches!(EnvelopeAddress::parse("@x.com"), Err(AddressError::EmptyLocal(_))));
-        assert!(matches!(EnvelopeAddress::parse("a@"), Err(AddressError::NoDomain(_))));
-        assert!(matches!(EnvelopeAddress::parse("a b@x"), Err(AddressError::BadCharacter(_))));
-        assert!(matches!(EnvelopeAddress::parse("a@x..y"), Err(AddressError::BadDomain(_))));
-        assert!(matches!(EnvelopeAddress::parse("a@x\0"), Err(AddressError::BadCharacter(_))));
+        assert!(matches!(
+            EnvelopeAddress::parse("@x.com"),
+            Err(AddressError::EmptyLocal(_))
+        ));
+        assert!(matches!(
+            EnvelopeAddress::parse("a@"),
+            Err(AddressError::NoDomain(_))
+        ));
+        assert!(matches!(
+            EnvelopeAddress::parse("a b@x"),
+            Err(AddressError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            EnvelopeAddress::parse("a@x..y"),
+            Err(AddressError::BadDomain(_))
+        ));
+        assert!(matches!(
+            EnvelopeAddress::parse("a@x\0"),
+            Err(AddressError::BadCharacter(_))
+        ));
     }
 }

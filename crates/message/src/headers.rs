@@ -86,7 +86,8 @@ fn format_header(name: &str, value: &str, encode: bool) -> Result<Vec<u8>, Heade
 
 /// A value that already contains properly folded continuation lines is kept.
 fn is_folded(v: &str) -> bool {
-    v.split("\r\n").skip(1).all(|l| l.starts_with([' ', '\t'])) && !v.replace("\r\n", "").contains(['\r', '\n'])
+    v.split("\r\n").skip(1).all(|l| l.starts_with([' ', '\t']))
+        && !v.replace("\r\n", "").contains(['\r', '\n'])
 }
 
 /// RFC 2047 B-encoding, split so that no encoded word exceeds 75 characters.
@@ -104,7 +105,12 @@ fn rfc2047(value: &str) -> String {
     }
     words
         .iter()
-        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\r\n\t")
 }
@@ -147,13 +153,16 @@ pub fn remove_all_named(data: &[u8], name: &str) -> Vec<u8> {
             continue;
         }
         out.extend_from_slice(&data[pos..start]);
-        // offset_end points at the line break that ends the field; drop it too.
+        // Depending on the field, offset_end is at or after the line break
+        // that ends it; drop the break exactly once.
         let mut e = end;
-        if data.get(e) == Some(&b'\r') {
-            e += 1;
-        }
-        if data.get(e) == Some(&b'\n') {
-            e += 1;
+        if e == 0 || data.get(e - 1) != Some(&b'\n') {
+            if data.get(e) == Some(&b'\r') {
+                e += 1;
+            }
+            if data.get(e) == Some(&b'\n') {
+                e += 1;
+            }
         }
         pos = e;
     }
@@ -192,7 +201,10 @@ mod tests {
 
     #[test]
     fn append_without_separator_is_an_error() {
-        assert_eq!(append(b"no separator", "X", "v", false), Err(HeaderError::NoSeparator));
+        assert_eq!(
+            append(b"no separator", "X", "v", false),
+            Err(HeaderError::NoSeparator)
+        );
     }
 
     #[test]
@@ -205,7 +217,10 @@ mod tests {
     fn encode_true_produces_rfc2047_that_round_trips() {
         let out = append(b"A: b\r\n\r\n", "Subject", "h\u{e9}llo w\u{f6}rld", true).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("=?UTF-8?B?"));
-        assert_eq!(get_first_named(&out, "subject").as_deref(), Some("h\u{e9}llo w\u{f6}rld"));
+        assert_eq!(
+            get_first_named(&out, "subject").as_deref(),
+            Some("h\u{e9}llo w\u{f6}rld")
+        );
     }
 
     #[test]
@@ -217,7 +232,13 @@ mod tests {
 
     #[test]
     fn header_injection_is_refused() {
-        assert_eq!(append(MSG, "X", "a\r\nBcc: evil", false), Err(HeaderError::BadValue));
-        assert!(matches!(append(MSG, "Bad Name", "v", false), Err(HeaderError::BadName(_))));
+        assert_eq!(
+            append(MSG, "X", "a\r\nBcc: evil", false),
+            Err(HeaderError::BadValue)
+        );
+        assert!(matches!(
+            append(MSG, "Bad Name", "v", false),
+            Err(HeaderError::BadName(_))
+        ));
     }
 }

@@ -107,7 +107,9 @@ mod tests {
         let id = SpoolId::new();
         let s = id.to_string();
         assert_eq!(s.len(), 32);
-        assert!(s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(s.parse::<SpoolId>().unwrap(), id);
     }
 
@@ -130,6 +132,8 @@ mod tests {
     #[test]
     fn malformed_ids_are_rejected() {
         assert!("xyz".parse::<SpoolId>().is_err());
-        assert!("0123456789abcdef0123456789abcdeg".parse::<SpoolId>().is_err());
+        assert!("0123456789abcdef0123456789abcdeg"
+            .parse::<SpoolId>()
+            .is_err());
     }
 }

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mlua::{
-    ExternalResult, IntoLua, Lua, LuaSerdeExt, MetaMethod, SerializeOptions, UserData, UserDataFields,
-    UserDataMethods, Value as LuaValue,
+    ExternalResult, IntoLua, Lua, LuaSerdeExt, MetaMethod, SerializeOptions, UserData,
+    UserDataFields, UserDataMethods, Value as LuaValue,
 };
 use serde_json::Value;
 
@@ -47,7 +47,10 @@ impl UserData for EnvelopeAddress {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.to_string()));
         methods.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
-            Ok(other.borrow::<EnvelopeAddress>().map(|o| *o == *this).unwrap_or(false))
+            Ok(other
+                .borrow::<EnvelopeAddress>()
+                .map(|o| *o == *this)
+                .unwrap_or(false))
         });
     }
 }
@@ -152,11 +155,15 @@ fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
     });
     methods.add_method("get_first_named_header_value", |_, this, name: String| {
         this.touch();
-        this.message().get_first_named_header_value(&name).into_lua_err()
+        this.message()
+            .get_first_named_header_value(&name)
+            .into_lua_err()
     });
     methods.add_method("get_all_named_header_values", |_, this, name: String| {
         this.touch();
-        this.message().get_all_named_header_values(&name).into_lua_err()
+        this.message()
+            .get_all_named_header_values(&name)
+            .into_lua_err()
     });
     methods.add_method(
         "append_header",
@@ -178,7 +185,9 @@ fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
     );
     methods.add_method("remove_all_named_headers", |_, this, name: String| {
         this.touch();
-        this.message().remove_all_named_headers(&name).into_lua_err()
+        this.message()
+            .remove_all_named_headers(&name)
+            .into_lua_err()
     });
     methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
         Ok(format!("Message({})", this.message().id()))
@@ -247,14 +256,19 @@ mod tests {
     fn meta_arrays_keep_their_array_marker() {
         let (lua, m) = lua_with_msg();
         m.set_meta("x_arr", json!([]));
-        lua.load("msg:set_meta('x_copy', msg:get_meta('x_arr'))").exec().unwrap();
+        lua.load("msg:set_meta('x_copy', msg:get_meta('x_arr'))")
+            .exec()
+            .unwrap();
         assert_eq!(m.get_meta("x_copy"), Some(json!([])));
     }
 
     #[test]
     fn setting_a_function_as_meta_is_an_error() {
         let (lua, _m) = lua_with_msg();
-        assert!(lua.load("msg:set_meta('x', function() end)").exec().is_err());
+        assert!(lua
+            .load("msg:set_meta('x', function() end)")
+            .exec()
+            .is_err());
     }
 
     #[test]

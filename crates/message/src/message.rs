@@ -178,7 +178,11 @@ impl Message {
     }
 
     pub fn data(&self) -> Result<Bytes, MessageError> {
-        self.inner.lock().data.clone().ok_or(MessageError::DataNotLoaded)
+        self.inner
+            .lock()
+            .data
+            .clone()
+            .ok_or(MessageError::DataNotLoaded)
     }
 
     pub fn is_data_loaded(&self) -> bool {
@@ -186,7 +190,12 @@ impl Message {
     }
 
     pub fn data_len(&self) -> usize {
-        self.inner.lock().data.as_ref().map(|d| d.len()).unwrap_or(0)
+        self.inner
+            .lock()
+            .data
+            .as_ref()
+            .map(|d| d.len())
+            .unwrap_or(0)
     }
 
     pub fn set_data(&self, data: impl Into<Bytes>) {
@@ -284,7 +293,10 @@ impl Message {
         serde_json::from_slice(bytes).map_err(|e| MessageError::Corrupt(e.to_string()))
     }
 
-    fn edit_data(&self, f: impl FnOnce(&[u8]) -> Result<Vec<u8>, HeaderError>) -> Result<(), MessageError> {
+    fn edit_data(
+        &self,
+        f: impl FnOnce(&[u8]) -> Result<Vec<u8>, HeaderError>,
+    ) -> Result<(), MessageError> {
         let mut g = self.inner.lock();
         let data = g.data.as_ref().ok_or(MessageError::DataNotLoaded)?;
         let new = f(data)?;
@@ -305,7 +317,12 @@ impl Message {
         self.edit_data(|d| headers::append(d, name, value, encode))
     }
 
-    pub fn prepend_header(&self, name: &str, value: &str, encode: bool) -> Result<(), MessageError> {
+    pub fn prepend_header(
+        &self,
+        name: &str,
+        value: &str,
+        encode: bool,
+    ) -> Result<(), MessageError> {
         self.edit_data(|d| headers::prepend(d, name, value, encode))
     }
 
@@ -377,14 +394,20 @@ mod tests {
 
     #[test]
     fn corrupt_spool_records_are_reported() {
-        assert!(matches!(Message::parse_spool_record(b"{nope"), Err(MessageError::Corrupt(_))));
+        assert!(matches!(
+            Message::parse_spool_record(b"{nope"),
+            Err(MessageError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn unload_keeps_dirty_data() {
         let m = msg();
         m.unload_data();
-        assert!(m.is_data_loaded(), "dirty data must not be dropped before it is spooled");
+        assert!(
+            m.is_data_loaded(),
+            "dirty data must not be dropped before it is spooled"
+        );
         m.mark_clean();
         m.unload_data();
         assert!(!m.is_data_loaded());

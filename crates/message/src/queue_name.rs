@@ -68,11 +68,16 @@ impl QueueNameComponents {
     }
 
     /// Compute a message's queue name from its meta and first recipient domain.
-    pub fn compute(meta: &Map<String, Value>, first_domain: Option<&str>) -> Result<String, QueueNameError> {
+    pub fn compute(
+        meta: &Map<String, Value>,
+        first_domain: Option<&str>,
+    ) -> Result<String, QueueNameError> {
         if let Some(q) = string_meta(meta, "queue")? {
             return Ok(q);
         }
-        let domain = first_domain.ok_or(QueueNameError::NoRecipient)?.to_lowercase();
+        let domain = first_domain
+            .ok_or(QueueNameError::NoRecipient)?
+            .to_lowercase();
         Ok(Self {
             campaign: string_meta(meta, "campaign")?,
             tenant: string_meta(meta, "tenant")?,
@@ -88,7 +93,10 @@ impl QueueNameComponents {
     }
 }
 
-fn string_meta(meta: &Map<String, Value>, key: &'static str) -> Result<Option<String>, QueueNameError> {
+fn string_meta(
+    meta: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, QueueNameError> {
     match meta.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -101,7 +109,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn c(campaign: Option<&str>, tenant: Option<&str>, domain: &str, rd: Option<&str>) -> QueueNameComponents {
+    fn c(
+        campaign: Option<&str>,
+        tenant: Option<&str>,
+        domain: &str,
+        rd: Option<&str>,
+    ) -> QueueNameComponents {
         QueueNameComponents {
             campaign: campaign.map(Into::into),
             tenant: tenant.map(Into::into),
@@ -123,11 +136,23 @@ mod tests {
     #[test]
     fn parses_names_back_into_parts() {
         assert_eq!(QueueNameComponents::parse("d"), c(None, None, "d", None));
-        assert_eq!(QueueNameComponents::parse("t@d"), c(None, Some("t"), "d", None));
+        assert_eq!(
+            QueueNameComponents::parse("t@d"),
+            c(None, Some("t"), "d", None)
+        );
         // `campaign:@d` yields an empty tenant, not nil.
-        assert_eq!(QueueNameComponents::parse("c:@d"), c(Some("c"), Some(""), "d", None));
-        assert_eq!(QueueNameComponents::parse("c:t@d!r"), c(Some("c"), Some("t"), "d", Some("r")));
-        assert_eq!(QueueNameComponents::parse("d:25!r:26"), c(None, None, "d:25", Some("r:26")));
+        assert_eq!(
+            QueueNameComponents::parse("c:@d"),
+            c(Some("c"), Some(""), "d", None)
+        );
+        assert_eq!(
+            QueueNameComponents::parse("c:t@d!r"),
+            c(Some("c"), Some("t"), "d", Some("r"))
+        );
+        assert_eq!(
+            QueueNameComponents::parse("d:25!r:26"),
+            c(None, None, "d:25", Some("r:26"))
+        );
     }
 
     #[test]

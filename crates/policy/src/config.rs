@@ -8,7 +8,11 @@ use crate::errors::located;
 /// Decode `value` into `T` (which should use `#[serde(deny_unknown_fields)]`),
 /// naming the function and the caller's `file:line` on failure, so that a
 /// typo in a policy fails loudly where it was written.
-pub fn from_lua_strict<T: DeserializeOwned>(lua: &Lua, value: Value, what: &str) -> mlua::Result<T> {
+pub fn from_lua_strict<T: DeserializeOwned>(
+    lua: &Lua,
+    value: Value,
+    what: &str,
+) -> mlua::Result<T> {
     let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
     lua.from_value_with::<T>(value, opts)
         .map_err(|e| located(lua, format!("{what}: {}", crate::errors::describe(&e))))

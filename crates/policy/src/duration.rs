@@ -15,7 +15,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
 
 pub fn from_secs(n: f64) -> Result<Duration, String> {
     if !n.is_finite() || n < 0.0 {
-        return Err(format!("invalid duration {n}: must be a non-negative number of seconds"));
+        return Err(format!(
+            "invalid duration {n}: must be a non-negative number of seconds"
+        ));
     }
     Duration::try_from_secs_f64(n).map_err(|e| format!("invalid duration {n}: {e}"))
 }

@@ -127,7 +127,9 @@ impl Engine {
             r(&lua).map_err(load_err)?;
         }
         if self.opts.validating {
-            lua.globals().set("_VALIDATING_CONFIG", true).map_err(load_err)?;
+            lua.globals()
+                .set("_VALIDATING_CONFIG", true)
+                .map_err(load_err)?;
         }
         events::install_time_limit(&lua);
         let deadline = CallDeadline::start(&lua, self.opts.call_time_limit);
@@ -141,7 +143,11 @@ impl Engine {
         // A later context sees what `init` assigned, unless its own file set it.
         let globals = lua.globals();
         for (name, value) in self.init_globals.read().iter() {
-            if globals.get::<Value>(name.as_str()).map(|v| v.is_nil()).unwrap_or(false) {
+            if globals
+                .get::<Value>(name.as_str())
+                .map(|v| v.is_nil())
+                .unwrap_or(false)
+            {
                 let v = value.restore(&lua).map_err(load_err)?;
                 globals.set(name.as_str(), v).map_err(load_err)?;
             }
@@ -178,7 +184,10 @@ impl Engine {
         event: &str,
         args: impl IntoLuaMulti + Clone,
     ) -> Result<Option<R>, CallError> {
-        let ctx = self.context().await.map_err(|e| CallError::Lua(e.to_string()))?;
+        let ctx = self
+            .context()
+            .await
+            .map_err(|e| CallError::Lua(e.to_string()))?;
         ctx.call(event, args).await
     }
 
@@ -200,7 +209,9 @@ pub struct Context {
 impl Context {
     pub fn lua(&self) -> &Lua {
         // Only `Drop` takes the state out, so it is always present here.
-        self.lua.as_ref().unwrap_or_else(|| unreachable!("context used after drop"))
+        self.lua
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("context used after drop"))
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -208,7 +219,11 @@ impl Context {
     }
 
     /// Call an event. `Ok(None)`: no handler, or every multiple-event handler declined.
-    pub async fn call<R: FromLua>(&self, event: &str, args: impl IntoLuaMulti + Clone) -> Result<Option<R>, CallError> {
+    pub async fn call<R: FromLua>(
+        &self,
+        event: &str,
+        args: impl IntoLuaMulti + Clone,
+    ) -> Result<Option<R>, CallError> {
         let started = Instant::now();
         let r = events::call::<R>(self.lua(), event, args, self.engine.opts.call_time_limit).await;
         crate::metrics_hook::event_latency(event, started.elapsed());
@@ -217,7 +232,11 @@ impl Context {
 
     /// Call a Lua function (e.g. a connection object's `send`) under the
     /// per-call time limit, mapping errors like event calls do.
-    pub async fn call_function(&self, f: &mlua::Function, args: impl IntoLuaMulti) -> Result<mlua::MultiValue, CallError> {
+    pub async fn call_function(
+        &self,
+        f: &mlua::Function,
+        args: impl IntoLuaMulti,
+    ) -> Result<mlua::MultiValue, CallError> {
         let lua = self.lua();
         let _deadline = events::CallDeadline::start(lua, self.engine.opts.call_time_limit);
         f.call_async::<mlua::MultiValue>(args)

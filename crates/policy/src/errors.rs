@@ -30,7 +30,10 @@ pub enum CallError {
     #[error("{0}")]
     Lua(String),
     #[error("{event}: handler exceeded its time limit of {limit:?}")]
-    Timeout { event: String, limit: std::time::Duration },
+    Timeout {
+        event: String,
+        limit: std::time::Duration,
+    },
 }
 
 impl CallError {
@@ -76,7 +79,12 @@ pub fn describe(err: &mlua::Error) -> String {
         mlua::Error::ExternalError(e) => e.to_string(),
         mlua::Error::RuntimeError(s) | mlua::Error::SyntaxError { message: s, .. } => s.clone(),
         mlua::Error::MemoryError(s) => format!("out of memory: {s}"),
-        mlua::Error::BadArgument { to, pos, name, cause } => {
+        mlua::Error::BadArgument {
+            to,
+            pos,
+            name,
+            cause,
+        } => {
             let what = match (to, name) {
                 (Some(to), Some(n)) => format!("bad argument #{pos} ({n}) to {to}"),
                 (Some(to), None) => format!("bad argument #{pos} to {to}"),
@@ -97,7 +105,10 @@ pub fn caller_location(lua: &Lua) -> Option<String> {
         let line = dbg.curr_line();
         if line > 0 {
             let src = dbg.source();
-            let file = src.short_src.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            let file = src
+                .short_src
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into());
             return Some(format!("{file}:{line}"));
         }
     }

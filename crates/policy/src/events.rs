@@ -41,7 +41,10 @@ fn handlers(lua: &Lua) -> mlua::Result<Table> {
 }
 
 pub(crate) fn on(lua: &Lua, (name, func): (String, Function)) -> mlua::Result<()> {
-    let phase = lua.app_data_ref::<Phase>().map(|p| *p).unwrap_or(Phase::Running);
+    let phase = lua
+        .app_data_ref::<Phase>()
+        .map(|p| *p)
+        .unwrap_or(Phase::Running);
     if phase != Phase::Loading {
         return Err(located(
             lua,
@@ -116,22 +119,25 @@ impl Drop for CallDeadline<'_> {
 }
 
 pub(crate) fn install_time_limit(lua: &Lua) {
-    lua.set_hook(HookTriggers::new().every_nth_instruction(100_000), |lua, _dbg| {
-        let over = lua.app_data_ref::<Deadline>().and_then(|d| {
-            if Instant::now() > d.0 {
-                Some(d.1)
-            } else {
-                None
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(100_000),
+        |lua, _dbg| {
+            let over = lua.app_data_ref::<Deadline>().and_then(|d| {
+                if Instant::now() > d.0 {
+                    Some(d.1)
+                } else {
+                    None
+                }
+            });
+            match over {
+                Some(limit) => Err(located(
+                    lua,
+                    format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
+                )),
+                None => Ok(VmState::Continue),
             }
-        });
-        match over {
-            Some(limit) => Err(located(
-                lua,
-                format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
-            )),
-            None => Ok(VmState::Continue),
-        }
-    });
+        },
+    );
 }
 
 /// Call `event` in this context with KumoMTA's semantics: a single event's
@@ -150,9 +156,14 @@ pub(crate) async fn call<R: FromLua>(
     let Some(list) = list else {
         return Ok(None);
     };
-    let funcs: Vec<Function> = list.sequence_values::<Function>().collect::<mlua::Result<_>>().map_err(lerr)?;
+    let funcs: Vec<Function> = list
+        .sequence_values::<Function>()
+        .collect::<mlua::Result<_>>()
+        .map_err(lerr)?;
     let multiple = is_multiple(event);
-    lua.globals().set("_KUMO_CURRENT_EVENT", event).map_err(lerr)?;
+    lua.globals()
+        .set("_KUMO_CURRENT_EVENT", event)
+        .map_err(lerr)?;
     for f in funcs {
         let _deadline = CallDeadline::start(lua, limit);
         let rets: MultiValue = f.call_async(args.clone()).await.map_err(lerr)?;

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use mlua::{Lua, Table};
 
-const MODULES: &[(&str, &str)] = &[("policy-extras.log_hooks", include_str!("extras/log_hooks.lua"))];
+const MODULES: &[(&str, &str)] = &[(
+    "policy-extras.log_hooks",
+    include_str!("extras/log_hooks.lua"),
+)];
 
 pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
@@ -26,7 +29,9 @@ pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
         let chunk_name = format!("=[builtin {name}]");
         let source = *source;
         let loader = lua.create_function(move |lua, _: mlua::MultiValue| {
-            lua.load(source).set_name(chunk_name.as_str()).call::<mlua::Value>(())
+            lua.load(source)
+                .set_name(chunk_name.as_str())
+                .call::<mlua::Value>(())
         })?;
         preload.set(*name, loader)?;
     }

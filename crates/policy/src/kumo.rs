@@ -1,7 +1,6 @@
 //! The core `kumo` module: `on`, `reject`, JSON, logging, `sleep`,
 //! `make_queue_config` and the context-pool settings.
 
-
 use mlua::{Lua, Table, Value, Variadic};
 use serde_json::Value as Json;
 
@@ -20,19 +19,23 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     kumo.set("on", lua.create_function(crate::events::on)?)?;
     kumo.set(
         "reject",
-        lua.create_function(|lua, (code, message): (Value, Option<String>)| -> mlua::Result<()> {
-            let code = match code {
-                Value::Integer(i) if (100..1000).contains(&i) => i as u16,
-                Value::Number(n) if n.fract() == 0.0 && (100.0..1000.0).contains(&n) => n as u16,
-                other => {
-                    return Err(located(
+        lua.create_function(
+            |lua, (code, message): (Value, Option<String>)| -> mlua::Result<()> {
+                let code = match code {
+                    Value::Integer(i) if (100..1000).contains(&i) => i as u16,
+                    Value::Number(n) if n.fract() == 0.0 && (100.0..1000.0).contains(&n) => {
+                        n as u16
+                    }
+                    other => return Err(located(
                         lua,
-                        format!("kumo.reject: code must be an integer from 100 to 999, got {other:?}"),
-                    ))
-                }
-            };
-            Err(reject_error(code, message.unwrap_or_default()))
-        })?,
+                        format!(
+                            "kumo.reject: code must be an integer from 100 to 999, got {other:?}"
+                        ),
+                    )),
+                };
+                Err(reject_error(code, message.unwrap_or_default()))
+            },
+        )?,
     )?;
     kumo.set(
         "make_queue_config",
@@ -41,7 +44,10 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
 
     let serde = lua.create_table()?;
     serde.set("json_encode", lua.create_function(json_encode)?)?;
-    serde.set("json_encode_pretty", lua.create_function(json_encode_pretty)?)?;
+    serde.set(
+        "json_encode_pretty",
+        lua.create_function(json_encode_pretty)?,
+    )?;
     serde.set("json_parse", lua.create_function(json_parse)?)?;
     serde.set(
         "json_load",
@@ -52,7 +58,12 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
             json_parse(&lua, text)
         })?,
     )?;
-    for name in ["json_encode", "json_encode_pretty", "json_parse", "json_load"] {
+    for name in [
+        "json_encode",
+        "json_encode_pretty",
+        "json_parse",
+        "json_load",
+    ] {
         kumo.set(name, serde.get::<Value>(name)?)?;
     }
     kumo.set("serde", serde)?;
@@ -78,7 +89,10 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
             let d = match secs {
                 Value::Integer(i) => crate::duration::from_secs(i as f64),
                 Value::Number(n) => crate::duration::from_secs(n),
-                other => Err(format!("expected seconds as a number, got {}", other.type_name())),
+                other => Err(format!(
+                    "expected seconds as a number, got {}",
+                    other.type_name()
+                )),
             }
             .map_err(|e| located(&lua, format!("kumo.sleep: {e}")))?;
             tokio::time::sleep(d).await;
@@ -106,7 +120,13 @@ fn tostring(lua: &Lua, v: &Value) -> String {
                 Ok(s) => s.to_string(),
                 Err(_) => b
                     .iter()
-                    .map(|c| if c.is_ascii() { (*c as char).to_string() } else { format!("\\x{c:02x}") })
+                    .map(|c| {
+                        if c.is_ascii() {
+                            (*c as char).to_string()
+                        } else {
+                            format!("\\x{c:02x}")
+                        }
+                    })
                     .collect(),
             }
         }
@@ -119,7 +139,11 @@ fn tostring(lua: &Lua, v: &Value) -> String {
 }
 
 fn log(lua: &Lua, level: tracing::Level, args: Variadic<Value>) {
-    let text = args.iter().map(|v| tostring(lua, v)).collect::<Vec<_>>().join(" ");
+    let text = args
+        .iter()
+        .map(|v| tostring(lua, v))
+        .collect::<Vec<_>>()
+        .join(" ");
     let loc = caller_location(lua).unwrap_or_else(|| "?".into());
     match level {
         tracing::Level::ERROR => tracing::error!(target: "lua", "{loc}: {text}"),
@@ -147,13 +171,16 @@ fn sorted(v: Json) -> Json {
 }
 
 fn json_encode_pretty(lua: &Lua, v: Value) -> mlua::Result<String> {
-    let j = lua_to_json(lua, v).map_err(|e| located(lua, format!("kumo.json_encode_pretty: {e}")))?;
-    serde_json::to_string_pretty(&sorted(j)).map_err(|e| located(lua, format!("kumo.json_encode_pretty: {e}")))
+    let j =
+        lua_to_json(lua, v).map_err(|e| located(lua, format!("kumo.json_encode_pretty: {e}")))?;
+    serde_json::to_string_pretty(&sorted(j))
+        .map_err(|e| located(lua, format!("kumo.json_encode_pretty: {e}")))
 }
 
 fn json_parse(lua: &Lua, text: String) -> mlua::Result<Value> {
     let cleaned = strip_comments(&text);
-    let j: Json = serde_json::from_str(&cleaned).map_err(|e| located(lua, format!("kumo.json_parse: {e}")))?;
+    let j: Json = serde_json::from_str(&cleaned)
+        .map_err(|e| located(lua, format!("kumo.json_parse: {e}")))?;
     json_to_lua(lua, &j)
 }
 
@@ -201,4 +228,3 @@ pub(crate) fn strip_comments(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
-

@@ -64,7 +64,10 @@ impl Portable {
                 let mut pairs = Vec::new();
                 for pair in t.clone().pairs::<Value, Value>() {
                     let (k, v) = pair.ok()?;
-                    pairs.push((Self::capture_depth(lua, &k, depth + 1)?, Self::capture_depth(lua, &v, depth + 1)?));
+                    pairs.push((
+                        Self::capture_depth(lua, &k, depth + 1)?,
+                        Self::capture_depth(lua, &v, depth + 1)?,
+                    ));
                 }
                 Portable::Table(pairs, is_array)
             }

@@ -82,7 +82,10 @@ pub enum ProtocolConfig {
 impl<'de> Deserialize<'de> for ProtocolConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
-        let keys: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
         let err = |variant: &str, e: serde_json::Error| {
             serde::de::Error::custom(format!("protocol {variant}: {e}"))
         };
@@ -110,11 +113,17 @@ impl<'de> Deserialize<'de> for ProtocolConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    #[serde(default = "default_retry", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "default_retry",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub retry_interval: Duration,
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub max_retry_interval: Option<Duration>,
-    #[serde(default = "default_max_age", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "default_max_age",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub max_age: Duration,
     #[serde(default)]
     pub protocol: ProtocolConfig,
@@ -122,9 +131,15 @@ pub struct QueueConfig {
     pub egress_pool: String,
     #[serde(default)]
     pub max_message_rate: Option<String>,
-    #[serde(default = "default_reap", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "default_reap",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub reap_interval: Duration,
-    #[serde(default = "default_refresh", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "default_refresh",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub refresh_interval: Duration,
     #[serde(default)]
     pub refresh_strategy: Option<String>,
@@ -213,7 +228,10 @@ mod tests {
             .unwrap();
         let e = make_queue_config(&lua, v).unwrap_err().to_string();
         assert!(e.contains("batchsize"), "{e}");
-        let v: Value = lua.load("return { protocol = { carrier_pigeon = {} } }").eval().unwrap();
+        let v: Value = lua
+            .load("return { protocol = { carrier_pigeon = {} } }")
+            .eval()
+            .unwrap();
         let e = make_queue_config(&lua, v).unwrap_err().to_string();
         assert!(e.contains("did not match any variant"), "{e}");
     }

@@ -54,7 +54,10 @@ pub(crate) struct StartupState {
 /// Record one configuration item. Fails (with `file:line`) outside
 /// `pre_init`/`init`, since KumoMTA would repeat such calls in every context.
 pub fn push<T: Send + 'static>(lua: &Lua, what: &str, item: T) -> mlua::Result<()> {
-    let phase = lua.app_data_ref::<Phase>().map(|p| *p).unwrap_or(Phase::Running);
+    let phase = lua
+        .app_data_ref::<Phase>()
+        .map(|p| *p)
+        .unwrap_or(Phase::Running);
     if phase != Phase::Startup {
         return Err(located(
             lua,
@@ -77,5 +80,7 @@ pub fn push<T: Send + 'static>(lua: &Lua, what: &str, item: T) -> mlua::Result<(
 
 /// True under `hermod check`: modules must validate but not connect or bind.
 pub fn is_validating(lua: &Lua) -> bool {
-    lua.app_data_ref::<StartupState>().map(|s| s.validating).unwrap_or(false)
+    lua.app_data_ref::<StartupState>()
+        .map(|s| s.validating)
+        .unwrap_or(false)
 }

@@ -14,7 +14,9 @@ fn write_policy(src: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-async fn start(src: &str) -> Result<(Arc<Engine>, tempfile::TempDir, String), (PolicyError, String)> {
+async fn start(
+    src: &str,
+) -> Result<(Arc<Engine>, tempfile::TempDir, String), (PolicyError, String)> {
     let (dir, path) = write_policy(src);
     let p = path.display().to_string();
     match Engine::start(EngineOptions::new(&path)).await {
@@ -37,12 +39,20 @@ async fn a_global_set_in_init_is_visible_to_50_concurrent_handlers() {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let engine = engine.clone();
-        tasks.push(tokio::spawn(async move { engine.call::<String>("probe", i).await }));
+        tasks.push(tokio::spawn(async move {
+            engine.call::<String>("probe", i).await
+        }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
-        assert_eq!(t.await.unwrap().unwrap(), Some(format!("nats-client:42:{i}")));
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            Some(format!("nats-client:42:{i}"))
+        );
     }
-    assert!(engine.spare_contexts() > 1, "concurrent calls must have used several contexts");
+    assert!(
+        engine.spare_contexts() > 1,
+        "concurrent calls must have used several contexts"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +75,9 @@ async fn init_runs_exactly_once() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let engine = engine.clone();
-        tasks.push(tokio::spawn(async move { engine.call::<String>("ping", ()).await }));
+        tasks.push(tokio::spawn(async move {
+            engine.call::<String>("ping", ()).await
+        }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -88,17 +100,22 @@ async fn a_duplicate_single_event_names_both_locations() {
 
 #[tokio::test]
 async fn a_syntax_error_names_file_and_line() {
-    let (err, path) = start("kumo.on('init', function()\n  local x = = 1\nend)\n").await.err().unwrap();
+    let (err, path) = start("kumo.on('init', function()\n  local x = = 1\nend)\n")
+        .await
+        .err()
+        .unwrap();
     let msg = err.to_string();
     assert!(msg.contains(&format!("{path}:2")), "{msg}");
 }
 
 #[tokio::test]
 async fn an_unknown_make_queue_config_key_names_file_line_and_key() {
-    let (err, path) = start("kumo.on('init', function()\n  kumo.make_queue_config { retry_intreval = '1m' }\nend)\n")
-        .await
-        .err()
-        .unwrap();
+    let (err, path) = start(
+        "kumo.on('init', function()\n  kumo.make_queue_config { retry_intreval = '1m' }\nend)\n",
+    )
+    .await
+    .err()
+    .unwrap();
     let msg = err.to_string();
     assert!(msg.contains(&format!("{path}:2")), "{msg}");
     assert!(msg.contains("retry_intreval"), "{msg}");
@@ -116,16 +133,40 @@ async fn multiple_event_handlers_chain_until_one_returns_a_value() {
     .await
     .map_err(|e| e.0)
     .unwrap();
-    assert_eq!(engine.call::<String>("get_queue_config", "a").await.unwrap(), Some("first".into()));
+    assert_eq!(
+        engine
+            .call::<String>("get_queue_config", "a")
+            .await
+            .unwrap(),
+        Some("first".into())
+    );
     // An explicit nil is a value: it ends the chain.
-    assert_eq!(engine.call::<Option<String>>("get_queue_config", "b").await.unwrap(), Some(None));
-    assert_eq!(engine.call::<String>("get_queue_config", "c").await.unwrap(), Some("last".into()));
-    assert_eq!(engine.call::<String>("no_such_event", ()).await.unwrap(), None);
+    assert_eq!(
+        engine
+            .call::<Option<String>>("get_queue_config", "b")
+            .await
+            .unwrap(),
+        Some(None)
+    );
+    assert_eq!(
+        engine
+            .call::<String>("get_queue_config", "c")
+            .await
+            .unwrap(),
+        Some("last".into())
+    );
+    assert_eq!(
+        engine.call::<String>("no_such_event", ()).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
 async fn kumo_reject_reaches_rust_with_its_code() {
-    let (engine, _d, _) = start("kumo.on('x', function() kumo.reject(451, 'try later') end)").await.map_err(|e| e.0).unwrap();
+    let (engine, _d, _) = start("kumo.on('x', function() kumo.reject(451, 'try later') end)")
+        .await
+        .map_err(|e| e.0)
+        .unwrap();
     match engine.call::<mlua::Value>("x", ()).await {
         Err(CallError::Reject(r)) => {
             assert_eq!(r.code, 451);
@@ -137,7 +178,11 @@ async fn kumo_reject_reaches_rust_with_its_code() {
 
 #[tokio::test]
 async fn runtime_errors_carry_file_and_line() {
-    let (engine, _d, path) = start("kumo.on('x', function()\n  local t = nil\n  return t.field\nend)").await.map_err(|e| e.0).unwrap();
+    let (engine, _d, path) =
+        start("kumo.on('x', function()\n  local t = nil\n  return t.field\nend)")
+            .await
+            .map_err(|e| e.0)
+            .unwrap();
     match engine.call::<mlua::Value>("x", ()).await {
         Err(CallError::Lua(text)) => assert!(text.contains(&format!("{path}:3")), "{text}"),
         other => panic!("{other:?}"),
@@ -170,7 +215,10 @@ async fn core_kumo_functions_work_and_bad_arguments_name_the_caller() {
     .await
     .map_err(|e| e.0)
     .unwrap();
-    assert_eq!(engine.call::<String>("json", ()).await.unwrap(), Some("ok".into()));
+    assert_eq!(
+        engine.call::<String>("json", ()).await.unwrap(),
+        Some("ok".into())
+    );
     for (event, needle, line) in [
         ("bad_reject", "kumo.reject", 13),
         ("bad_json", "kumo.json_parse", 14),
@@ -214,5 +262,8 @@ async fn policy_extras_log_hooks_is_shipped_in_the_binary() {
     .await
     .map_err(|e| e.0)
     .unwrap();
-    assert_eq!(engine.call::<String>("has", ()).await.unwrap(), Some("function".into()));
+    assert_eq!(
+        engine.call::<String>("has", ()).await.unwrap(),
+        Some("function".into())
+    );
 }

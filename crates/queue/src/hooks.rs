@@ -60,7 +60,10 @@ async fn enqueue(qm: &QueueManager, hook: &str, msg: Message) -> Result<(), Stri
         return Ok(());
     }
     let sq = qm.resolve(&name).await?;
-    qm.spool().store(&msg).await.map_err(|e| format!("spool write failed: {e}"))?;
+    qm.spool()
+        .store(&msg)
+        .await
+        .map_err(|e| format!("spool write failed: {e}"))?;
     qm.to_ready(msg, sq);
     Ok(())
 }

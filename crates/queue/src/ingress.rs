@@ -39,9 +39,15 @@ enum Plan {
 }
 
 impl QueueManager {
-    async fn accept_all(&self, messages: Vec<Message>, info: ReceptionInfo) -> Vec<Result<Accepted, AcceptError>> {
+    async fn accept_all(
+        &self,
+        messages: Vec<Message>,
+        info: ReceptionInfo,
+    ) -> Vec<Result<Accepted, AcceptError>> {
         if !self.is_accepting_now() {
-            let e = AcceptError::Unavailable("spool is not started or the server is shutting down".into());
+            let e = AcceptError::Unavailable(
+                "spool is not started or the server is shutting down".into(),
+            );
             return messages.iter().map(|_| Err(e.clone())).collect();
         }
         if let Err(e) = self.spool().check_free_space() {

@@ -17,8 +17,14 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn render_path(template: &str, e: &Entry) -> Result<PathBuf, String> {
     let rcpt = e.message.first_recipient();
-    let user = rcpt.as_ref().map(|r| r.user().to_string()).unwrap_or_default();
-    let domain = rcpt.as_ref().map(|r| r.domain().to_string()).unwrap_or_default();
+    let user = rcpt
+        .as_ref()
+        .map(|r| r.user().to_string())
+        .unwrap_or_default();
+    let domain = rcpt
+        .as_ref()
+        .map(|r| r.domain().to_string())
+        .unwrap_or_default();
     let mut ctx = serde_json::Map::new();
     for (k, v) in e.message.meta() {
         ctx.insert(k, v);
@@ -33,7 +39,10 @@ fn render_path(template: &str, e: &Entry) -> Result<PathBuf, String> {
     ] {
         ctx.insert(k.into(), serde_json::Value::String(v.clone()));
     }
-    ctx.insert("email".into(), serde_json::Value::String(rcpt.map(|r| r.to_string()).unwrap_or_default()));
+    ctx.insert(
+        "email".into(),
+        serde_json::Value::String(rcpt.map(|r| r.to_string()).unwrap_or_default()),
+    );
     let env = minijinja::Environment::new();
     let path = env
         .render_str(template, serde_json::Value::Object(ctx))

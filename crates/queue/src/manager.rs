@@ -155,7 +155,9 @@ impl QueueManager {
     /// Queue a message for later.
     pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
         let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-        self.0.timer.insert(Instant::now() + wait, Waiting { message, queue });
+        self.0
+            .timer
+            .insert(Instant::now() + wait, Waiting { message, queue });
     }
 
     pub(crate) fn maybe_start_sessions(&self, rq: &Arc<ReadyQueue>) {
@@ -205,7 +207,9 @@ impl QueueManager {
             }
         };
         let cfg = sq.config();
-        let age = SystemTime::now().duration_since(message.created()).unwrap_or_default();
+        let age = SystemTime::now()
+            .duration_since(message.created())
+            .unwrap_or_default();
         if age >= cfg.max_age {
             outcome::expire(self, message, &sq, cfg.max_age, Duration::ZERO).await;
             return;
@@ -234,7 +238,13 @@ impl QueueManager {
             .ready
             .lock()
             .values()
-            .map(|rq| (rq.name.clone(), rq.len(), rq.sessions.load(Ordering::SeqCst)))
+            .map(|rq| {
+                (
+                    rq.name.clone(),
+                    rq.len(),
+                    rq.sessions.load(Ordering::SeqCst),
+                )
+            })
             .collect()
     }
 

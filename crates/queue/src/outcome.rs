@@ -25,7 +25,12 @@ pub struct AttemptInfo {
 }
 
 impl AttemptInfo {
-    pub fn for_queue(rq: &ReadyQueue, peer: Option<PeerAddress>, delivery_protocol: &'static str, service: String) -> Self {
+    pub fn for_queue(
+        rq: &ReadyQueue,
+        peer: Option<PeerAddress>,
+        delivery_protocol: &'static str,
+        service: String,
+    ) -> Self {
         Self {
             site: rq.name.clone(),
             peer,
@@ -36,7 +41,14 @@ impl AttemptInfo {
     }
 }
 
-fn event(kind: RecordType, msg: &Message, queue: &str, info: Option<&AttemptInfo>, response: Response, peer: Option<PeerAddress>) -> LogEvent {
+fn event(
+    kind: RecordType,
+    msg: &Message,
+    queue: &str,
+    info: Option<&AttemptInfo>,
+    response: Response,
+    peer: Option<PeerAddress>,
+) -> LogEvent {
     LogEvent {
         kind,
         message: msg.clone(),
@@ -62,19 +74,46 @@ async fn remove(qm: &QueueManager, msg: &Message) {
     }
 }
 
-pub async fn delivered(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, info: &AttemptInfo, content: String) {
+pub async fn delivered(
+    qm: &QueueManager,
+    msg: Message,
+    sq: &ScheduledQueue,
+    info: &AttemptInfo,
+    content: String,
+) {
     let resp = Response::new(200, None, &content);
     qm.logger()
-        .log(event(RecordType::Delivery, &msg, &sq.name, Some(info), resp, info.peer.clone()))
+        .log(event(
+            RecordType::Delivery,
+            &msg,
+            &sq.name,
+            Some(info),
+            resp,
+            info.peer.clone(),
+        ))
         .await;
     hermod_metrics::delivered(&info.service).inc();
     remove(qm, &msg).await;
 }
 
-pub async fn bounced(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, info: &AttemptInfo, code: u16, content: String) {
+pub async fn bounced(
+    qm: &QueueManager,
+    msg: Message,
+    sq: &ScheduledQueue,
+    info: &AttemptInfo,
+    code: u16,
+    content: String,
+) {
     let resp = Response::new(code, None, &content);
     qm.logger()
-        .log(event(RecordType::Bounce, &msg, &sq.name, Some(info), resp, info.peer.clone()))
+        .log(event(
+            RecordType::Bounce,
+            &msg,
+            &sq.name,
+            Some(info),
+            resp,
+            info.peer.clone(),
+        ))
         .await;
     hermod_metrics::failed(&info.service).inc();
     remove(qm, &msg).await;
@@ -92,11 +131,20 @@ pub async fn transient(
 ) {
     let resp = Response::new(code, None, &content);
     qm.logger()
-        .log(event(RecordType::TransientFailure, &msg, &sq.name, Some(info), resp, peer))
+        .log(event(
+            RecordType::TransientFailure,
+            &msg,
+            &sq.name,
+            Some(info),
+            resp,
+            peer,
+        ))
         .await;
     hermod_metrics::transfail(&info.service).inc();
     let cfg = sq.config();
-    let age = SystemTime::now().duration_since(msg.created()).unwrap_or_default();
+    let age = SystemTime::now()
+        .duration_since(msg.created())
+        .unwrap_or_default();
     match after_failure(
         cfg.retry_interval,
         cfg.max_retry_interval,
@@ -121,7 +169,13 @@ pub async fn transient(
     }
 }
 
-pub async fn expire(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, max_age: Duration, next_delay: Duration) {
+pub async fn expire(
+    qm: &QueueManager,
+    msg: Message,
+    sq: &ScheduledQueue,
+    max_age: Duration,
+    next_delay: Duration,
+) {
     let next = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + next_delay);
     let content = format!(
         "Next delivery time would be {} which exceeds max_age={}",
@@ -138,7 +192,14 @@ pub async fn expire(qm: &QueueManager, msg: Message, sq: &ScheduledQueue, max_ag
         &content,
     );
     qm.logger()
-        .log(event(RecordType::Expiration, &msg, &sq.name, None, resp, None))
+        .log(event(
+            RecordType::Expiration,
+            &msg,
+            &sq.name,
+            None,
+            resp,
+            None,
+        ))
         .await;
     remove(qm, &msg).await;
 }

@@ -132,7 +132,12 @@ impl ReadyQueue {
     /// Wait for the next batch: up to `batch_size` entries; when fewer than
     /// `min_batch` are ready, wait until `max_latency` (bounded by the idle
     /// timeout) for more. Empty when idle for `idle_timeout` or closed.
-    pub async fn next_batch(&self, batch_size: usize, min_batch: usize, max_latency: Duration) -> Vec<Entry> {
+    pub async fn next_batch(
+        &self,
+        batch_size: usize,
+        min_batch: usize,
+        max_latency: Duration,
+    ) -> Vec<Entry> {
         let idle_deadline = Instant::now() + self.limits.idle_timeout;
         let mut batch: Vec<Entry> = Vec::new();
         let mut latency_deadline: Option<Instant> = None;

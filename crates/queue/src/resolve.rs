@@ -32,7 +32,10 @@ impl ScheduledQueue {
 }
 
 /// Run `get_queue_config` for a queue name.
-pub async fn fetch_config(engine: &Arc<Engine>, components: &QueueNameComponents) -> Result<QueueConfig, String> {
+pub async fn fetch_config(
+    engine: &Arc<Engine>,
+    components: &QueueNameComponents,
+) -> Result<QueueConfig, String> {
     let args = (
         components.domain.clone(),
         components.tenant.clone(),
@@ -43,10 +46,11 @@ pub async fn fetch_config(engine: &Arc<Engine>, components: &QueueNameComponents
     let r: Result<Option<Value>, CallError> = ctx.call("get_queue_config", args).await;
     match r {
         Ok(None) | Ok(Some(Value::Nil)) => Ok(QueueConfig::default()),
-        Ok(Some(Value::UserData(ud))) => ud
-            .borrow::<QueueConfig>()
-            .map(|c| c.clone())
-            .map_err(|_| "get_queue_config must return the value of kumo.make_queue_config{...}".to_string()),
+        Ok(Some(Value::UserData(ud))) => {
+            ud.borrow::<QueueConfig>().map(|c| c.clone()).map_err(|_| {
+                "get_queue_config must return the value of kumo.make_queue_config{...}".to_string()
+            })
+        }
         Ok(Some(other)) => Err(format!(
             "get_queue_config must return the value of kumo.make_queue_config{{...}}, got a {}",
             other.type_name()
@@ -72,7 +76,9 @@ pub fn ready_queue_name(components: &QueueNameComponents, cfg: &QueueConfig) -> 
     match &cfg.protocol {
         ProtocolConfig::CustomLua(c) => format!("{source}->{site}@lua:{}", c.constructor),
         ProtocolConfig::Maildir(_) => format!("{source}->{site}@maildir"),
-        ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => format!("{source}->{site}@smtp_client"),
+        ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => {
+            format!("{source}->{site}@smtp_client")
+        }
     }
 }
 
@@ -89,8 +95,14 @@ mod tests {
             .unwrap();
         let cfg: QueueConfig = hermod_policy::config::from_lua_strict(&lua, v, "t").unwrap();
         let c = QueueNameComponents::parse("camp:ten@nats");
-        assert_eq!(ready_queue_name(&c, &cfg), "unspecified->nats@lua:make.nats");
+        assert_eq!(
+            ready_queue_name(&c, &cfg),
+            "unspecified->nats@lua:make.nats"
+        );
         let c = QueueNameComponents::parse("x@d!routed");
-        assert_eq!(ready_queue_name(&c, &cfg), "unspecified->routed@lua:make.nats");
+        assert_eq!(
+            ready_queue_name(&c, &cfg),
+            "unspecified->routed@lua:make.nats"
+        );
     }
 }

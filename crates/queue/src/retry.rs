@@ -92,7 +92,14 @@ mod tests {
 
     #[test]
     fn a_failure_counts_one_attempt_and_backs_off() {
-        let d = after_failure(M20, None, Duration::from_secs(7 * 86400), 2, Duration::ZERO, 0.5);
+        let d = after_failure(
+            M20,
+            None,
+            Duration::from_secs(7 * 86400),
+            2,
+            Duration::ZERO,
+            0.5,
+        );
         assert_eq!(
             d,
             RetryDecision::Retry {
@@ -104,7 +111,14 @@ mod tests {
 
     #[test]
     fn a_retry_past_max_age_expires() {
-        let d = after_failure(M20, None, Duration::from_secs(3600), 0, Duration::from_secs(3000), 0.5);
+        let d = after_failure(
+            M20,
+            None,
+            Duration::from_secs(3600),
+            0,
+            Duration::from_secs(3000),
+            0.5,
+        );
         assert_eq!(d, RetryDecision::Expire { next_delay: M20 });
     }
 }

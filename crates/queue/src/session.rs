@@ -25,7 +25,11 @@ pub async fn run(qm: &QueueManager, rq: &Arc<ReadyQueue>) {
 
 /// Make sure every entry's bytes are in memory; entries whose data cannot
 /// be read are failed transiently (they stay in the spool).
-pub(crate) async fn load_data(qm: &QueueManager, batch: Vec<Entry>, info: &AttemptInfo) -> Vec<Entry> {
+pub(crate) async fn load_data(
+    qm: &QueueManager,
+    batch: Vec<Entry>,
+    info: &AttemptInfo,
+) -> Vec<Entry> {
     let mut ok = Vec::with_capacity(batch.len());
     for e in batch {
         if e.message.is_data_loaded() {
@@ -83,7 +87,12 @@ fn args_for(rq: &ReadyQueue, first: &Entry) -> (String, Option<String>, Option<S
 }
 
 /// Call the constructor with `message` bound to `entry` (legacy auto mode).
-async fn call_constructor(ctx: &Context, cfg: &CustomLuaConfig, args: (String, Option<String>, Option<String>), entry: &Entry) -> Connection {
+async fn call_constructor(
+    ctx: &Context,
+    cfg: &CustomLuaConfig,
+    args: (String, Option<String>, Option<String>),
+    entry: &Entry,
+) -> Connection {
     let lua = ctx.lua();
     let touched = Arc::new(AtomicBool::new(false));
     let globals = lua.globals();
@@ -107,10 +116,16 @@ async fn call_constructor(ctx: &Context, cfg: &CustomLuaConfig, args: (String, O
     }
     let used = touched.load(Ordering::SeqCst);
     match r {
-        Ok(None) => Connection::Failed(format!("no handler is registered for the constructor event '{}'", cfg.constructor)),
+        Ok(None) => Connection::Failed(format!(
+            "no handler is registered for the constructor event '{}'",
+            cfg.constructor
+        )),
         Ok(Some(Value::Table(t))) => Connection::Object(t),
         Ok(Some(v)) if used => Connection::Legacy(Ok(v)),
-        Ok(Some(v)) => Connection::Invalid(format!("constructor returned a {} instead of a connection table", v.type_name())),
+        Ok(Some(v)) => Connection::Invalid(format!(
+            "constructor returned a {} instead of a connection table",
+            v.type_name()
+        )),
         Err(e) if used => Connection::Legacy(Err(e)),
         Err(CallError::Reject(r)) => Connection::Failed(format!("{} {}", r.code, r.message)),
         Err(e) => Connection::Failed(e.to_string()),
@@ -131,9 +146,20 @@ async fn dispose(qm: &QueueManager, e: Entry, info: &AttemptInfo, r: &Result<Str
     match r {
         Ok(text) => outcome::delivered(qm, e.message, &e.queue, info, text.clone()).await,
         Err(CallError::Reject(rej)) if (400..500).contains(&rej.code) => {
-            outcome::transient(qm, e.message, e.queue, info, rej.code, rej.message.clone(), info.peer.clone()).await
+            outcome::transient(
+                qm,
+                e.message,
+                e.queue,
+                info,
+                rej.code,
+                rej.message.clone(),
+                info.peer.clone(),
+            )
+            .await
         }
-        Err(CallError::Reject(rej)) => outcome::bounced(qm, e.message, &e.queue, info, rej.code, rej.message.clone()).await,
+        Err(CallError::Reject(rej)) => {
+            outcome::bounced(qm, e.message, &e.queue, info, rej.code, rej.message.clone()).await
+        }
         Err(other) => {
             let text = format!("KumoMTA internal: error in deliver_message: {other}");
             outcome::transient(qm, e.message, e.queue, info, 400, text, None).await
@@ -150,22 +176,41 @@ async fn fail_connect(qm: &QueueManager, batch: Vec<Entry>, info: &AttemptInfo, 
 }
 
 /// Send a batch through the connection object.
-async fn send(ctx: &Context, conn: &Table, batch: &[Entry], use_batch: bool) -> Result<String, CallError> {
+async fn send(
+    ctx: &Context,
+    conn: &Table,
+    batch: &[Entry],
+    use_batch: bool,
+) -> Result<String, CallError> {
     let lua = ctx.lua();
     let method = if use_batch { "send_batch" } else { "send" };
     let f: Function = match conn.get::<Value>(method) {
         Ok(Value::Function(f)) => f,
-        _ => return Err(CallError::Lua(format!("sender:{method} method failed: the connection object has no {method} method"))),
+        _ => {
+            return Err(CallError::Lua(format!(
+                "sender:{method} method failed: the connection object has no {method} method"
+            )))
+        }
     };
-    let datas: Vec<_> = batch.iter().map(|e| e.message.data().unwrap_or_default()).collect();
-    scope::enter(lua, batch.iter().zip(&datas).map(|(e, d)| (e.message.id().to_string(), d.as_ref())));
+    let datas: Vec<_> = batch
+        .iter()
+        .map(|e| e.message.data().unwrap_or_default())
+        .collect();
+    scope::enter(
+        lua,
+        batch
+            .iter()
+            .zip(&datas)
+            .map(|(e, d)| (e.message.id().to_string(), d.as_ref())),
+    );
     let r = if use_batch {
         match lua.create_sequence_from(batch.iter().map(|e| e.message.clone())) {
             Ok(arr) => ctx.call_function(&f, (conn.clone(), arr)).await,
             Err(e) => Err(CallError::Lua(e.to_string())),
         }
     } else {
-        ctx.call_function(&f, (conn.clone(), batch[0].message.clone())).await
+        ctx.call_function(&f, (conn.clone(), batch[0].message.clone()))
+            .await
     };
     scope::leave(lua);
     match r {
@@ -178,7 +223,9 @@ async fn send(ctx: &Context, conn: &Table, batch: &[Entry], use_batch: bool) -> 
                 ))
             })
         }
-        Err(CallError::Lua(t)) => Err(CallError::Lua(format!("sender:{method} method failed: {t}"))),
+        Err(CallError::Lua(t)) => Err(CallError::Lua(format!(
+            "sender:{method} method failed: {t}"
+        ))),
         Err(e) => Err(e),
     }
 }
@@ -202,7 +249,9 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
     let batch_size = cfg.batch_size.max(1);
     let use_batch = cfg.batch_size > 1;
     let min_batch = cfg.min_batch_size.clamp(1, batch_size);
-    let batch = rq.next_batch(batch_size, min_batch, cfg.max_batch_latency).await;
+    let batch = rq
+        .next_batch(batch_size, min_batch, cfg.max_batch_latency)
+        .await;
     let batch = load_data(qm, batch, &info).await;
     if batch.is_empty() {
         return;
@@ -223,8 +272,15 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
                 dispose(qm, e, &info, &err).await;
             }
         }
-        Connection::Legacy(first) => legacy_session(qm, rq, &ctx, &cfg, args, batch, first, &info).await,
-        Connection::Object(conn) => object_session(qm, rq, &ctx, &conn, batch, use_batch, min_batch, &cfg, &info).await,
+        Connection::Legacy(first) => {
+            legacy_session(qm, rq, &ctx, &cfg, args, batch, first, &info).await
+        }
+        Connection::Object(conn) => {
+            object_session(
+                qm, rq, &ctx, &conn, batch, use_batch, min_batch, &cfg, &info,
+            )
+            .await
+        }
     }
     gauge.dec();
     // A session owns its context for its lifetime; KumoMTA drops it afterwards.
@@ -273,7 +329,9 @@ async fn object_session(
         if delivered >= rq.limits.max_deliveries_per_connection {
             break;
         }
-        batch = rq.next_batch(cfg.batch_size.max(1), min_batch, cfg.max_batch_latency).await;
+        batch = rq
+            .next_batch(cfg.batch_size.max(1), min_batch, cfg.max_batch_latency)
+            .await;
         batch = load_data(qm, batch, info).await;
         if batch.is_empty() {
             break;
@@ -306,7 +364,8 @@ async fn legacy_session(
             let r = match call_constructor(ctx, cfg, args.clone(), &e).await {
                 Connection::Legacy(r) => r.map(|v| value_text(&v).unwrap_or_else(|| "OK".into())),
                 Connection::Object(_) => Err(CallError::Lua(
-                    "constructor returned a connection object after delivering in the legacy form".into(),
+                    "constructor returned a connection object after delivering in the legacy form"
+                        .into(),
                 )),
                 Connection::Invalid(w) | Connection::Failed(w) => Err(CallError::Lua(w)),
             };
@@ -316,7 +375,9 @@ async fn legacy_session(
         if delivered >= rq.limits.max_deliveries_per_connection {
             return;
         }
-        let next = rq.next_batch(cfg.batch_size.max(1), 1, cfg.max_batch_latency).await;
+        let next = rq
+            .next_batch(cfg.batch_size.max(1), 1, cfg.max_batch_latency)
+            .await;
         let next = load_data(qm, next, info).await;
         if next.is_empty() {
             return;

@@ -60,7 +60,11 @@ impl Timer {
     }
 
     /// Hand each message to `ready` when it becomes due, until `stop` fires.
-    pub async fn run(self: Arc<Self>, ready: impl Fn(Waiting), stop: tokio_util::sync::CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        ready: impl Fn(Waiting),
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             let notified = self.notify.notified();
             let (due, next) = self.pop_due(Instant::now());

@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "hermod",
+    version,
+    about = "Hermod: a durable MTA with a KumoMTA-compatible Lua policy API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server: load the policy, start what it configures, serve until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Load a policy and run pre_init/init without binding or connecting; report errors as file:line.
+    Check(CheckArgs),
+    /// Read local log segments.
+    Logs(LogsArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Default)]
+pub enum LegacyArg {
+    /// Constructors that use the global `message` and return nothing deliver that message.
+    #[default]
+    Auto,
+    /// Pure KumoMTA behaviour.
+    Off,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Policy file; without it an embedded policy delivers local mail into a Maildir under the data dir.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Where the default spool, logs and Maildir live.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Default ESMTP listener address, used when the policy starts none.
+    #[arg(long)]
+    pub smtp_listen: Option<String>,
+    /// Default HTTP listener address, used when the policy starts none.
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Legacy custom_lua constructor handling (also env HERMOD_LEGACY_CONSTRUCTORS).
+    #[arg(
+        long,
+        value_enum,
+        env = "HERMOD_LEGACY_CONSTRUCTORS",
+        default_value = "auto"
+    )]
+    pub legacy_constructors: LegacyArg,
+    /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub session_idle_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Machine-readable output: {"ok": bool, "errors": [{"file","line","message"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    #[command(subcommand)]
+    pub command: LogsCommand,
+}
+
+#[derive(Subcommand)]
+pub enum LogsCommand {
+    /// Print log records, oldest first, including the segment being written.
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    /// Log directory (default: <data-dir>/logs).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Keep printing new records.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only records of this type (repeatable), e.g. Bounce.
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// Only records from this long ago, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Raw JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}

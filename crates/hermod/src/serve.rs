@@ -1,0 +1,208 @@
+//! `hermod serve`: start-up in dependency order, then graceful shutdown.
+//!
+//! Order: policy (`pre_init`, `init`) → spool → logs → queues → spool
+//! enumeration → listeners. Shutdown runs it backwards so that every
+//! accepted message is spooled and every log record is on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hermod_http::HttpListenerConfig;
+use hermod_logging::{LocalLogConfig, LogHookConfig, Logger};
+use hermod_policy::{Engine, EngineOptions, LegacyMode};
+use hermod_queue::{HookBridge, QueueManager, QueueOptions};
+use hermod_smtp::EsmtpListenerConfig;
+use hermod_spool::{Spool, SpoolDefinition, SpoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{LegacyArg, ServeArgs};
+
+pub const DEFAULT_POLICY: &str = include_str!("default_policy.lua");
+
+pub fn registrars() -> Vec<hermod_policy::Registrar> {
+    vec![
+        hermod_spool::register,
+        hermod_logging::register,
+        hermod_smtp::register,
+        hermod_http::register,
+        hermod_connectors::register_all,
+    ]
+}
+
+pub fn install_crypto() {
+    // Several crates use rustls; they must agree on one provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A stable node id for log records, kept in the data directory.
+fn node_id(data_dir: &Path) -> anyhow::Result<uuid::Uuid> {
+    let path = data_dir.join("nodeid");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if let Ok(id) = s.trim().parse() {
+            return Ok(id);
+        }
+    }
+    let id = uuid::Uuid::new_v4();
+    std::fs::write(&path, id.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+fn engine_options(args: &ServeArgs) -> EngineOptions {
+    let (path, source) = match &args.policy {
+        Some(p) => (p.clone(), None),
+        None => (
+            PathBuf::from("<builtin default policy>"),
+            Some(DEFAULT_POLICY.to_string()),
+        ),
+    };
+    let mut opts = EngineOptions::new(path);
+    opts.policy_source = source;
+    opts.registrars = registrars();
+    opts.legacy_constructors = match args.legacy_constructors {
+        LegacyArg::Auto => LegacyMode::Auto,
+        LegacyArg::Off => LegacyMode::Off,
+    };
+    opts
+}
+
+fn install_metrics(engine: &Arc<Engine>, logger: &Logger) {
+    hermod_policy::metrics_hook::set_event_latency_observer(|event, d| {
+        hermod_metrics::lua_event_latency(event).observe_duration(d)
+    });
+    hermod_metrics::set_source(
+        hermod_metrics::Source::LuaLoadCount,
+        hermod_policy::metrics_hook::lua_load_count,
+    );
+    let e = Arc::downgrade(engine);
+    hermod_metrics::set_source(hermod_metrics::Source::LuaSpareCount, move || {
+        e.upgrade().map(|e| e.spare_contexts() as u64).unwrap_or(0)
+    });
+    let l = logger.clone();
+    hermod_metrics::set_source(hermod_metrics::Source::LogQueueDepth, move || {
+        l.queue_depth() as u64
+    });
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    install_crypto();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .unwrap_or(args.data_dir.clone());
+    // The built-in policy reads it; set before any worker thread reads the environment.
+    std::env::set_var("HERMOD_DATA_DIR", &data_dir);
+
+    let (engine, collected) = Engine::start(engine_options(&args))
+        .await
+        .context("loading the policy")?;
+
+    let defs = collected.take::<SpoolDefinition>();
+    let spool = if defs.is_empty() {
+        Spool::open_dir(&data_dir.join("spool"), SpoolOptions::default())
+    } else {
+        Spool::open(&defs, SpoolOptions::default())
+    }
+    .context("opening the spool")?;
+
+    let mut locals = collected.take::<LocalLogConfig>();
+    if locals.is_empty() {
+        locals.push(LocalLogConfig::new(data_dir.join("logs")));
+    }
+    let hooks = collected.take::<LogHookConfig>();
+    let bridge = HookBridge::default();
+    let logger = Logger::new(
+        node_id(&data_dir)?,
+        locals,
+        hooks,
+        Some(Arc::new(bridge.clone())),
+    )
+    .context("starting the local loggers")?;
+    install_metrics(&engine, &logger);
+
+    let qopts = QueueOptions {
+        idle_timeout: args.session_idle_timeout,
+    };
+    let qm = QueueManager::new(engine.clone(), spool.clone(), logger.clone(), qopts);
+    bridge.connect(qm.clone());
+
+    let enumeration = spool.enumerate().context("enumerating the spool")?;
+    let count = enumeration.len();
+    for msg in enumeration.into_messages() {
+        qm.insert_enumerated(msg).await;
+    }
+    tracing::info!(messages = count, "spool enumerated; messages re-queued");
+    qm.set_accepting(true);
+
+    let shutdown = CancellationToken::new();
+    let acceptor: Arc<dyn hermod_message::Acceptor> = Arc::new(qm.clone());
+
+    let mut smtp = collected.take::<EsmtpListenerConfig>();
+    if smtp.is_empty() {
+        let mut cfg = EsmtpListenerConfig::default();
+        cfg.listen = args
+            .smtp_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:2525".into());
+        smtp.push(cfg);
+    }
+    let mut smtp_handles = Vec::new();
+    for cfg in smtp {
+        let listen = cfg.listen.clone();
+        let h =
+            hermod_smtp::start_listener(cfg, engine.clone(), acceptor.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("starting the ESMTP listener on {listen}"))?;
+        tracing::info!(addr = %h.local_addr(), "ESMTP listener started");
+        smtp_handles.push(h);
+    }
+
+    let mut http = collected.take::<HttpListenerConfig>();
+    if http.is_empty() {
+        let mut cfg = HttpListenerConfig::default();
+        cfg.listen = args
+            .http_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8000".into());
+        http.push(cfg);
+    }
+    let mut http_handles = Vec::new();
+    for cfg in http {
+        let listen = cfg.listen.clone();
+        let h =
+            hermod_http::start_listener(cfg, engine.clone(), acceptor.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("starting the HTTP listener on {listen}"))?;
+        tracing::info!(addr = %h.local_addr(), "HTTP listener started");
+        http_handles.push(h);
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: refusing new mail, finishing sessions, flushing logs");
+    qm.set_accepting(false);
+    shutdown.cancel();
+    for h in smtp_handles {
+        h.join().await;
+    }
+    for h in http_handles {
+        h.wait().await;
+    }
+    qm.shutdown().await;
+    logger.shutdown().await;
+    spool.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
