@@ -96,23 +96,34 @@ pub fn describe(err: &mlua::Error) -> String {
     }
 }
 
-/// `file:line` of the Lua code that called the running Rust function.
+/// `file:line` of the policy code that called the running Rust function.
+/// Frames of mlua's async shims (chunks without a file name) are skipped so
+/// async functions report the policy line too.
 pub fn caller_location(lua: &Lua) -> Option<String> {
-    for level in 1..4 {
+    let mut fallback = None;
+    for level in 1..12 {
         let Some(dbg) = lua.inspect_stack(level) else {
             break;
         };
         let line = dbg.curr_line();
-        if line > 0 {
-            let src = dbg.source();
-            let file = src
-                .short_src
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "?".into());
+        if line <= 0 {
+            continue;
+        }
+        let src = dbg.source();
+        let named = src
+            .source
+            .as_deref()
+            .is_some_and(|s| s.starts_with('@') || s.starts_with("=[builtin"));
+        let file = src
+            .short_src
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "?".into());
+        if named {
             return Some(format!("{file}:{line}"));
         }
+        fallback.get_or_insert(format!("{file}:{line}"));
     }
-    None
+    fallback
 }
 
 /// A runtime error whose text starts with the policy's `file:line`.

@@ -26,12 +26,14 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
                     Value::Number(n) if n.fract() == 0.0 && (100.0..1000.0).contains(&n) => {
                         n as u16
                     }
-                    other => return Err(located(
-                        lua,
-                        format!(
+                    other => {
+                        return Err(located(
+                            lua,
+                            format!(
                             "kumo.reject: code must be an integer from 100 to 999, got {other:?}"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 Err(reject_error(code, message.unwrap_or_default()))
             },

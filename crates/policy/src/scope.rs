@@ -10,7 +10,6 @@ use mlua::Lua;
 
 #[derive(Default, Clone)]
 pub struct DeliveryScope {
-    single: Option<String>,
     by_payload: HashMap<u64, String>,
 }
 
@@ -23,11 +22,7 @@ fn hash(payload: &[u8]) -> u64 {
 /// Enter a scope for these `(message id, message data)` pairs.
 pub fn enter<'a>(lua: &Lua, messages: impl IntoIterator<Item = (String, &'a [u8])>) {
     let mut scope = DeliveryScope::default();
-    let list: Vec<_> = messages.into_iter().collect();
-    if list.len() == 1 {
-        scope.single = Some(list[0].0.clone());
-    }
-    for (id, data) in list {
+    for (id, data) in messages {
         scope.by_payload.insert(hash(data), id);
     }
     lua.set_app_data(scope);
@@ -37,12 +32,11 @@ pub fn leave(lua: &Lua) {
     lua.remove_app_data::<DeliveryScope>();
 }
 
-/// The Hermod message id a publish of `payload` belongs to: the only message
-/// in scope, or the message whose data is exactly `payload`.
+/// The Hermod message id a publish of `payload` belongs to: the message in
+/// scope whose data is exactly `payload`. A publish of anything else gets no
+/// default id: reusing one id for two different payloads would make a
+/// deduplicating broker drop the second one.
 pub fn message_id_for(lua: &Lua, payload: &[u8]) -> Option<String> {
     let scope = lua.app_data_ref::<DeliveryScope>()?;
-    if let Some(id) = scope.by_payload.get(&hash(payload)) {
-        return Some(id.clone());
-    }
-    scope.single.clone()
+    scope.by_payload.get(&hash(payload)).cloned()
 }

@@ -358,7 +358,12 @@ async fn legacy_session(
     let first = first.map(|v| value_text(&v).unwrap_or_else(|| "OK".into()));
     dispose(qm, head, info, &first).await;
     let mut delivered = 1usize;
-    let mut queue: std::collections::VecDeque<Entry> = pending.collect();
+    // Built element by element: collecting a partly consumed vec::IntoIter
+    // into a VecDeque read past its buffer here (seen under valgrind).
+    let mut queue = std::collections::VecDeque::new();
+    for e in pending {
+        queue.push_back(e);
+    }
     loop {
         while let Some(e) = queue.pop_front() {
             let r = match call_constructor(ctx, cfg, args.clone(), &e).await {
