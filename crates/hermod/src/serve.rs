@@ -142,12 +142,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let mut smtp = collected.take::<EsmtpListenerConfig>();
     if smtp.is_empty() {
-        let mut cfg = EsmtpListenerConfig::default();
-        cfg.listen = args
-            .smtp_listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:2525".into());
-        smtp.push(cfg);
+        smtp.push(EsmtpListenerConfig {
+            listen: args
+                .smtp_listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:2525".into()),
+            ..Default::default()
+        });
     }
     let mut smtp_handles = Vec::new();
     for cfg in smtp {
@@ -162,12 +163,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let mut http = collected.take::<HttpListenerConfig>();
     if http.is_empty() {
-        let mut cfg = HttpListenerConfig::default();
-        cfg.listen = args
-            .http_listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:8000".into());
-        http.push(cfg);
+        http.push(HttpListenerConfig {
+            listen: args
+                .http_listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:8000".into()),
+            ..Default::default()
+        });
     }
     let mut http_handles = Vec::new();
     for cfg in http {
