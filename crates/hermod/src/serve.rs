@@ -67,7 +67,15 @@ fn engine_options(args: &ServeArgs) -> EngineOptions {
     opts
 }
 
-fn install_metrics(engine: &Arc<Engine>, logger: &Logger) {
+fn install_metrics(engine: &Arc<Engine>, logger: &Logger, spool: &Spool) {
+    let s = spool.clone();
+    hermod_metrics::set_source(hermod_metrics::Source::SpoolWalSyncs, move || {
+        s.stats().wal_syncs
+    });
+    let s = spool.clone();
+    hermod_metrics::set_source(hermod_metrics::Source::SpoolMessagesWritten, move || {
+        s.stats().messages_written
+    });
     hermod_policy::metrics_hook::set_event_latency_observer(|event, d| {
         hermod_metrics::lua_event_latency(event).observe_duration(d)
     });
@@ -121,7 +129,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(Arc::new(bridge.clone())),
     )
     .context("starting the local loggers")?;
-    install_metrics(&engine, &logger);
+    install_metrics(&engine, &logger, &spool);
 
     let qopts = QueueOptions {
         idle_timeout: args.session_idle_timeout,
@@ -136,6 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(messages = count, "spool enumerated; messages re-queued");
     qm.set_accepting(true);
+    spawn_queue_gauges(qm.clone());
 
     let shutdown = CancellationToken::new();
     let acceptor: Arc<dyn hermod_message::Acceptor> = Arc::new(qm.clone());
@@ -197,6 +206,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     spool.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Queue depths for `/metrics` (`scheduled_count`, `ready_count`).
+fn spawn_queue_gauges(qm: QueueManager) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (queue, n) in qm.scheduled_counts() {
+                hermod_metrics::scheduled_count(&queue).set(n as i64);
+            }
+            for (name, queued, sessions) in qm.ready_queue_states() {
+                let proto = match name.rsplit_once('@') {
+                    Some((_, p)) if p.starts_with("lua:") => "lua",
+                    Some((_, p)) => p,
+                    None => "unknown",
+                };
+                let service = format!("{proto}:{name}");
+                hermod_metrics::ready_count(&service).set(queued as i64);
+                hermod_metrics::connection_count(&service).set(sessions as i64);
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

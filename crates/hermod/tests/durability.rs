@@ -57,9 +57,12 @@ async fn spooled_messages_are_delivered_after_a_graceful_restart() {
         .collect();
     assert_eq!(ids.len(), 100, "100 distinct ids");
     // Let at least one delivery attempt fail so the messages really wait.
-    wait_logs(&server, Duration::from_secs(20), "a TransientFailure", |r| {
-        r.iter().any(|x| rtype(x) == "TransientFailure")
-    })
+    wait_logs(
+        &server,
+        Duration::from_secs(20),
+        "a TransientFailure",
+        |r| r.iter().any(|x| rtype(x) == "TransientFailure"),
+    )
     .await;
     let status = server.sigterm();
     assert!(status.success(), "clean exit on SIGTERM: {status}");

@@ -121,6 +121,9 @@ pub enum Source {
     LuaSpareCount,
     LuaLoadCount,
     LogQueueDepth,
+    /// Synced WAL writes of the spool (`spool_group_commits`).
+    SpoolWalSyncs,
+    SpoolMessagesWritten,
 }
 
 type SourceFn = Box<dyn Fn() -> u64 + Send + Sync>;
@@ -263,6 +266,14 @@ fn sync_sources() {
             }
             Source::LuaLoadCount => m
                 .lua_load_count
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed),
+            Source::SpoolWalSyncs => m
+                .spool_group_commits
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed),
+            Source::SpoolMessagesWritten => m
+                .spool_messages_written
                 .inner()
                 .store(v, std::sync::atomic::Ordering::Relaxed),
         }

@@ -174,3 +174,123 @@ impl ReadyQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermod_message::{EnvelopeAddress, SpoolId};
+    use hermod_policy::QueueConfig;
+
+    fn entry(sq: &Arc<ScheduledQueue>) -> Entry {
+        Entry {
+            message: Message::new(
+                SpoolId::new(),
+                EnvelopeAddress::parse("a@b.c").unwrap(),
+                vec![EnvelopeAddress::parse("x@nats").unwrap()],
+                Default::default(),
+                &b"Subject: t\r\n\r\nx"[..],
+            ),
+            queue: sq.clone(),
+        }
+    }
+
+    fn queue(idle: Duration) -> (Arc<ReadyQueue>, Arc<ScheduledQueue>) {
+        let mut rq = ReadyQueue::new(
+            "unspecified->nats@lua:make.nats".into(),
+            ProtocolConfig::Smtp,
+        );
+        rq.limits.idle_timeout = idle;
+        let sq = Arc::new(crate::resolve::new_scheduled(
+            "nats",
+            QueueConfig::default(),
+        ));
+        (Arc::new(rq), sq)
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_returned_at_once_and_capped_at_batch_size() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        for _ in 0..7 {
+            rq.push(entry(&sq));
+        }
+        let started = Instant::now();
+        assert_eq!(rq.next_batch(5, 5, Duration::from_secs(10)).await.len(), 5);
+        assert!(started.elapsed() < Duration::from_millis(200));
+        assert_eq!(rq.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn below_min_batch_size_waits_for_max_batch_latency_then_sends_what_it_has() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        rq.push(entry(&sq));
+        rq.push(entry(&sq));
+        let started = Instant::now();
+        let batch = rq.next_batch(10, 5, Duration::from_millis(300)).await;
+        let waited = started.elapsed();
+        assert_eq!(batch.len(), 2);
+        assert!(waited >= Duration::from_millis(280), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_completes_as_soon_as_min_batch_size_arrives() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        rq.push(entry(&sq));
+        let rq2 = rq.clone();
+        let sq2 = sq.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for _ in 0..3 {
+                rq2.push(entry(&sq2));
+            }
+        });
+        let started = Instant::now();
+        let batch = rq.next_batch(10, 4, Duration::from_secs(3)).await;
+        assert_eq!(batch.len(), 4);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_ends_the_session_after_idle_timeout() {
+        let (rq, _sq) = queue(Duration::from_millis(200));
+        let started = Instant::now();
+        assert!(rq.next_batch(1, 1, Duration::ZERO).await.is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(190));
+    }
+
+    #[tokio::test]
+    async fn closing_returns_pending_entries_to_the_queue() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        rq.push(entry(&sq));
+        rq.close();
+        assert!(rq
+            .next_batch(10, 5, Duration::from_secs(1))
+            .await
+            .is_empty());
+        assert_eq!(rq.len(), 1, "nothing may be lost when a queue closes");
+    }
+
+    #[test]
+    fn wanted_sessions_grow_with_depth_but_never_exceed_the_limit() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        assert_eq!(rq.wanted_sessions(), 0);
+        rq.push(entry(&sq));
+        assert_eq!(rq.wanted_sessions(), 1);
+        for _ in 0..5000 {
+            rq.push(entry(&sq));
+        }
+        assert_eq!(rq.wanted_sessions(), rq.limits.connection_limit);
+    }
+
+    #[test]
+    fn messages_beyond_max_ready_drop_their_bytes_from_memory() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        for _ in 0..rq.limits.max_ready + 1 {
+            let e = entry(&sq);
+            e.message.mark_clean();
+            rq.push(e);
+        }
+        let last = rq.entries.lock().back().map(|e| e.message.is_data_loaded());
+        assert_eq!(last, Some(false));
+    }
+}

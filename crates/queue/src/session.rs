@@ -260,8 +260,6 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
         Ok(c) => c,
         Err(e) => return fail_connect(qm, batch, &info, &e.to_string()).await,
     };
-    let gauge = hermod_metrics::connection_count(&service);
-    gauge.inc();
     let args = args_for(rq, &batch[0]);
     let conn = call_constructor(&ctx, &cfg, args.clone(), &batch[0]).await;
     match conn {
@@ -282,7 +280,6 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
             .await
         }
     }
-    gauge.dec();
     // A session owns its context for its lifetime; KumoMTA drops it afterwards.
     ctx.discard();
 }

@@ -114,8 +114,7 @@ impl Server {
         let deadline = Instant::now() + STEP;
         for addr in [self.smtp, self.http] {
             loop {
-                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                     break;
                 }
                 if let Some(status) = self.child_mut().try_wait().expect("polling hermod") {
@@ -224,7 +223,9 @@ pub struct Smtp {
 impl Smtp {
     /// Connect and read the banner (which must be 220).
     pub async fn connect(addr: SocketAddr) -> Smtp {
-        let (s, banner) = Smtp::try_connect(addr).await.expect("connect to the SMTP listener");
+        let (s, banner) = Smtp::try_connect(addr)
+            .await
+            .expect("connect to the SMTP listener");
         assert_eq!(banner.code, 220, "banner: {banner:?}");
         s
     }
@@ -233,7 +234,9 @@ impl Smtp {
     pub async fn try_connect(addr: SocketAddr) -> std::io::Result<(Smtp, Reply)> {
         let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         let (r, w) = stream.into_split();
         let mut s = Smtp {
             reader: BufReader::new(r),
@@ -279,7 +282,9 @@ impl Smtp {
     }
 
     pub async fn try_cmd(&mut self, line: &str) -> std::io::Result<Reply> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).await?;
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
         self.try_read_reply().await
     }
 
@@ -291,7 +296,10 @@ impl Smtp {
     /// MAIL, RCPT(s), DATA, body; returns the reply to the final dot.
     /// Panics on an unexpected reply before the body is sent.
     pub async fn send(&mut self, from: &str, rcpts: &[&str], body: &str) -> Reply {
-        let r = self.try_send(from, rcpts, body).await.expect("SMTP transaction");
+        let r = self
+            .try_send(from, rcpts, body)
+            .await
+            .expect("SMTP transaction");
         r
     }
 
