@@ -54,6 +54,10 @@ pub struct ServeArgs {
         default_value = "auto"
     )]
     pub legacy_constructors: LegacyArg,
+    /// BENCHMARKS ONLY: acknowledge messages without fsyncing the spool, to
+    /// measure what group commit costs. A crash can lose acknowledged mail.
+    #[arg(long, hide = true)]
+    pub unsafe_no_fsync: bool,
     /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<std::time::Duration>,

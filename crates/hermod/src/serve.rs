@@ -108,11 +108,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("loading the policy")?;
 
+    let spool_opts = SpoolOptions {
+        fsync: !args.unsafe_no_fsync,
+    };
+    if args.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: the spool is NOT fsynced; acknowledged mail can be lost on a crash"
+        );
+    }
     let defs = collected.take::<SpoolDefinition>();
     let spool = if defs.is_empty() {
-        Spool::open_dir(&data_dir.join("spool"), SpoolOptions::default())
+        Spool::open_dir(&data_dir.join("spool"), spool_opts)
     } else {
-        Spool::open(&defs, SpoolOptions::default())
+        Spool::open(&defs, spool_opts)
     }
     .context("opening the spool")?;
 
