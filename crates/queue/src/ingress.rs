@@ -104,7 +104,19 @@ impl QueueManager {
 
 impl Acceptor for QueueManager {
     fn accept(&self, messages: Vec<Message>, info: ReceptionInfo) -> AcceptFuture<'_> {
-        Box::pin(self.accept_all(messages, info))
+        // Run to completion even if the listener stops waiting (a timeout or
+        // a dropped connection): a message that reached the spool must also
+        // reach its queue, not sit there until the next restart.
+        let qm = self.clone();
+        let n = messages.len();
+        let task = tokio::spawn(async move { qm.accept_all(messages, info).await });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "message acceptance task failed");
+                let err = AcceptError::Spool(format!("internal error: {e}"));
+                vec![Err(err); n]
+            })
+        })
     }
 
     fn is_accepting(&self) -> bool {
