@@ -182,6 +182,19 @@ impl Server {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
     }
 
+    /// For each start so far, how many messages `hermod serve` re-queued from
+    /// the spool (its "spool enumerated" line), oldest start first.
+    pub fn enumerated_per_start(&self) -> Vec<usize> {
+        strip_ansi(&self.stderr())
+            .lines()
+            .filter(|l| l.contains("spool enumerated"))
+            .filter_map(|l| {
+                let v = l.split("messages=").nth(1)?;
+                v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            })
+            .collect()
+    }
+
     /// The last few KB of stderr, for assertion messages.
     pub fn stderr_tail(&self) -> String {
         tail(&self.stderr(), 4000).to_string()
@@ -211,6 +224,7 @@ impl Server {
             .args(&self.cfg.args)
             .env("ACCEPT_DIR", self.dir.path())
             .env("HERMOD_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
@@ -385,6 +399,24 @@ pub fn summarize(r: &Value) -> String {
         r["response"]["code"],
         r["response"]["content"]
     )
+}
+
+/// Remove terminal colour sequences (`ESC [ ... m`).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn tail(s: &str, max: usize) -> &str {
