@@ -1,0 +1,295 @@
+//! Support for the reliability suite (`tests/crash.rs`): the `hermod`
+//! process under test (start, SIGKILL, restart on the same data), its CPU
+//! time, a private JetStream server, continuous SMTP load that records every
+//! id acknowledged with a 250, and the tally of what reached the broker.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod load;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upper bound for start-up of any process the suite runs.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// A port nothing listens on right now (bind :0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A name no other test (or earlier run) uses; valid as a NATS stream name
+/// and subject token.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Wait until something accepts TCP connections on `addr`, or `child` exits.
+pub fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str, log: &Path) {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited during start-up ({status}); log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr} within {STARTUP:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The policy under test: a P0-like prelude on private ports and a private
+/// directory, then seed A1 unchanged except for the private server and
+/// subject and `retry_interval = '1s'` (so the test does not wait minutes
+/// for a retry). The legacy constructor form is the point: it publishes
+/// `message:get_data()` from a constructor with the global `message` bound.
+pub fn a1_policy(
+    dir: &Path,
+    smtp: SocketAddr,
+    http: SocketAddr,
+    nats: u16,
+    subject: &str,
+) -> String {
+    let dir = dir.display();
+    format!(
+        r#"
+kumo = require 'kumo'
+local DIR = '{dir}'
+kumo.on('pre_init', function()
+  kumo.define_spool {{ name = 'data', path = DIR .. '/spool/data' }}
+  kumo.define_spool {{ name = 'meta', path = DIR .. '/spool/meta' }}
+  kumo.configure_local_logs {{ log_dir = DIR .. '/logs', max_segment_duration = '1s' }}
+  kumo.start_esmtp_listener {{ listen = '{smtp}' }}
+  kumo.start_http_listener {{ listen = '{http}' }}
+end)
+
+kumo.on('init', function()
+  nats = kumo.nats.connect {{ servers = {{ '127.0.0.1:{nats}' }} }}
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'nats' then
+    return kumo.make_queue_config {{
+      retry_interval = '1s',
+      protocol = {{ custom_lua = {{ constructor = 'make.nats' }} }},
+    }}
+  end
+  return kumo.make_queue_config {{}}
+end)
+kumo.on('make.nats', function(domain, tenant, campaign)
+  nats:publish {{ subject = '{subject}', payload = message:get_data() }}
+end)
+"#
+    )
+}
+
+/// `hermod serve` on a fixed policy and directory. Every (re)start keeps
+/// the same ports, so SMTP clients simply reconnect; killed on drop.
+pub struct Hermod {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub smtp: SocketAddr,
+    policy: PathBuf,
+    starts: u32,
+}
+
+impl Hermod {
+    pub fn new(dir: &Path, nats_port: u16, subject: &str) -> Hermod {
+        std::fs::create_dir_all(dir).expect("creating the hermod dir");
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let policy = dir.join("policy.lua");
+        std::fs::write(&policy, a1_policy(dir, smtp, http, nats_port, subject))
+            .expect("writing the policy");
+        Hermod {
+            child: None,
+            dir: dir.to_path_buf(),
+            smtp,
+            policy,
+            starts: 0,
+        }
+    }
+
+    fn stderr_path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("hermod-{n}.stderr"))
+    }
+
+    /// Start (or restart) on the same spool; returns once SMTP answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "hermod is already running");
+        self.starts += 1;
+        let log = self.stderr_path(self.starts);
+        let err = std::fs::File::create(&log).expect("creating the stderr file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hermod"))
+            .arg("serve")
+            .arg("--policy")
+            .arg(&self.policy)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .env("HERMOD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawning hermod");
+        wait_listening(&mut child, self.smtp, "hermod", &log);
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("hermod is not running").id()
+    }
+
+    /// SIGKILL: no flush, no shutdown hook, whatever was in flight is cut.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("hermod is not running");
+        child.kill().expect("SIGKILL hermod");
+        child.wait().expect("reaping hermod");
+    }
+
+    /// Panic with the stderr of the current run if hermod died by itself.
+    pub fn assert_alive(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "hermod exited by itself ({status}); stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+        }
+    }
+
+    /// Stderr of the current (last) run.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.stderr_path(self.starts)).unwrap_or_default()
+    }
+
+    /// The warnings and errors of every run, for a failure message.
+    pub fn all_warnings(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=self.starts {
+            let text = std::fs::read_to_string(self.stderr_path(n)).unwrap_or_default();
+            for line in text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                out.push_str(&format!("[run {n}] {line}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Hermod {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc/pid/stat");
+    // The command name may contain spaces; the numeric fields follow the
+    // last ')'. utime and stime are fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')').expect("malformed /proc/pid/stat") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// What the broker holds compared with what Hermod acknowledged.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub accepted: usize,
+    /// Accepted ids found in the stream (at least once).
+    pub delivered: usize,
+    pub lost: Vec<String>,
+    /// Ids stored more than once, and how many extra copies in total.
+    pub duplicated_ids: usize,
+    pub extra_copies: usize,
+    /// Stream messages whose id no client saw a 250 for (the client may
+    /// have been cut between Hermod's fsync and reading the reply: allowed).
+    pub unacknowledged_in_stream: usize,
+}
+
+impl Tally {
+    pub fn new(accepted: &HashSet<String>, in_stream: &HashMap<String, usize>) -> Tally {
+        let mut lost: Vec<String> = accepted
+            .iter()
+            .filter(|id| !in_stream.contains_key(*id))
+            .cloned()
+            .collect();
+        lost.sort();
+        let dups: Vec<usize> = in_stream.values().filter(|n| **n > 1).copied().collect();
+        Tally {
+            accepted: accepted.len(),
+            delivered: accepted.len() - lost.len(),
+            lost,
+            duplicated_ids: dups.len(),
+            extra_copies: dups.iter().map(|n| n - 1).sum(),
+            unacknowledged_in_stream: in_stream
+                .keys()
+                .filter(|id| !accepted.contains(*id))
+                .count(),
+        }
+    }
+
+    pub fn line(&self, label: &str) -> String {
+        format!(
+            "RESULT {label}: accepted={} delivered={} lost={} duplicated={} (extra copies {}) \
+             in_stream_without_250={}",
+            self.accepted,
+            self.delivered,
+            self.lost.len(),
+            self.duplicated_ids,
+            self.extra_copies,
+            self.unacknowledged_in_stream
+        )
+    }
+}
+
+/// Read an environment knob with a default (the long run raises them).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
