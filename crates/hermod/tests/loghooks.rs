@@ -425,7 +425,11 @@ async fn webhook_run(messages: usize, fail_first: usize) {
     for b in &bodies {
         assert_eq!(b.last(), Some(&b'\n'), "body is one JSON line");
         let v: Value = serde_json::from_slice(b).expect("JSON body");
-        assert_eq!(local.get(&key(&v)), Some(&v), "POSTed record equals the local one");
+        assert_eq!(
+            local.get(&key(&v)),
+            Some(&v),
+            "POSTed record equals the local one"
+        );
         published.push(v);
     }
     let keys: HashSet<_> = published.iter().map(key).collect();
@@ -453,4 +457,97 @@ async fn d2_webhook_503_is_retried_until_accepted_without_loss() {
     let started = Instant::now();
     webhook_run(20, 5).await;
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// D1's hook shape with the hook queue published to a private RabbitMQ
+/// queue (B2's connection-object form, confirms awaited).
+fn amqp_policy() -> String {
+    format!(
+        "{PRELUDE}{}",
+        r#"
+local QUEUE = os.getenv 'HOOK_QUEUE'
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'amqp' then
+    return kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.amqp' } } }
+  end
+  return kumo.make_queue_config { protocol = { maildir_path = DIR .. '/maildir' } }
+end)
+kumo.on('make.amqp', function(domain, tenant, campaign)
+  local client = kumo.amqp.build_client 'amqp://127.0.0.1'
+  local conn = {}
+  function conn:send(msg)
+    local r = client:publish({ routing_key = QUEUE, payload = msg:get_data() }):wait()
+    if r.status == 'Ack' or r.status == 'NotRequested' then return '250 ok' end
+    kumo.reject(500, kumo.json_encode(r))
+  end
+  function conn:close() client:close() end
+  return conn
+end)
+kumo.on('pre_init', function()
+  kumo.configure_log_hook { name = 'events' }
+end)
+kumo.on('should_enqueue_log_record', function(msg, hook_name)
+  if hook_name ~= 'events' then return end
+  msg:set_meta('queue', 'amqp')
+  return true
+end)
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_hook_publishes_each_record_once_as_the_local_json_line() {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    let conn = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect to RabbitMQ");
+    let channel = conn.create_channel().await.expect("AMQP channel");
+    let queue = unique("hermod.e2e.hook");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the private queue");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path(), &amqp_policy(), &[("HOOK_QUEUE", &queue)]);
+    let ids: HashSet<String> = inject(server.smtp, "user@example.com", 100, "amqp")
+        .await
+        .into_iter()
+        .collect();
+    let recs = wait_hook_deliveries(&server, 200).await;
+    let local = mail_records(&recs, &ids);
+    assert!(server.sigterm().success());
+
+    // Confirms were awaited before Delivery was logged: everything is queued.
+    let mut published = Vec::new();
+    while let Some(m) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic_get")
+    {
+        let p = &m.delivery.data;
+        assert_eq!(p.last(), Some(&b'\n'), "payload ends with a newline");
+        let v: Value = serde_json::from_slice(p).expect("payload is JSON");
+        assert_eq!(
+            local.get(&key(&v)),
+            Some(&v),
+            "published record equals the local one"
+        );
+        published.push(v);
+    }
+    assert_eq!(published.len(), 200, "one publish per record");
+    let keys: HashSet<_> = published.iter().map(key).collect();
+    assert_eq!(keys.len(), 200, "no record published twice");
+    assert_hook_records_local_only(&recs, &published);
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
 }

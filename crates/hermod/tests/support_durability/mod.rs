@@ -296,11 +296,9 @@ impl Smtp {
     /// MAIL, RCPT(s), DATA, body; returns the reply to the final dot.
     /// Panics on an unexpected reply before the body is sent.
     pub async fn send(&mut self, from: &str, rcpts: &[&str], body: &str) -> Reply {
-        let r = self
-            .try_send(from, rcpts, body)
+        self.try_send(from, rcpts, body)
             .await
-            .expect("SMTP transaction");
-        r
+            .expect("SMTP transaction")
     }
 
     /// Like `send`, but any reply other than the expected 250/354 before
