@@ -24,16 +24,18 @@ const READ_TIMEOUT: Duration = Duration::from_secs(40);
 const LOG_TIMEOUT: Duration = Duration::from_secs(15);
 
 enum Reader {
-    Nats(NatsStreamReader),
-    Amqp(AmqpQueueReader),
+    Nats(Box<NatsStreamReader>),
+    Amqp(Box<AmqpQueueReader>),
     Kafka(KafkaTopicReader),
 }
 
 impl Reader {
     async fn for_domain(domain: &str) -> Self {
         match domain {
-            "nats" => Reader::Nats(NatsStreamReader::at_end(NATS_URL, NATS_EXAMPLES_STREAM).await),
-            "amqp" => Reader::Amqp(AmqpQueueReader::new("logging").await),
+            "nats" => Reader::Nats(Box::new(
+                NatsStreamReader::at_end(NATS_URL, NATS_EXAMPLES_STREAM).await,
+            )),
+            "amqp" => Reader::Amqp(Box::new(AmqpQueueReader::new("logging").await)),
             _ => Reader::Kafka(KafkaTopicReader::at_end("my.topic").await),
         }
     }
