@@ -1,0 +1,61 @@
+"""CPU time and peak memory of a server process (and its descendants) from /proc."""
+import os
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def _tree(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid and its live descendants, in seconds."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state is field 3, so utime (14) and stime (15) are at 11, 12.
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def peak_rss_mb(pid):
+    """Largest VmHWM among pid and its descendants, in MiB."""
+    best = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        best = max(best, int(line.split()[1]))
+        except OSError:
+            continue
+    return best / 1024
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])

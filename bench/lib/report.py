@@ -1,0 +1,88 @@
+"""Markdown tables for BENCHMARKS.md."""
+import datetime
+import os
+import shlex
+import subprocess
+
+import procstat
+
+TARGETS = {
+    "ingress": "target: >= 15,000 msgs/s at 100 connections, 1 KB",
+    "nats": "target: end-to-end >= 25% of the JetStream ceiling",
+    "amqp": "target: end-to-end >= 80% of the RabbitMQ confirm ceiling",
+    "kafka": "no target in the issues; ratio to the raw producer ceiling shown",
+    "loghook": "target: log hook adds <= 30% CPU per mail",
+    "nats100k": "100 KB bodies through A2",
+}
+
+
+def run_meta(root, argv, args):
+    def git(*a):
+        r = subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)
+        return r.stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(shlex.quote(a) for a in ["bench/run", *argv[1:]]),
+        "cores": os.cpu_count(),
+        "commit": git("rev-parse", "--short", "HEAD") + (" (+ uncommitted changes)" if dirty else ""),
+        "load": procstat.loadavg(),
+        "server": args.server_cmd or f"{args.hermod} serve (profile {args.profile})",
+        "messages": args.messages,
+    }
+
+
+def fmt(v, spec=",.0f"):
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    return str(v)
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render(meta, results, ceilings):
+    lines = [f"## Run {meta['date']}", "",
+             f"- command: `{meta['command']}`",
+             f"- server: `{meta['server']}`",
+             f"- commit {meta['commit']}, {meta['cores']} cores (`nproc`), "
+             f"load average before {meta['load']}, after {meta.get('load_after', '?')}; "
+             f"took {meta.get('elapsed_min', 0):.1f} min", ""]
+    for scen, rows in results.items():
+        lines += [f"### {scen}", "", f"_{TARGETS.get(scen, '')}_", ""]
+        if scen == "ingress":
+            lines.append(table(
+                ["case", "msgs", "msgs/s", "p50 ms", "p99 ms", "fsyncs/msg", "CPU s/1k msgs", "peak RSS MiB"],
+                [[r["case"], fmt(r.get("messages")), fmt(r.get("msgs_per_sec")), fmt(r.get("p50_ms"), ".2f"),
+                  fmt(r.get("p99_ms"), ".2f"), fmt(r.get("fsyncs_per_msg"), ".3f"),
+                  fmt(r.get("cpu_per_1k"), ".3f"), fmt(r.get("peak_rss_mb"), ".0f")]
+                 if "note" not in r else [r["case"], r["note"]] + [""] * 6 for r in rows]))
+        else:
+            ceil = ceilings.get("nats100k" if scen == "nats100k" else
+                                {"loghook": "nats"}.get(scen, scen), {}).get("msgs_per_sec")
+            lines.append(table(
+                ["case", "mails", "at broker", "SMTP msgs/s", "e2e msgs/s", "e2e / ceiling",
+                 "deliv. p50 ms", "deliv. p99 ms", "CPU s/1k mails", "peak RSS MiB"],
+                [[r["case"], fmt(r.get("messages")), fmt(r.get("at_broker")) + ("" if r.get("complete") else " (timeout)"),
+                  fmt(r.get("smtp_msgs_per_sec")), fmt(r.get("e2e_msgs_per_sec")),
+                  fmt(r["e2e_msgs_per_sec"] / ceil * 100, ".0f") + "%" if ceil and r.get("e2e_msgs_per_sec") else "n/a",
+                  fmt(r.get("p50_ms"), ".1f"), fmt(r.get("p99_ms"), ".1f"), fmt(r.get("cpu_per_1k"), ".3f"),
+                  fmt(r.get("peak_rss_mb"), ".0f")]
+                 if "note" not in r else [r["case"], r["note"]] + [""] * 8 for r in rows]))
+            if scen == "loghook" and len(rows) == 2 and all(r.get("cpu_per_1k") for r in rows):
+                extra = rows[1]["cpu_per_1k"] / rows[0]["cpu_per_1k"] - 1
+                lines += ["", f"Log hook extra CPU per mail: **{extra * 100:+.0f}%** (D1 vs A2)."]
+        lines.append("")
+    if ceilings:
+        lines += ["### broker ceilings (hermod-benchtool, acks/confirms pipelined, window 1000)", "",
+                  table(["broker", "messages", "size B", "msgs/s"],
+                        [[b, fmt(c["messages"]), fmt(c["size"]), fmt(c["msgs_per_sec"])]
+                         for b, c in ceilings.items()]), ""]
+    return "\n".join(lines)
