@@ -143,7 +143,6 @@ pub struct AmqpQueueReader {
     _conn: Connection,
 }
 
-/// A message got from AMQP, with its properties.
 impl AmqpQueueReader {
     pub async fn new(queue: &str) -> Self {
         let conn = Connection::connect(AMQP_URI, ConnectionProperties::default())
