@@ -16,7 +16,7 @@ mod support_crash;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use support_crash::broker::{create_stream, NatsServer, StreamContents};
+use support_crash::broker::{create_stream, NatsServer, PublishWatch, StreamContents};
 use support_crash::load::{Load, LoadReport};
 use support_crash::{cpu_time, env_or, unique, Hermod, Tally};
 
@@ -27,6 +27,7 @@ struct Rig {
     _tmp: tempfile::TempDir,
     nats: NatsServer,
     stream: String,
+    subject: String,
     hermod: Hermod,
 }
 
@@ -41,6 +42,7 @@ async fn rig() -> Rig {
         _tmp: tmp,
         nats,
         stream,
+        subject,
         hermod,
     }
 }
@@ -140,6 +142,7 @@ fn assert_nothing_lost(
 /// each after 0.5–2 s of load, and restarted on the same spool.
 async fn crash_loop(label: &str, kills: usize, connections: usize) {
     let mut rig = rig().await;
+    let watch = PublishWatch::start(&rig.nats, &rig.subject).await;
     blocking(|| rig.hermod.start());
     let load = Load::start(rig.hermod.smtp, connections, "crash@nats", None);
     let mut rng = Rng::seeded();
@@ -156,7 +159,11 @@ async fn crash_loop(label: &str, kills: usize, connections: usize) {
     let report = load.stop().await;
     let (contents, tally) = wait_for_broker(&rig, &report.accepted).await;
     blocking(|| rig.hermod.assert_alive());
-    eprintln!("RESULT {label}: kills survived={kills}");
+    let (publishes, republished) = watch.counts();
+    eprintln!(
+        "RESULT {label}: kills survived={kills}; publishes seen by a core subscriber={publishes}, \
+         ids published more than once (dropped by the duplicate window)={republished}"
+    );
     assert_nothing_lost(label, &rig, &report, &contents, &tally);
 }
 

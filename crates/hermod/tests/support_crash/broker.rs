@@ -175,6 +175,57 @@ pub fn received_id(payload: &[u8]) -> Option<String> {
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// A plain (non-JetStream) subscriber on the stream's subject. It sees every
+/// publish, including the re-publishes the duplicate window drops, so it
+/// shows whether the kills really made Hermod publish an id twice — that is,
+/// whether "zero duplicated" was earned by deduplication rather than luck.
+/// Diagnostic only: a core subscriber may miss messages (slow consumer).
+pub struct PublishWatch {
+    seen: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PublishWatch {
+    pub async fn start(server: &NatsServer, subject: &str) -> PublishWatch {
+        use futures::StreamExt;
+        let client = async_nats::connect(server.url())
+            .await
+            .expect("connecting the publish watcher");
+        let mut sub = client
+            .subscribe(subject.to_string())
+            .await
+            .expect("subscribing the publish watcher");
+        // The subscription is registered once a round trip has completed.
+        client.flush().await.expect("flushing the publish watcher");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            while let Some(msg) = sub.next().await {
+                if let Some(id) = received_id(&msg.payload) {
+                    *sink.lock().unwrap().entry(id).or_insert(0usize) += 1;
+                }
+            }
+        });
+        PublishWatch { seen, task }
+    }
+
+    /// (publishes seen, ids published more than once).
+    pub fn counts(&self) -> (usize, usize) {
+        let seen = self.seen.lock().unwrap();
+        (
+            seen.values().sum(),
+            seen.values().filter(|n| **n > 1).count(),
+        )
+    }
+}
+
+impl Drop for PublishWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::received_id;
