@@ -59,3 +59,29 @@ def peak_rss_mb(pid):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def thread_cpu(pid):
+    """CPU seconds per thread name (threads of the same name summed), for bottleneck hints."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+def top_threads(before, after, n=4):
+    """'name 1.2s, ...' for the threads that used the most CPU between two thread_cpu calls."""
+    d = {k: v - before.get(k, 0) for k, v in after.items()}
+    best = sorted(d.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:.1f}s" for k, v in best if v > 0)

@@ -79,6 +79,9 @@ def render(meta, results, ceilings):
             if scen == "loghook" and len(rows) == 2 and all(r.get("cpu_per_1k") for r in rows):
                 extra = rows[1]["cpu_per_1k"] / rows[0]["cpu_per_1k"] - 1
                 lines += ["", f"Log hook extra CPU per mail: **{extra * 100:+.0f}%** (D1 vs A2)."]
+        hints = [f"- {r['case']}: {r['threads']}" for r in rows if r.get("threads")]
+        if hints:
+            lines += ["", "Busiest server threads (CPU seconds during the run):", ""] + hints
         lines.append("")
     if ceilings:
         lines += ["### broker ceilings (hermod-benchtool, acks/confirms pipelined, window 1000)", "",
