@@ -293,3 +293,22 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_missing_ids_as_lost_and_extra_copies_as_duplicates() {
+        let accepted: HashSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let in_stream: HashMap<String, usize> = [("a", 1), ("b", 3), ("z", 1)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let t = Tally::new(&accepted, &in_stream);
+        assert_eq!((t.accepted, t.delivered), (3, 2));
+        assert_eq!(t.lost, vec!["c".to_string()]);
+        assert_eq!((t.duplicated_ids, t.extra_copies), (1, 2));
+        assert_eq!(t.unacknowledged_in_stream, 1);
+    }
+}
