@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// measure what group commit costs. A crash can lose acknowledged mail.
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
+    /// Longest a Lua handler may run without yielding before it is stopped (infinite loops).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub handler_time_limit: std::time::Duration,
     /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<std::time::Duration>,

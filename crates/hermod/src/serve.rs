@@ -60,6 +60,7 @@ fn engine_options(args: &ServeArgs) -> EngineOptions {
     let mut opts = EngineOptions::new(path);
     opts.policy_source = source;
     opts.registrars = registrars();
+    opts.call_time_limit = args.handler_time_limit;
     opts.legacy_constructors = match args.legacy_constructors {
         LegacyArg::Auto => LegacyMode::Auto,
         LegacyArg::Off => LegacyMode::Off,

@@ -133,11 +133,14 @@ impl Engine {
         }
         events::install_time_limit(&lua);
         let deadline = CallDeadline::start(&lua, self.opts.call_time_limit);
-        let result = lua
+        let result = match lua
             .load(self.source.as_str())
             .set_name(self.chunk_name.as_str())
-            .exec_async()
-            .await;
+            .into_function()
+        {
+            Ok(f) => events::run_limited(&lua, &f, ()).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
         drop(deadline);
         result.map_err(load_err)?;
         // A later context sees what `init` assigned, unless its own file set it.
@@ -239,7 +242,7 @@ impl Context {
     ) -> Result<mlua::MultiValue, CallError> {
         let lua = self.lua();
         let _deadline = events::CallDeadline::start(lua, self.engine.opts.call_time_limit);
-        f.call_async::<mlua::MultiValue>(args)
+        events::run_limited(lua, f, args)
             .await
             .map_err(|e| CallError::from_lua(&e))
     }

@@ -118,26 +118,41 @@ impl Drop for CallDeadline<'_> {
     }
 }
 
+fn time_limit_hook(lua: &Lua, _dbg: mlua::Debug) -> mlua::Result<VmState> {
+    let over = lua.app_data_ref::<Deadline>().and_then(|d| {
+        if Instant::now() > d.0 {
+            Some(d.1)
+        } else {
+            None
+        }
+    });
+    match over {
+        Some(limit) => Err(located(
+            lua,
+            format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
+        )),
+        None => Ok(VmState::Continue),
+    }
+}
+
+fn limit_triggers() -> HookTriggers {
+    HookTriggers::new().every_nth_instruction(100_000)
+}
+
 pub(crate) fn install_time_limit(lua: &Lua) {
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(100_000),
-        |lua, _dbg| {
-            let over = lua.app_data_ref::<Deadline>().and_then(|d| {
-                if Instant::now() > d.0 {
-                    Some(d.1)
-                } else {
-                    None
-                }
-            });
-            match over {
-                Some(limit) => Err(located(
-                    lua,
-                    format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
-                )),
-                None => Ok(VmState::Continue),
-            }
-        },
-    );
+    lua.set_hook(limit_triggers(), time_limit_hook);
+}
+
+/// Run `f` as its own coroutine with the time-limit hook: mlua's async calls
+/// run on threads that do not inherit the main state's hook.
+pub(crate) async fn run_limited(
+    lua: &Lua,
+    f: &Function,
+    args: impl IntoLuaMulti,
+) -> mlua::Result<MultiValue> {
+    let thread = lua.create_thread(f.clone())?;
+    thread.set_hook(limit_triggers(), time_limit_hook);
+    thread.into_async::<MultiValue>(args).await
 }
 
 /// Call `event` in this context with KumoMTA's semantics: a single event's
@@ -166,7 +181,7 @@ pub(crate) async fn call<R: FromLua>(
         .map_err(lerr)?;
     for f in funcs {
         let _deadline = CallDeadline::start(lua, limit);
-        let rets: MultiValue = f.call_async(args.clone()).await.map_err(lerr)?;
+        let rets: MultiValue = run_limited(lua, &f, args.clone()).await.map_err(lerr)?;
         if multiple && rets.is_empty() {
             continue;
         }
