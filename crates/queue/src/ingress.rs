@@ -73,10 +73,16 @@ impl QueueManager {
             .map(|(m, _)| m.clone())
             .collect();
         let mut stored = self.spool().store_many(&to_store).await.into_iter();
+        // The HTTP listener counts its own receptions.
+        let esmtp = (info.protocol == "ESMTP")
+            .then(|| hermod_metrics::received(hermod_metrics::SERVICE_ESMTP_LISTENER));
         let mut out = Vec::with_capacity(messages.len());
         for (m, plan) in messages.into_iter().zip(plans) {
             match plan {
                 Plan::Null => {
+                    if let Some(c) = &esmtp {
+                        c.inc();
+                    }
                     if info.protocol == "ESMTP" {
                         self.logger().log(reception(&m, "null", &info)).await;
                     }
@@ -85,6 +91,9 @@ impl QueueManager {
                 Plan::Failed(e) => out.push(Err(AcceptError::Message(e))),
                 Plan::Queue(sq) => match stored.next() {
                     Some(Ok(())) => {
+                        if let Some(c) = &esmtp {
+                            c.inc();
+                        }
                         self.logger().log(reception(&m, &sq.name, &info)).await;
                         let id = m.id();
                         self.to_ready(m, sq);
