@@ -272,7 +272,7 @@ end)
     let r = c
         .try_reply(Duration::from_secs(90))
         .await
-        .expect("a reply within 90 s");
+        .unwrap_or_else(|e| panic!("no reply within 90 s ({e}); stderr:\n{}", h.stderr()));
     r.assert(421, "4.3.0");
     assert!(started.elapsed() < Duration::from_secs(80));
     h.assert_serves().await;
