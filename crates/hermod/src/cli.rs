@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
     /// Longest a Lua handler may run without yielding before it is stopped (infinite loops).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(long, env = "HERMOD_HANDLER_TIME_LIMIT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub handler_time_limit: std::time::Duration,
     /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
     #[arg(long, value_parser = humantime::parse_duration)]

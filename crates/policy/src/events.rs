@@ -118,7 +118,7 @@ impl Drop for CallDeadline<'_> {
     }
 }
 
-fn time_limit_hook(lua: &Lua, _dbg: mlua::Debug) -> mlua::Result<VmState> {
+fn time_limit_hook(lua: &Lua, dbg: mlua::Debug) -> mlua::Result<VmState> {
     let over = lua.app_data_ref::<Deadline>().and_then(|d| {
         if Instant::now() > d.0 {
             Some(d.1)
@@ -127,10 +127,18 @@ fn time_limit_hook(lua: &Lua, _dbg: mlua::Debug) -> mlua::Result<VmState> {
         }
     });
     match over {
-        Some(limit) => Err(located(
-            lua,
-            format!("handler exceeded its time limit of {limit:?} (infinite loop?)"),
-        )),
+        Some(limit) => {
+            // The hook runs inside the looping function: name its line.
+            let line = dbg.curr_line();
+            let file = dbg
+                .source()
+                .short_src
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into());
+            Err(mlua::Error::RuntimeError(format!(
+                "{file}:{line}: handler exceeded its time limit of {limit:?} (infinite loop?)"
+            )))
+        }
         None => Ok(VmState::Continue),
     }
 }

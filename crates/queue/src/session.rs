@@ -132,6 +132,11 @@ async fn call_constructor(
     }
 }
 
+fn with_article(noun: &str) -> String {
+    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {noun}", if vowel { "an" } else { "a" })
+}
+
 fn value_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.to_string_lossy()),
@@ -219,7 +224,7 @@ async fn send(
             value_text(&first).ok_or_else(|| {
                 CallError::Lua(format!(
                     "sender:{method} method failed: it returned {} instead of a string such as '250 ok'",
-                    if first.is_nil() { "nothing".to_string() } else { format!("a {}", first.type_name()) }
+                    if first.is_nil() { "nothing".to_string() } else { with_article(first.type_name()) }
                 ))
             })
         }

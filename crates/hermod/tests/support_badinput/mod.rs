@@ -194,6 +194,8 @@ impl Hermod {
             .env("ACCEPT_DIR", self.dir())
             .env("HERMOD_LOG", "info")
             .env("NO_COLOR", "1")
+            // Short enough for the infinite-loop case; every other handler here is trivial.
+            .env("HERMOD_HANDLER_TIME_LIMIT", "3s")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
