@@ -6,30 +6,8 @@ use ipnet::IpNet;
 use mlua::{Lua, Value};
 use serde::Deserialize;
 
-/// Key material: a file path, or the PEM text inline (`{key_data = "..."}`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum KeySource {
-    Path(String),
-    Data { key_data: String },
-}
-
-impl KeySource {
-    pub fn load(&self) -> std::io::Result<Vec<u8>> {
-        match self {
-            KeySource::Path(p) => std::fs::read(p),
-            KeySource::Data { key_data } => Ok(key_data.as_bytes().to_vec()),
-        }
-    }
-
-    /// How to name the source in errors without revealing inline key material.
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::Path(p) => p.clone(),
-            KeySource::Data { .. } => "<inline key_data>".into(),
-        }
-    }
-}
+/// Key material (path or inline PEM); shared with the ESMTP listener.
+pub use hermod_tls::KeySource;
 
 /// One trusted-hosts entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Trace headers for injected messages: the HTTP form of `Received:` and
 //! the supplemental `X-KumoRef:` header (same encoding as the SMTP listener).
 
-use base64::Engine as _;
+use hermod_message::trace;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -49,50 +49,35 @@ pub fn received_header(
     recipient: &str,
     now: chrono::DateTime<chrono::Local>,
 ) -> String {
-    let from = if sender_domain.is_empty() {
-        "unspecified"
-    } else {
-        sender_domain
-    };
-    format!(
-        "Received: from {from} ({peer_ip})\r\n  by {hostname} (Hermod)\r\n  with HTTP\r\n  id {id}\r\n  for <{recipient}>;\r\n  {}\r\n",
-        now.to_rfc2822()
+    trace::received_header(
+        &trace::Received {
+            from: (!sender_domain.is_empty()).then_some(sender_domain),
+            peer_ip,
+            by: hostname,
+            by_comment: "Hermod",
+            with: "HTTP",
+            id,
+            recipient,
+        },
+        now,
     )
 }
 
-/// `name: base64(json)`, folded so no line exceeds 78 characters; CRLF included.
+/// The supplemental header for an injected message, which always has
+/// exactly one recipient.
 pub fn supplemental_header(
     name: &str,
     recipient: &str,
     include: &[String],
     meta: &Map<String, Value>,
 ) -> String {
-    let mut obj = Map::new();
-    obj.insert("_@_".into(), Value::String("\\_/".into()));
-    obj.insert("recipient".into(), Value::String(recipient.into()));
-    for key in include {
-        if let Some(v) = meta.get(key) {
-            obj.insert(key.clone(), v.clone());
-        }
-    }
-    let encoded = base64::engine::general_purpose::STANDARD.encode(Value::Object(obj).to_string());
-    let mut out = format!("{name}: ");
-    let first = 76usize.saturating_sub(name.len() + 2).max(1);
-    let (head, mut rest) = encoded.split_at(first.min(encoded.len()));
-    out.push_str(head);
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(75.min(rest.len()));
-        out.push_str("\r\n\t");
-        out.push_str(chunk);
-        rest = tail;
-    }
-    out.push_str("\r\n");
-    out
+    trace::supplemental_header(name, &[recipient.to_string()], include, meta)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use chrono::TimeZone;
 
     #[test]

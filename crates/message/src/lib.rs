@@ -1,6 +1,7 @@
 //! The message model shared by every Hermod crate: spool ids, envelope
 //! addresses, the message itself (meta, data, attempts), scheduled-queue
-//! names and header editing. `lua` exposes the Message object to policies.
+//! names, header editing and reception trace headers. `lua` exposes the
+//! Message object to policies.
 
 pub mod accept;
 mod address;
@@ -9,6 +10,7 @@ mod id;
 pub mod lua;
 mod message;
 pub mod queue_name;
+pub mod trace;
 
 pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo};
 pub use address::{AddressError, EnvelopeAddress};

@@ -13,30 +13,8 @@ use hermod_policy::errors::located;
 
 const WHAT: &str = "kumo.start_esmtp_listener";
 
-/// Key material: a file path, or the PEM text inline (`{key_data = "..."}`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum KeySource {
-    Path(String),
-    Data { key_data: String },
-}
-
-impl KeySource {
-    pub fn load(&self) -> Result<Vec<u8>, std::io::Error> {
-        match self {
-            KeySource::Path(p) => std::fs::read(p),
-            KeySource::Data { key_data } => Ok(key_data.as_bytes().to_vec()),
-        }
-    }
-
-    /// For error messages: never the key material itself.
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::Path(p) => p.clone(),
-            KeySource::Data { .. } => "<inline key_data>".into(),
-        }
-    }
-}
+/// Key material (path or inline PEM); shared with the HTTP listener.
+pub use hermod_tls::KeySource;
 
 /// What to do with a bare CR or LF in message content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

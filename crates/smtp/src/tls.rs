@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -15,55 +14,13 @@ use crate::config::EsmtpListenerConfig;
 use crate::SmtpError;
 
 pub fn server_config(cfg: &EsmtpListenerConfig) -> Result<Arc<rustls::ServerConfig>, SmtpError> {
-    // Another crate may already have installed the provider; that is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (certs, key) = match (&cfg.tls_certificate, &cfg.tls_private_key) {
-        (Some(cert), Some(key)) => {
-            let tls = |e: String| SmtpError::Tls(e);
-            let cert_pem = cert
-                .load()
-                .map_err(|e| tls(format!("reading tls_certificate {}: {e}", cert.describe())))?;
-            let key_pem = key
-                .load()
-                .map_err(|e| tls(format!("reading tls_private_key {}: {e}", key.describe())))?;
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| tls(format!("parsing tls_certificate {}: {e}", cert.describe())))?;
-            if certs.is_empty() {
-                return Err(tls(format!(
-                    "tls_certificate {} holds no certificate",
-                    cert.describe()
-                )));
-            }
-            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .map_err(|e| tls(format!("parsing tls_private_key {}: {e}", key.describe())))?
-                .ok_or_else(|| {
-                    tls(format!(
-                        "tls_private_key {} holds no private key",
-                        key.describe()
-                    ))
-                })?;
-            (certs, key)
-        }
-        _ => self_signed(&cfg.hostname)?,
-    };
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| SmtpError::Tls(format!("certificate/key mismatch: {e}")))?;
-    Ok(Arc::new(config))
-}
-
-fn self_signed(
-    hostname: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SmtpError> {
-    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).map_err(|e| {
-        SmtpError::Tls(format!(
-            "generating a self-signed certificate for {hostname}: {e}"
-        ))
-    })?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    Ok((vec![ck.cert.der().clone()], key))
+    hermod_tls::server_config(
+        cfg.tls_certificate.as_ref(),
+        cfg.tls_private_key.as_ref(),
+        &cfg.hostname,
+        &[],
+    )
+    .map_err(|e| SmtpError::Tls(e.to_string()))
 }
 
 /// The session's transport before and after STARTTLS.

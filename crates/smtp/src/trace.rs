@@ -1,8 +1,8 @@
 //! Trace headers added at reception: `Received:` and the supplemental
 //! `X-KumoRef:` header.
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
+use hermod_message::trace;
+pub use hermod_message::trace::supplemental_header;
 
 /// Facts about the session that go into the `Received:` header.
 pub struct ReceivedParts<'a> {
@@ -22,58 +22,30 @@ pub fn received_header(
     now: chrono::DateTime<chrono::Local>,
 ) -> String {
     let with = match p.tls {
-        Some((version, cipher)) => format!("with ESMTPS ({version}:{cipher})"),
-        None => "with ESMTP".to_string(),
+        Some((version, cipher)) => format!("ESMTPS ({version}:{cipher})"),
+        None => "ESMTP".to_string(),
     };
-    format!(
-        "Received: from {} ({})\r\n  by {} (Hermod {})\r\n  {with}\r\n  id {id}\r\n  for <{recipient}>;\r\n  {}\r\n",
-        p.ehlo.unwrap_or("unspecified"),
-        p.peer_ip,
-        p.hostname,
-        p.listener_ip,
-        now.to_rfc2822(),
+    let by_comment = format!("Hermod {}", p.listener_ip);
+    trace::received_header(
+        &trace::Received {
+            from: p.ehlo,
+            peer_ip: p.peer_ip,
+            by: p.hostname,
+            by_comment: &by_comment,
+            with: &with,
+            id,
+            recipient,
+        },
+        now,
     )
-}
-
-/// `name: base64(json)`, folded so no line exceeds 78 characters; CRLF included.
-pub fn supplemental_header(
-    name: &str,
-    recipients: &[String],
-    include: &[String],
-    meta: &Map<String, Value>,
-) -> String {
-    let mut obj = Map::new();
-    obj.insert("_@_".into(), Value::String("\\_/".into()));
-    let rcpt = match recipients {
-        [one] => Value::String(one.clone()),
-        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
-    };
-    obj.insert("recipient".into(), rcpt);
-    for key in include {
-        if let Some(v) = meta.get(key) {
-            obj.insert(key.clone(), v.clone());
-        }
-    }
-    let json = Value::Object(obj).to_string();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
-    let mut out = format!("{name}: ");
-    let first = 76usize.saturating_sub(name.len() + 2).max(1);
-    let (head, mut rest) = encoded.split_at(first.min(encoded.len()));
-    out.push_str(head);
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(75.min(rest.len()));
-        out.push_str("\r\n\t");
-        out.push_str(chunk);
-        rest = tail;
-    }
-    out.push_str("\r\n");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use chrono::TimeZone;
+    use serde_json::{Map, Value};
 
     #[test]
     fn received_header_names_peer_host_tls_id_and_recipient() {
