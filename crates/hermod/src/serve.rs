@@ -226,7 +226,8 @@ fn spawn_queue_gauges(qm: QueueManager) {
             for (queue, n) in qm.scheduled_counts() {
                 hermod_metrics::scheduled_count(&queue).set(n as i64);
             }
-            for (name, queued, sessions) in qm.ready_queue_states() {
+            for (name, queued, sessions, state) in qm.ready_queue_states() {
+                let paused = matches!(state, hermod_queue::ReadyQueueState::Paused { .. });
                 let proto = match name.rsplit_once('@') {
                     Some((_, p)) if p.starts_with("lua:") => "lua",
                     Some((_, p)) => p,
@@ -235,6 +236,7 @@ fn spawn_queue_gauges(qm: QueueManager) {
                 let service = format!("{proto}:{name}");
                 hermod_metrics::ready_count(&service).set(queued as i64);
                 hermod_metrics::connection_count(&service).set(sessions as i64);
+                hermod_metrics::ready_queue_paused(&service).set(i64::from(paused));
             }
         }
     });

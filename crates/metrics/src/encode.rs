@@ -128,6 +128,7 @@ impl Collector for HermodCollector {
         encode_labelled(&mut enc, &m.scheduled_count)?;
         encode_labelled(&mut enc, &m.ready_count)?;
         encode_labelled(&mut enc, &m.connection_count)?;
+        encode_labelled(&mut enc, &m.ready_queue_paused)?;
         encode_labelled(&mut enc, &m.lua_event_latency)?;
         for (name, help, m) in plain(m) {
             match m {
@@ -200,6 +201,7 @@ pub(crate) fn json(m: &Metrics) -> Value {
     json_labelled(&mut out, &m.scheduled_count);
     json_labelled(&mut out, &m.ready_count);
     json_labelled(&mut out, &m.connection_count);
+    json_labelled(&mut out, &m.ready_queue_paused);
     json_labelled(&mut out, &m.lua_event_latency);
     for (name, help, p) in plain(m) {
         let (t, v) = match p {

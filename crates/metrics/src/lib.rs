@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     scheduled_count: Labelled<Gauge>,
     ready_count: Labelled<Gauge>,
     connection_count: Labelled<Gauge>,
+    ready_queue_paused: Labelled<Gauge>,
     lua_event_latency: Labelled<Histogram>,
     lua_count: Gauge,
     lua_spare_count: Gauge,
@@ -93,6 +94,12 @@ impl Metrics {
             connection_count: Labelled::new(
                 "connection_count",
                 "number of active connections of a service",
+                "service",
+                Gauge::default,
+            ),
+            ready_queue_paused: Labelled::new(
+                "ready_queue_paused",
+                "1 while a ready queue is paused because its destination looks unreachable",
                 "service",
                 Gauge::default,
             ),
@@ -194,6 +201,11 @@ pub fn connection_count(service: &str) -> Gauge {
     m().connection_count.get(service)
 }
 
+/// `ready_queue_paused{service}`.
+pub fn ready_queue_paused(service: &str) -> Gauge {
+    m().ready_queue_paused.get(service)
+}
+
 /// `lua_event_latency{event}`.
 pub fn lua_event_latency(event: &str) -> Histogram {
     m().lua_event_latency.get(event)
@@ -209,6 +221,7 @@ pub fn remove_scheduled_queue(queue: &str) {
 pub fn remove_ready_queue(service: &str) {
     m().ready_count.remove(service);
     m().connection_count.remove(service);
+    m().ready_queue_paused.remove(service);
 }
 
 /// `lua_count`: Lua contexts currently alive.

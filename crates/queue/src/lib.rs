@@ -16,3 +16,4 @@ mod timer;
 
 pub use hooks::HookBridge;
 pub use manager::{QueueManager, QueueOptions};
+pub use ready::ReadyQueueState;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::outcome;
-use crate::ready::{Entry, ReadyQueue};
+use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
 use crate::resolve::{fetch_config, new_scheduled, ready_queue_name, ScheduledQueue};
 use crate::timer::{Timer, Waiting};
 
@@ -231,9 +231,8 @@ impl QueueManager {
         self.0.tasks.wait().await;
     }
 
-    /// State of every ready queue, for operators.
-    /// `(name, queued, sessions)` of every ready queue.
-    pub fn ready_queue_states(&self) -> Vec<(String, usize, usize)> {
+    /// `(name, queued, sessions, state)` of every ready queue, for operators.
+    pub fn ready_queue_states(&self) -> Vec<(String, usize, usize, ReadyQueueState)> {
         self.0
             .ready
             .lock()
@@ -243,6 +242,7 @@ impl QueueManager {
                     rq.name.clone(),
                     rq.len(),
                     rq.sessions.load(Ordering::SeqCst),
+                    rq.state(),
                 )
             })
             .collect()

@@ -51,6 +51,29 @@ pub struct ReadyQueue {
     notify: Notify,
     pub(crate) sessions: AtomicUsize,
     closed: AtomicBool,
+    health: Mutex<Health>,
+    /// One session probes a paused destination; the others end.
+    probing: AtomicBool,
+}
+
+/// Consecutive delivery failures that look like an unreachable destination.
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    paused_until: Option<Instant>,
+    reason: String,
+}
+
+/// After this many consecutive failed attempts the queue pauses, so an
+/// outage does not burn every queued message's attempts and retry schedule.
+const PAUSE_AFTER_FAILURES: u32 = 3;
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Whether a ready queue is delivering, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyQueueState {
+    Active,
+    Paused { reason: String },
 }
 
 impl ReadyQueue {
@@ -64,6 +87,8 @@ impl ReadyQueue {
             notify: Notify::new(),
             sessions: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -111,7 +136,56 @@ impl ReadyQueue {
 
     /// How many sessions the queue should have for its current depth:
     /// grows quickly with depth, never above `connection_limit`.
+    /// A delivery attempt failed in a way that suggests the destination is
+    /// down (connection or broker error, not a policy reject).
+    pub fn record_failure(&self, reason: &str) {
+        let mut h = self.health.lock();
+        h.failures = h.failures.saturating_add(1);
+        if h.failures >= PAUSE_AFTER_FAILURES {
+            let k = (h.failures - PAUSE_AFTER_FAILURES).min(5);
+            let pause = Duration::from_secs(1 << k).min(MAX_PAUSE);
+            if h.paused_until.is_none() {
+                tracing::warn!(queue = %self.name, %reason, ?pause,
+                    "ready queue paused: destination looks unreachable; queued messages wait without using attempts");
+            }
+            h.paused_until = Some(Instant::now() + pause);
+            h.reason = reason.to_string();
+        }
+        drop(h);
+        self.probing.store(false, Ordering::SeqCst);
+    }
+
+    /// A delivery attempt reached the destination (delivered or rejected by it).
+    pub fn record_success(&self) {
+        let mut h = self.health.lock();
+        if h.paused_until.take().is_some() {
+            tracing::info!(queue = %self.name, "ready queue resumed: destination reachable again");
+        }
+        h.failures = 0;
+        drop(h);
+        if self.probing.swap(false, Ordering::SeqCst) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        self.health.lock().paused_until
+    }
+
+    pub fn state(&self) -> ReadyQueueState {
+        let h = self.health.lock();
+        match h.paused_until {
+            Some(_) => ReadyQueueState::Paused {
+                reason: h.reason.clone(),
+            },
+            None => ReadyQueueState::Active,
+        }
+    }
+
     pub fn wanted_sessions(&self) -> usize {
+        if self.paused_until().is_some() {
+            return 1;
+        }
         let n = self.len() as f64;
         let limit = self.limits.connection_limit as f64;
         let curve = (limit * (1.0 - (-0.023 * n).exp())).ceil();
@@ -138,6 +212,29 @@ impl ReadyQueue {
         min_batch: usize,
         max_latency: Duration,
     ) -> Vec<Entry> {
+        if let Some(until) = self.paused_until() {
+            // Only one session probes a paused destination; it waits out the pause.
+            if self
+                .probing
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return Vec::new();
+            }
+            loop {
+                if self.closed.load(Ordering::SeqCst) {
+                    self.probing.store(false, Ordering::SeqCst);
+                    return Vec::new();
+                }
+                let until = self.paused_until().map(|u| u.max(until));
+                match until {
+                    Some(u) if u > Instant::now() => {
+                        let _ = tokio::time::timeout_at(u.into(), self.notify.notified()).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
         let idle_deadline = Instant::now() + self.limits.idle_timeout;
         let mut batch: Vec<Entry> = Vec::new();
         let mut latency_deadline: Option<Instant> = None;
@@ -268,6 +365,36 @@ mod tests {
             .await
             .is_empty());
         assert_eq!(rq.len(), 1, "nothing may be lost when a queue closes");
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_pause_the_queue_and_a_success_resumes_it() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        for _ in 0..10 {
+            rq.push(entry(&sq));
+        }
+        rq.record_failure("broker down");
+        rq.record_failure("broker down");
+        assert_eq!(rq.state(), ReadyQueueState::Active);
+        rq.record_failure("broker down");
+        assert!(matches!(rq.state(), ReadyQueueState::Paused { .. }));
+        assert_eq!(
+            rq.wanted_sessions(),
+            1,
+            "a paused queue keeps one probing session"
+        );
+        // The first session becomes the prober and waits out the 1 s pause;
+        // a second one ends at once without taking messages.
+        let prober = {
+            let rq = rq.clone();
+            tokio::spawn(async move { rq.next_batch(1, 1, Duration::ZERO).await.len() })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rq.next_batch(1, 1, Duration::ZERO).await.is_empty());
+        assert_eq!(rq.len(), 10, "paused messages wait without attempts");
+        assert_eq!(prober.await.unwrap(), 1);
+        rq.record_success();
+        assert_eq!(rq.state(), ReadyQueueState::Active);
     }
 
     #[test]

@@ -146,6 +146,16 @@ fn value_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Feed an attempt's outcome into the ready queue's health: a broker or
+/// connection error counts toward a pause; a delivery or a reject from the
+/// destination shows it is reachable.
+fn note_health(rq: &ReadyQueue, r: &Result<String, CallError>) {
+    match r {
+        Ok(_) | Err(CallError::Reject(_)) => rq.record_success(),
+        Err(e) => rq.record_failure(&e.to_string()),
+    }
+}
+
 /// Map one attempt's outcome onto a message (delivery.md §6.5).
 async fn dispose(qm: &QueueManager, e: Entry, info: &AttemptInfo, r: &Result<String, CallError>) {
     match r {
@@ -172,8 +182,15 @@ async fn dispose(qm: &QueueManager, e: Entry, info: &AttemptInfo, r: &Result<Str
     }
 }
 
-async fn fail_connect(qm: &QueueManager, batch: Vec<Entry>, info: &AttemptInfo, why: &str) {
+async fn fail_connect(
+    qm: &QueueManager,
+    rq: &ReadyQueue,
+    batch: Vec<Entry>,
+    info: &AttemptInfo,
+    why: &str,
+) {
     tracing::warn!(queue = %info.site, error = %why, "custom_lua constructor failed");
+    rq.record_failure(why);
     for e in batch {
         let text = format!("KumoMTA internal: failed to connect to any candidate hosts: {why}");
         outcome::transient(qm, e.message, e.queue, info, 400, text, None).await;
@@ -263,12 +280,12 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
     }
     let ctx = match qm.engine().context().await {
         Ok(c) => c,
-        Err(e) => return fail_connect(qm, batch, &info, &e.to_string()).await,
+        Err(e) => return fail_connect(qm, rq, batch, &info, &e.to_string()).await,
     };
     let args = args_for(rq, &batch[0]);
     let conn = call_constructor(&ctx, &cfg, args.clone(), &batch[0]).await;
     match conn {
-        Connection::Failed(why) => fail_connect(qm, batch, &info, &why).await,
+        Connection::Failed(why) => fail_connect(qm, rq, batch, &info, &why).await,
         Connection::Invalid(why) => {
             let err = Err(CallError::Lua(format!("invalid connection object: {why}")));
             for e in batch {
@@ -312,6 +329,7 @@ async fn object_session(
         let mut rest = chunks.into_iter();
         while let Some(chunk) = rest.next() {
             let r = send(ctx, conn, &chunk, use_batch).await;
+            note_health(rq, &r);
             delivered += chunk.len();
             let end = match &r {
                 Err(CallError::Reject(rej)) => rej.code == 421,
@@ -358,6 +376,7 @@ async fn legacy_session(
     let mut pending = batch.into_iter();
     let Some(head) = pending.next() else { return };
     let first = first.map(|v| value_text(&v).unwrap_or_else(|| "OK".into()));
+    note_health(rq, &first);
     dispose(qm, head, info, &first).await;
     let mut delivered = 1usize;
     // Built element by element: collecting a partly consumed vec::IntoIter
@@ -376,7 +395,13 @@ async fn legacy_session(
                 )),
                 Connection::Invalid(w) | Connection::Failed(w) => Err(CallError::Lua(w)),
             };
+            note_health(rq, &r);
             dispose(qm, e, info, &r).await;
+            if rq.state() != crate::ready::ReadyQueueState::Active {
+                // Paused: hand the rest back untouched; the prober resumes them.
+                rq.push_front(queue.drain(..).collect());
+                return;
+            }
             delivered += 1;
         }
         if delivered >= rq.limits.max_deliveries_per_connection {
