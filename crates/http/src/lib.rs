@@ -27,3 +27,13 @@ pub enum HttpError {
     #[error("kumo.start_http_listener TLS: {0}")]
     Tls(String),
 }
+
+/// Entry points for the cargo-fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode an injection request and render every recipient's message
+    /// without a policy engine, spool or network.
+    pub fn render_inject(body: &[u8]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+        crate::inject::render_without_policy(body)
+    }
+}

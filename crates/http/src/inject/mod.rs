@@ -337,3 +337,40 @@ pub(crate) async fn handler(
     }))
     .into_response()
 }
+
+/// The Lua-free part of [`handler`] for the fuzz targets: decode the body,
+/// check the request and render each recipient's message bytes. The outer
+/// error is the request-level rejection (400/422); each recipient gets its
+/// own result, as in the response's `errors`.
+pub(crate) fn render_without_policy(body: &[u8]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    let req = request::parse(body).map_err(|e| e.0)?;
+    let sender = EnvelopeAddress::parse(&req.envelope_sender)
+        .map_err(|e| format!("invalid envelope_sender: {e}"))?;
+    let (templates, attachments) = compile(&req)?;
+    let auth = AuthInfo {
+        peer: std::net::Ipv4Addr::LOCALHOST.into(),
+        kind: crate::auth::AuthKind::TrustedHost,
+    };
+    let p = Prepared {
+        req: &req,
+        sender,
+        templates,
+        attachments,
+        peer_ip: "127.0.0.1".into(),
+        local_ip: "127.0.0.1".into(),
+        auth: &auth,
+        hostname: "fuzz.example",
+    };
+    Ok(req
+        .recipients
+        .iter()
+        .map(|r| {
+            let rcpt =
+                EnvelopeAddress::parse(&r.email).map_err(|e| format!("invalid recipient: {e}"))?;
+            if rcpt.is_null() {
+                return Err("invalid recipient: empty address".to_string());
+            }
+            render_data(&p, r, rcpt.email())
+        })
+        .collect())
+}
