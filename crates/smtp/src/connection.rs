@@ -159,7 +159,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if self.rbuf.len() > self.line_limit + 2 {
                     in_long_line = true;
                     line_too_long = true;
+                    // Keep a trailing CR: if the LF arrives in the next read,
+                    // the line still ends in CRLF and the terminator after it
+                    // is recognised.
+                    let keep_cr = self.rbuf.last() == Some(&b'\r');
                     self.rbuf.clear();
+                    if keep_cr {
+                        self.rbuf.extend_from_slice(b"\r");
+                    }
                 }
                 self.fill().await?;
                 continue;

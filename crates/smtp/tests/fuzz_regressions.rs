@@ -11,8 +11,6 @@ use hermod_smtp::InvalidLineEndings;
 /// swallowed as body, and a real session would wait for a terminator that
 /// already went by until the client times out.
 #[tokio::test]
-#[ignore = "known bug in Connection::read_data (crates/smtp/src/connection.rs): CR of an \
-            over-long line dropped at a read boundary; un-ignore once fixed"]
 async fn over_long_line_split_between_cr_and_lf_still_ends_at_the_terminator() {
     let limit = 10;
     // 13 bytes of content + CR = 14 bytes: more than limit + 2, so the
