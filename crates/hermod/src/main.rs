@@ -7,6 +7,11 @@ mod serve;
 
 use clap::Parser;
 
+// glibc malloc showed up as ~13% of the server's CPU under load (perf, see
+// BENCHMARKS.md); mimalloc's thread-local free lists avoid most of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
