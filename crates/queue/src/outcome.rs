@@ -66,10 +66,11 @@ fn event(
     }
 }
 
-async fn remove(qm: &QueueManager, msg: &Message) {
-    if let Err(e) = qm.spool().remove(msg.id()).await {
-        // The message was delivered; a failed removal can only cause a
-        // duplicate after restart, never a loss.
+fn remove(qm: &QueueManager, msg: &Message) {
+    // Not awaited: the final record is already logged, and a removal that
+    // does not reach disk can only cause a re-delivery after a crash (which
+    // brokers deduplicate by message id), never a loss.
+    if let Err(e) = qm.spool().remove_detached(msg.id()) {
         tracing::error!(id = %msg.id(), error = %e, "spool removal failed after final disposition");
     }
 }
@@ -93,7 +94,7 @@ pub async fn delivered(
         ))
         .await;
     hermod_metrics::delivered(&info.service).inc();
-    remove(qm, &msg).await;
+    remove(qm, &msg);
 }
 
 pub async fn bounced(
@@ -116,7 +117,7 @@ pub async fn bounced(
         ))
         .await;
     hermod_metrics::failed(&info.service).inc();
-    remove(qm, &msg).await;
+    remove(qm, &msg);
 }
 
 /// A failed attempt: log it, then retry on the schedule or expire.
@@ -201,7 +202,7 @@ pub async fn expire(
             None,
         ))
         .await;
-    remove(qm, &msg).await;
+    remove(qm, &msg);
 }
 
 /// A spooled message whose queue name cannot be computed (bad meta).
@@ -218,5 +219,5 @@ pub async fn expire_unroutable(qm: &QueueManager, msg: Message, reason: &str) {
     qm.logger()
         .log(event(RecordType::Expiration, &msg, "", None, resp, None))
         .await;
-    remove(qm, &msg).await;
+    remove(qm, &msg);
 }

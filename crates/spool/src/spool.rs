@@ -198,6 +198,21 @@ impl Spool {
         self.submit(vec![Op::Remove { id }]).await
     }
 
+    /// Queue a removal without waiting for it (delivery sessions use this so
+    /// that a delivered message does not hold its session). A failure is
+    /// logged by the writer; the message would then be re-delivered after a
+    /// restart, never lost.
+    pub fn remove_detached(&self, id: SpoolId) -> Result<(), SpoolError> {
+        let (reply, _ignored) = oneshot::channel();
+        let tx = self.inner.tx.lock();
+        let tx = tx.as_ref().ok_or(SpoolError::Closed)?;
+        tx.send(Cmd::Write(Request {
+            ops: vec![Op::Remove { id }],
+            reply,
+        }))
+        .map_err(|_| SpoolError::Closed)
+    }
+
     /// Read a message's bytes on the blocking pool.
     pub async fn load_data(&self, id: SpoolId) -> Result<Bytes, SpoolError> {
         let dbs = self.dbs()?;

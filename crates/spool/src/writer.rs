@@ -146,9 +146,14 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
         }
     };
 
-    let sync = write_opts(dbs.fsync);
+    // A group of removals only is written without fsync: losing it can only
+    // re-deliver (at-least-once), it survives a process crash because the
+    // WAL write itself is done, and the next stored message's fsync makes it
+    // durable. Stores are always fsynced before anyone is told they are safe.
+    let synced = dbs.fsync && puts > 0;
+    let sync = write_opts(synced);
     let count_sync = |n: u64| {
-        if dbs.fsync {
+        if synced {
             counters.wal_syncs.fetch_add(n, Ordering::Relaxed);
         }
     };

@@ -358,3 +358,34 @@ fn a_spool_directory_cannot_be_opened_twice_at_once() {
     drop(first);
     Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open after the first closed");
 }
+
+#[tokio::test]
+async fn detached_removals_are_applied_before_shutdown_completes_and_cost_no_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let msgs: Vec<Message> = (0..4).map(|i| message(i, 300)).collect();
+    for r in bounded(spool.store_many(&msgs)).await {
+        r.expect("store");
+    }
+    let syncs_before = spool.stats().wal_syncs;
+    spool.remove_detached(msgs[0].id()).expect("queue removal");
+    spool.remove_detached(msgs[2].id()).expect("queue removal");
+    spool.shutdown().await;
+    assert_eq!(
+        spool.stats().wal_syncs,
+        syncs_before,
+        "a group of removals only is not fsynced"
+    );
+    drop(spool);
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    let mut ids: Vec<SpoolId> = spool
+        .enumerate()
+        .expect("enumerate")
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    let mut want = vec![msgs[1].id(), msgs[3].id()];
+    want.sort();
+    assert_eq!(ids, want);
+}
