@@ -148,9 +148,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let enumeration = spool.enumerate().context("enumerating the spool")?;
     let count = enumeration.len();
+    // One context for the whole enumeration, as KumoMTA's spool-in workers do.
+    let ctx = engine
+        .context()
+        .await
+        .context("borrowing a Lua context for spool enumeration")?;
+    let enumerated_event = ctx.has_handler("spool_message_enumerated");
     for msg in enumeration.into_messages() {
+        if enumerated_event {
+            if let Err(e) = ctx
+                .call::<hermod_policy::mlua::Value>("spool_message_enumerated", msg.clone())
+                .await
+            {
+                tracing::error!(id = %msg.id(), error = %e, "spool_message_enumerated failed; queuing the message anyway");
+            }
+        }
         qm.insert_enumerated(msg).await;
     }
+    drop(ctx);
     tracing::info!(messages = count, "spool enumerated; messages re-queued");
     qm.set_accepting(true);
     spawn_queue_gauges(qm.clone());

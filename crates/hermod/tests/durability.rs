@@ -298,3 +298,53 @@ async fn sigterm_under_load_loses_no_log_record() {
         files.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_message_enumerated_fires_for_every_spooled_message_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "{}{}",
+        gated_policy(),
+        r#"
+kumo.on('spool_message_enumerated', function(msg)
+  local f = io.open(DIR .. '/enumerated', 'a')
+  f:write(msg:id(), '\n')
+  f:close()
+end)
+"#
+    );
+    let mut server = Server::start(tmp.path(), &policy, &[]);
+    let ids: HashSet<String> = inject(server.smtp, "user@gated", 10, "enumerated")
+        .await
+        .into_iter()
+        .collect();
+    assert!(server.sigterm().success());
+    assert!(
+        !tmp.path().join("enumerated").exists(),
+        "the event fires only for messages read back from the spool"
+    );
+    let mut server = Server::start(tmp.path(), &policy, &[]);
+    let seen = crate_eventually(
+        || {
+            std::fs::read_to_string(tmp.path().join("enumerated"))
+                .map(|s| s.lines().map(str::to_string).collect::<HashSet<_>>())
+                .unwrap_or_default()
+        },
+        ids.len(),
+    )
+    .await;
+    assert_eq!(seen, ids);
+    assert!(server.sigterm().success());
+}
+
+/// Poll `read` until it returns `want` entries (bounded to 20 s).
+async fn crate_eventually(read: impl Fn() -> HashSet<String>, want: usize) -> HashSet<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = read();
+        if got.len() >= want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
