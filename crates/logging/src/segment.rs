@@ -17,6 +17,8 @@ use crate::LogError;
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Records taken from the channel per write batch.
+/// How long the writer lets records accumulate between drains.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 const BATCH: usize = 1024;
 
 pub(crate) enum Command {
@@ -220,6 +222,7 @@ pub(crate) fn spawn_writer(
                         Err(_) => break,
                     }
                 }
+                let small = batch.len() < BATCH;
                 for cmd in batch.drain(..) {
                     match cmd {
                         Command::Record(r) => writer.write(&r),
@@ -229,6 +232,14 @@ pub(crate) fn spawn_writer(
                             break 'outer;
                         }
                     }
+                }
+                if small {
+                    // Let records accumulate for a moment instead of parking
+                    // on the channel: a parked receiver makes every sender
+                    // pay a thread wake-up, which dominated CPU under load.
+                    // Records are only buffered in memory here, so nothing
+                    // waits on this but the next flush.
+                    std::thread::sleep(COALESCE);
                 }
             }
             writer.close();
