@@ -104,10 +104,6 @@ impl Engine {
         Ok((engine, collected))
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.opts
-    }
-
     pub fn legacy_mode(&self) -> LegacyMode {
         self.opts.legacy_constructors
     }

@@ -29,11 +29,6 @@ pub enum CallError {
     /// A Lua error; the text starts with `file:line:` where Lua knows it.
     #[error("{0}")]
     Lua(String),
-    #[error("{event}: handler exceeded its time limit of {limit:?}")]
-    Timeout {
-        event: String,
-        limit: std::time::Duration,
-    },
 }
 
 impl CallError {
@@ -132,11 +127,6 @@ pub fn located(lua: &Lua, msg: impl fmt::Display) -> mlua::Error {
         Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
         None => mlua::Error::RuntimeError(msg.to_string()),
     }
-}
-
-/// Turn a Rust-side error (e.g. a broker failure) into a located Lua error.
-pub fn located_external<E: fmt::Display>(lua: &Lua, err: E) -> mlua::Error {
-    located(lua, err)
 }
 
 pub(crate) fn reject_error(code: u16, message: String) -> mlua::Error {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hermod_logging::Logger;
 use hermod_message::Message;
-use hermod_policy::{Engine, ProtocolConfig};
+use hermod_policy::Engine;
 use hermod_spool::Spool;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -251,9 +251,5 @@ impl QueueManager {
     /// Messages waiting for a retry, per scheduled queue.
     pub fn scheduled_counts(&self) -> HashMap<String, usize> {
         self.0.timer.counts()
-    }
-
-    pub(crate) fn protocol_of(rq: &ReadyQueue) -> ProtocolConfig {
-        rq.protocol()
     }
 }

@@ -16,7 +16,7 @@ use crate::outcome::{self, AttemptInfo};
 use crate::ready::{Entry, ReadyQueue};
 
 pub async fn run(qm: &QueueManager, rq: &Arc<ReadyQueue>) {
-    match QueueManager::protocol_of(rq) {
+    match rq.protocol() {
         ProtocolConfig::CustomLua(cfg) => lua_session(qm, rq, cfg).await,
         ProtocolConfig::Maildir(cfg) => crate::maildir::session(qm, rq, cfg).await,
         ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => smtp_unavailable(qm, rq).await,
