@@ -35,16 +35,17 @@ fn token(s: &str, fallback: &str) -> String {
 
 /// Where `append` inserts: the blank line ending the header block.
 fn header_end(data: &[u8]) -> Option<usize> {
-    if data.starts_with(b"\r\n") || data.starts_with(b"\n") {
-        return Some(0);
+    // The first empty line, whether it ends in LF or CRLF: "a\n\r\n" ends
+    // the block at the CRLF, which a search for "\n\n" or "\r\n\r\n" misses.
+    let mut start = 0;
+    while start < data.len() {
+        let rest = &data[start..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return Some(start);
+        }
+        start += rest.iter().position(|&b| b == b'\n')? + 1;
     }
-    let find = |needle: &[u8]| data.windows(needle.len()).position(|w| w == needle);
-    let crlf = find(b"\r\n\r\n").map(|i| i + 2);
-    let lf = find(b"\n\n").map(|i| i + 1);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    None
 }
 
 /// A header block made only of `name: value` fields and their folded

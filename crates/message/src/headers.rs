@@ -49,19 +49,17 @@ pub fn get_first_named(data: &[u8], name: &str) -> Option<String> {
 /// Offset of the blank line that ends the header block (the index of its
 /// first byte), or the position where the headers end if the body is empty.
 fn header_end(data: &[u8]) -> Option<usize> {
-    if data.starts_with(b"\r\n") || data.starts_with(b"\n") {
-        return Some(0);
+    // The first empty line, whether it ends in LF or CRLF: "a\n\r\n" ends
+    // the block at the CRLF, which a search for "\n\n" or "\r\n\r\n" misses.
+    let mut start = 0;
+    while start < data.len() {
+        let rest = &data[start..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return Some(start);
+        }
+        start += rest.iter().position(|&b| b == b'\n')? + 1;
     }
-    let crlf = find(data, b"\r\n\r\n").map(|i| i + 2);
-    let lf = find(data, b"\n\n").map(|i| i + 1);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    None
 }
 
 fn check_name(name: &str) -> Result<(), HeaderError> {
@@ -197,6 +195,17 @@ mod tests {
         let out = append(MSG, "X-New", "v", false).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("folded\r\nX-New: v\r\n\r\nbody"), "{s}");
+    }
+
+    /// Fuzz finding (message_headers): an LF line followed by a CRLF blank
+    /// line put the new header into the body.
+    #[test]
+    fn append_finds_a_crlf_blank_line_after_an_lf_line() {
+        let data = b"cc:(cc:3\n\r\n\n\x01I\0=";
+        let out = append(data, "X-Fuzz", "", false).unwrap();
+        assert_eq!(get_all_named(&out, "X-Fuzz"), vec![String::new()]);
+        assert_eq!(&out[..9], b"cc:(cc:3\n");
+        assert!(out.ends_with(b"\r\n\n\x01I\0="));
     }
 
     #[test]

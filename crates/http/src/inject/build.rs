@@ -146,7 +146,16 @@ fn mb_address(a: &Address) -> MbAddress<'static> {
 }
 
 fn text_part(content_type: &'static str, body: String) -> MimePart<'static> {
-    MimePart::new(content_type, BodyPart::Text(body.into()))
+    MimePart::new(content_type, BodyPart::Text(lf_only(body).into()))
+}
+
+/// mail-builder turns LF into CRLF but passes a lone CR through, which would
+/// put a bare CR on the wire; every line break becomes LF first.
+fn lf_only(s: String) -> String {
+    if !s.contains('\r') {
+        return s;
+    }
+    s.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// Assemble a builder message: multipart/alternative of the bodies, wrapped
@@ -212,7 +221,7 @@ pub fn build_message(
         attachments.iter().partition(|a| a.content_id.is_some());
     let to_part = |a: &PreparedAttachment| {
         let contents = if a.is_text {
-            BodyPart::Text(String::from_utf8_lossy(&a.body).into_owned().into())
+            BodyPart::Text(lf_only(String::from_utf8_lossy(&a.body).into_owned()).into())
         } else {
             BodyPart::Binary(a.body.clone().into())
         };
@@ -284,5 +293,27 @@ mod tests {
             headers: vec![("X-A".into(), "1\r\nBcc: evil@x.com".into())],
         };
         assert!(build_message(parts, None, None, &[], "b@y.com", None).is_err());
+    }
+
+    /// Fuzz finding (http_inject): a lone CR in a builder body reached the
+    /// wire unchanged.
+    #[test]
+    fn builder_body_with_a_bare_cr_is_emitted_with_crlf_only() {
+        let parts = RenderedParts {
+            subject: None,
+            text_body: Some("t\rn\r\nx\ny".into()),
+            html_body: None,
+            amp_html_body: None,
+            headers: vec![],
+        };
+        let out = build_message(parts, None, None, &[], "b@y.com", None).unwrap();
+        for (i, &c) in out.iter().enumerate() {
+            match c {
+                b'\r' => assert_eq!(out.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+                b'\n' => assert_eq!(out[i - 1], b'\r', "bare LF at {i}"),
+                _ => {}
+            }
+        }
+        assert!(String::from_utf8_lossy(&out).contains("t\r\nn\r\nx\r\ny"));
     }
 }
