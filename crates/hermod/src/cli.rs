@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERMOD_HANDLER_TIME_LIMIT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub handler_time_limit: std::time::Duration,
     /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERMOD_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<std::time::Duration>,
 }
 

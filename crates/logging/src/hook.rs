@@ -9,10 +9,20 @@ use crate::record::LogRecord;
 /// Reception protocol of hook messages; records about them never feed hooks.
 pub const LOG_RECORD_PROTOCOL: &str = "LogRecord";
 
+/// One unit of a hook's `back_pressure` allowance. The sink drops it once
+/// the message is queued or refused, which is what frees the slot.
+pub type HookPermit = tokio::sync::OwnedSemaphorePermit;
+
 /// Receives hook messages. Implemented by the queue crate: it runs
 /// `should_enqueue_log_record(msg, hook_name)`, then spools and queues.
+///
+/// `submit` must not wait: the logger calls it for every record, and a
+/// record should cost a channel push here, not a task of its own.
+///
+/// With `deferred_spool` the message is queued without a spool write; it is
+/// stored only if it has to wait (a retry) or the server shuts down first.
 pub trait HookSink: Send + Sync + 'static {
-    fn submit(&self, hook_name: String, msg: Message) -> futures::future::BoxFuture<'static, ()>;
+    fn submit(&self, hook_name: &str, deferred_spool: bool, msg: Message, permit: HookPermit);
 }
 
 #[derive(Debug, thiserror::Error)]

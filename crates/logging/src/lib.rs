@@ -14,7 +14,7 @@ pub mod tail;
 use std::path::PathBuf;
 
 pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
-pub use hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
+pub use hook::{build_hook_message, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
 pub use tail::{tail, tail_until, TailOptions};

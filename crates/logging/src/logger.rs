@@ -76,6 +76,7 @@ struct LocalSink {
 
 struct HookLogger {
     name: String,
+    deferred_spool: bool,
     select: Selection,
     back_pressure: u32,
     permits: Arc<Semaphore>,
@@ -137,6 +138,7 @@ impl Logger {
                     .min(Semaphore::MAX_PERMITS as u32);
                 HookLogger {
                     name: h.name.clone(),
+                    deferred_spool: h.deferred_spool,
                     select: Selection::new(&h.per_record, &h.meta, &h.headers),
                     back_pressure: bp,
                     permits: Arc::new(Semaphore::new(bp as usize)),
@@ -223,13 +225,7 @@ impl Logger {
             };
             let rec = hook.select.record(&base, &meta, &ev.message);
             match build_hook_message(&rec, ev.message.sender(), ev.message.recipients()) {
-                Ok(msg) => {
-                    let fut = sink.submit(hook.name.clone(), msg);
-                    tokio::spawn(async move {
-                        fut.await;
-                        drop(permit);
-                    });
-                }
+                Ok(msg) => sink.submit(&hook.name, hook.deferred_spool, msg, permit),
                 Err(e) => tracing::error!(hook = %hook.name, error = %e, "log hook record dropped"),
             }
         }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use futures::future::BoxFuture;
 use hermod_logging::{
-    HookSink, LocalLogConfig, LogError, LogHookConfig, LogRecord, Logger, PerRecordConfig,
-    RecordType,
+    HookPermit, HookSink, LocalLogConfig, LogError, LogHookConfig, LogRecord, Logger,
+    PerRecordConfig, RecordType,
 };
 use hermod_message::Message;
 use parking_lot::Mutex;
@@ -18,9 +17,8 @@ use serde_json::json;
 struct Collect(Mutex<Vec<(String, Message)>>);
 
 impl HookSink for Collect {
-    fn submit(&self, hook_name: String, msg: Message) -> BoxFuture<'static, ()> {
-        self.0.lock().push((hook_name, msg));
-        Box::pin(async {})
+    fn submit(&self, hook_name: &str, _: bool, msg: Message, _permit: HookPermit) {
+        self.0.lock().push((hook_name.to_string(), msg));
     }
 }
 
@@ -154,13 +152,14 @@ fn duplicate_hook_names_are_rejected_naming_the_hook() {
 struct Slow(Arc<tokio::sync::Semaphore>);
 
 impl HookSink for Slow {
-    fn submit(&self, _: String, _: Message) -> BoxFuture<'static, ()> {
+    fn submit(&self, _: &str, _: bool, _: Message, permit: HookPermit) {
         let gate = self.0.clone();
-        Box::pin(async move {
+        tokio::spawn(async move {
             if let Ok(p) = gate.acquire().await {
                 p.forget();
             }
-        })
+            drop(permit);
+        });
     }
 }
 

@@ -31,6 +31,8 @@ struct Inner {
     due: Option<SystemTime>,
     meta_dirty: bool,
     data_dirty: bool,
+    /// Some version of the message is in the spool (read from it, or stored).
+    persisted: bool,
 }
 
 /// A message. Cheap to clone: clones share one state, which is what lets a
@@ -98,6 +100,7 @@ impl Message {
                 due: None,
                 meta_dirty: true,
                 data_dirty: true,
+                persisted: false,
             })),
         }
     }
@@ -126,6 +129,7 @@ impl Message {
                 due,
                 meta_dirty: false,
                 data_dirty: false,
+                persisted: true,
             })),
         }
     }
@@ -252,6 +256,13 @@ impl Message {
         let mut g = self.inner.lock();
         g.meta_dirty = false;
         g.data_dirty = false;
+        g.persisted = true;
+    }
+
+    /// False for a message that was never stored (a log-hook message with
+    /// `deferred_spool`): it has no spool entry to remove.
+    pub fn is_persisted(&self) -> bool {
+        self.inner.lock().persisted
     }
 
     pub fn queue_name(&self) -> Result<String, MessageError> {

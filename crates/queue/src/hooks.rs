@@ -1,45 +1,114 @@
 //! Log-hook messages enter the queues here: `should_enqueue_log_record`
 //! decides, then the message is spooled and queued like any other.
+//!
+//! Every record of every mail passes through here, so the work is batched:
+//! one worker drains whatever the logger submitted meanwhile, runs the
+//! handler for all of it in one borrowed Lua context, and spools the wanted
+//! messages in one request (one group commit) instead of one each.
 
 use std::sync::{Arc, OnceLock};
 
-use futures::future::BoxFuture;
-use hermod_logging::HookSink;
+use hermod_logging::{HookPermit, HookSink};
 use hermod_message::Message;
 use hermod_policy::mlua::Value;
+use hermod_policy::Context;
+use tokio::sync::mpsc;
 
 use crate::manager::QueueManager;
+use crate::resolve::ScheduledQueue;
+
+/// Records handed to the worker per round; more wait for the next round.
+const MAX_ROUND: usize = 512;
+
+struct Job {
+    hook: Arc<str>,
+    deferred_spool: bool,
+    msg: Message,
+    permit: HookPermit,
+}
 
 /// The Logger needs its hook sink before the queue manager (which needs the
 /// Logger) exists; the bridge is created first and connected afterwards.
 #[derive(Default, Clone)]
-pub struct HookBridge(Arc<OnceLock<QueueManager>>);
+pub struct HookBridge(Arc<OnceLock<mpsc::UnboundedSender<Job>>>);
 
 impl HookBridge {
+    /// Start the worker that feeds hook messages into `qm`'s queues. It is
+    /// not tracked by the queue manager: records logged while the queues
+    /// shut down must still be spooled (they are delivered after a restart).
     pub fn connect(&self, qm: QueueManager) {
-        let _ = self.0.set(qm);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.0.set(tx).is_ok() {
+            tokio::spawn(worker(qm, rx));
+        }
     }
 }
 
 impl HookSink for HookBridge {
-    fn submit(&self, hook_name: String, msg: Message) -> BoxFuture<'static, ()> {
-        let qm = self.0.get().cloned();
-        Box::pin(async move {
-            let Some(qm) = qm else {
-                tracing::warn!(hook = %hook_name, "log hook record dropped: queues not started yet");
-                return;
-            };
-            if let Err(e) = enqueue(&qm, &hook_name, msg).await {
-                tracing::error!(hook = %hook_name, error = %e, "log hook message not queued");
-            }
-        })
+    fn submit(&self, hook_name: &str, deferred_spool: bool, msg: Message, permit: HookPermit) {
+        let Some(tx) = self.0.get() else {
+            tracing::warn!(hook = %hook_name, "log hook record dropped: queues not started yet");
+            return;
+        };
+        // The hook's semaphore bounds the channel, so it need not be bounded itself.
+        let job = Job {
+            hook: Arc::from(hook_name),
+            deferred_spool,
+            msg,
+            permit,
+        };
+        if tx.send(job).is_err() {
+            tracing::warn!(hook = %hook_name, "log hook record dropped: hook worker has stopped");
+        }
     }
 }
 
-async fn enqueue(qm: &QueueManager, hook: &str, msg: Message) -> Result<(), String> {
-    let r = qm
-        .engine()
-        .call::<Value>("should_enqueue_log_record", (msg.clone(), hook.to_string()))
+async fn worker(qm: QueueManager, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_ROUND);
+    while rx.recv_many(&mut jobs, MAX_ROUND).await > 0 {
+        let round = std::mem::take(&mut jobs);
+        let wanted = decide(&qm, round).await;
+        if wanted.is_empty() {
+            continue;
+        }
+        // Spooling waits for an fsync; the next round's Lua calls need not.
+        let qm = qm.clone();
+        tokio::spawn(async move { spool_and_queue(&qm, wanted).await });
+    }
+}
+
+/// Run `should_enqueue_log_record` for each job; keep the wanted ones with
+/// their scheduled queue. Refused jobs release their permit here.
+async fn decide(qm: &QueueManager, jobs: Vec<Job>) -> Vec<(Job, Arc<ScheduledQueue>)> {
+    let ctx = match qm.engine().context().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, records = jobs.len(), "log hook records not queued: no Lua context");
+            return Vec::new();
+        }
+    };
+    let mut wanted = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match route(qm, &ctx, &job).await {
+            Ok(Some(sq)) => wanted.push((job, sq)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(hook = %job.hook, error = %e, "log hook message not queued"),
+        }
+    }
+    wanted
+}
+
+/// `Ok(None)`: the handler declined or the message goes to the `null` queue.
+async fn route(
+    qm: &QueueManager,
+    ctx: &Context,
+    job: &Job,
+) -> Result<Option<Arc<ScheduledQueue>>, String> {
+    let r = ctx
+        .call::<Value>(
+            "should_enqueue_log_record",
+            (job.msg.clone(), job.hook.to_string()),
+        )
         .await
         .map_err(|e| format!("should_enqueue_log_record: {e}"))?;
     let wanted = match r {
@@ -53,17 +122,38 @@ async fn enqueue(qm: &QueueManager, hook: &str, msg: Message) -> Result<(), Stri
         }
     };
     if !wanted {
-        return Ok(());
+        return Ok(None);
     }
-    let name = msg.queue_name().map_err(|e| e.to_string())?;
+    let name = job.msg.queue_name().map_err(|e| e.to_string())?;
     if name == "null" {
-        return Ok(());
+        return Ok(None);
     }
-    let sq = qm.resolve(&name).await?;
-    qm.spool()
-        .store(&msg)
-        .await
-        .map_err(|e| format!("spool write failed: {e}"))?;
-    qm.to_ready(msg, sq);
-    Ok(())
+    qm.resolve(&name).await.map(Some)
+}
+
+async fn spool_and_queue(qm: &QueueManager, wanted: Vec<(Job, Arc<ScheduledQueue>)>) {
+    // Deferred messages skip the spool, except when the queues are shutting
+    // down: nothing would deliver them before the process exits.
+    let defer = qm.is_accepting_now();
+    let msgs: Vec<Message> = wanted
+        .iter()
+        .filter(|(j, _)| !(defer && j.deferred_spool))
+        .map(|(j, _)| j.msg.clone())
+        .collect();
+    let mut results = qm.spool().store_many(&msgs).await.into_iter();
+    for (job, sq) in wanted {
+        let result = if defer && job.deferred_spool {
+            Ok(())
+        } else {
+            results
+                .next()
+                .unwrap_or_else(|| Err(hermod_spool::SpoolError::Closed))
+        };
+        match result {
+            Ok(()) => qm.to_ready(job.msg, sq),
+            Err(e) => tracing::error!(hook = %job.hook, id = %job.msg.id(), error = %e,
+                "log hook message not queued: spool write failed"),
+        }
+        drop(job.permit);
+    }
 }

@@ -229,6 +229,29 @@ impl QueueManager {
         }
         self.0.tasks.close();
         self.0.tasks.wait().await;
+        self.persist_deferred().await;
+    }
+
+    /// Store queued messages that were never spooled (`deferred_spool` log
+    /// hook messages), so a clean shutdown loses none of them.
+    async fn persist_deferred(&self) {
+        let queues: Vec<Arc<ReadyQueue>> = self.0.ready.lock().values().cloned().collect();
+        let unsaved: Vec<Message> = queues
+            .iter()
+            .flat_map(|rq| rq.drain_all())
+            .map(|e| e.message)
+            .filter(|m| !m.is_persisted())
+            .collect();
+        if unsaved.is_empty() {
+            return;
+        }
+        let results = self.0.spool.store_many(&unsaved).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        tracing::info!(
+            stored = unsaved.len() - failed,
+            failed,
+            "stored deferred log hook messages at shutdown"
+        );
     }
 
     /// `(name, queued, sessions, state)` of every ready queue, for operators.

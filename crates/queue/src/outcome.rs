@@ -67,6 +67,9 @@ fn event(
 }
 
 fn remove(qm: &QueueManager, msg: &Message) {
+    if !msg.is_persisted() {
+        return;
+    }
     // Not awaited: the final record is already logged, and a removal that
     // does not reach disk can only cause a re-delivery after a crash (which
     // brokers deduplicate by message id), never a loss.

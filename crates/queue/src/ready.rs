@@ -197,6 +197,11 @@ impl ReadyQueue {
         self.notify.notify_waiters();
     }
 
+    /// Everything still queued (shutdown persists what was never spooled).
+    pub fn drain_all(&self) -> Vec<Entry> {
+        self.entries.lock().drain(..).collect()
+    }
+
     fn take(&self, max: usize) -> Vec<Entry> {
         let mut g = self.entries.lock();
         let n = max.min(g.len());

@@ -1,0 +1,122 @@
+//! `configure_log_hook{deferred_spool = true}`: hook messages are queued
+//! without a spool write, and a clean shutdown spools the ones still queued
+//! so that they are delivered after the restart.
+
+mod support_durability;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support_durability::{inject, rtype, wait_logs, Server, PRELUDE};
+
+fn policy() -> String {
+    format!(
+        "{PRELUDE}{}",
+        r#"
+local HOLD = os.getenv 'HOOK_HOLD' == '1'
+kumo.on('pre_init', function()
+  kumo.configure_log_hook { name = 'events', deferred_spool = true }
+end)
+kumo.on('should_enqueue_log_record', function(msg, hook_name)
+  msg:set_meta('queue', 'hooks')
+  return true
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'hooks' and HOLD then
+    -- Sessions wait for a batch that never fills: the messages stay queued.
+    return kumo.make_queue_config { protocol = { custom_lua = {
+      constructor = 'make.hold', batch_size = 1000, min_batch_size = 1000,
+      max_batch_latency = '1h' } } }
+  end
+  if domain == 'hooks' then
+    return kumo.make_queue_config { protocol = { maildir_path = DIR .. '/hooks' } }
+  end
+  return kumo.make_queue_config { protocol = { maildir_path = DIR .. '/maildir' } }
+end)
+kumo.on('make.hold', function()
+  error('held hook messages must not be sent')
+end)
+"#
+    )
+}
+
+fn is_hook(r: &Value) -> bool {
+    r["reception_protocol"] == "LogRecord"
+}
+
+fn count(recs: &[Value], hook: bool, ty: &str) -> usize {
+    recs.iter()
+        .filter(|r| is_hook(r) == hook && rtype(r) == ty)
+        .count()
+}
+
+async fn spool_writes(server: &Server) -> f64 {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base_url()))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find(|l| l.starts_with("spool_messages_written"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no spool_messages_written_total in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_hook_messages_are_delivered_without_a_spool_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path(), &policy(), &[]);
+    inject(server.smtp, "user@example.com", 20, "deferred").await;
+    wait_logs(
+        &server,
+        Duration::from_secs(40),
+        "40 hook deliveries",
+        |recs| count(recs, true, "Delivery") >= 40,
+    )
+    .await;
+    // Only the 20 mails were written; each of their two records was not.
+    assert_eq!(spool_writes(&server).await, 20.0);
+    assert!(server.sigterm().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hold = [("HOOK_HOLD", "1"), ("HERMOD_SESSION_IDLE_TIMEOUT", "120s")];
+    let mut server = Server::start(tmp.path(), &policy(), &hold);
+    inject(server.smtp, "user@example.com", 20, "held").await;
+    wait_logs(
+        &server,
+        Duration::from_secs(40),
+        "20 mail deliveries",
+        |recs| count(recs, false, "Delivery") >= 20,
+    )
+    .await;
+    // The Delivery records' hook messages are queued right after the records.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(server.sigterm().success());
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("stored deferred log hook messages at shutdown"),
+        "{stderr}"
+    );
+
+    let server = Server::start(tmp.path(), &policy(), &[("HOOK_HOLD", "0")]);
+    let recs = wait_logs(
+        &server,
+        Duration::from_secs(40),
+        "40 hook deliveries after restart",
+        |recs| count(recs, true, "Delivery") >= 40,
+    )
+    .await;
+    assert_eq!(
+        count(&recs, true, "Delivery"),
+        40,
+        "each held record delivered once"
+    );
+}
