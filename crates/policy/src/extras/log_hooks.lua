@@ -37,10 +37,9 @@ function M:new(params)
     if hook_name ~= name then
       return
     end
-    local record = msg:get_meta 'log_record'
-    if record and record.reception_protocol == 'LogRecord' then
-      return false
-    end
+    -- Records about hook messages never reach this handler (Hermod does
+    -- not feed them to hooks), so there is no loop to break here, and the
+    -- record need not be converted into a Lua table for every call.
     if params.filter and params.filter(msg, hook_name) then
       return false
     end
