@@ -147,7 +147,7 @@ async fn spool_and_queue(qm: &QueueManager, wanted: Vec<(Job, Arc<ScheduledQueue
         } else {
             results
                 .next()
-                .unwrap_or_else(|| Err(hermod_spool::SpoolError::Closed))
+                .unwrap_or(Err(hermod_spool::SpoolError::Closed))
         };
         match result {
             Ok(()) => qm.to_ready(job.msg, sq),
