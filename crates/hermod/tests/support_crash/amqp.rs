@@ -81,8 +81,9 @@ impl RabbitNode {
             daemon,
             queue: unique("crash"),
         };
-        retry("declaring the quorum queue", RABBIT_STARTUP, || async {
-            let (_conn, ch) = node.channel().await?;
+        let n = &node;
+        retry("declaring the quorum queue", RABBIT_STARTUP, move || async move {
+            let (_conn, ch) = n.channel().await?;
             let mut args = FieldTable::default();
             args.insert(
                 "x-queue-type".into(),
@@ -92,7 +93,7 @@ impl RabbitNode {
                 durable: true,
                 ..Default::default()
             };
-            ch.queue_declare(node.queue.as_str().into(), opts, args)
+            ch.queue_declare(n.queue.as_str().into(), opts, args)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -147,9 +148,8 @@ impl RabbitNode {
     /// order is the publish order and positions line up with [`stored`].
     pub async fn refresh(&self, contents: &mut Contents) -> Result<(), String> {
         let (_conn, ch) = self.channel().await?;
-        let get = BasicGetOptions { no_ack: true };
         while let Some(m) = ch
-            .basic_get(self.queue.as_str().into(), get)
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .map_err(|e| e.to_string())?
         {

@@ -59,10 +59,11 @@ impl Tansu {
             daemon,
             topic: unique("crash"),
         };
-        retry("creating the Kafka topic", STARTUP, || async {
-            let out = tokio::process::Command::new(&bin)
-                .args(["topic", "create", &tansu.topic, "--partitions", "1"])
-                .args(["--broker", &url])
+        let (bin, url, topic) = (&bin, &url, &tansu.topic);
+        retry("creating the Kafka topic", STARTUP, move || async move {
+            let out = tokio::process::Command::new(bin)
+                .args(["topic", "create", topic, "--partitions", "1"])
+                .args(["--broker", url])
                 .output()
                 .await
                 .map_err(|e| e.to_string())?;

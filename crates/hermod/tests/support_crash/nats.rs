@@ -51,11 +51,12 @@ impl NatsServer {
         // A re-publish of the same Nats-Msg-Id inside the window is acked
         // but not stored: that makes Hermod's at-least-once delivery
         // exactly-once in the stream.
-        retry("creating the JetStream stream", STARTUP, || async {
-            let js = jetstream::new(server.client().await?);
+        let s = &server;
+        retry("creating the JetStream stream", STARTUP, move || async move {
+            let js = jetstream::new(s.client().await?);
             js.create_stream(stream::Config {
-                name: server.stream.clone(),
-                subjects: vec![server.subject.clone()],
+                name: s.stream.clone(),
+                subjects: vec![s.subject.clone()],
                 duplicate_window: Duration::from_secs(120),
                 storage: stream::StorageType::File,
                 ..Default::default()
