@@ -41,7 +41,11 @@ async fn assert_refused_transiently(server: &Server, domain: &str, reason: &str,
             records_of(r, "TransientFailure", &ids).len() >= attempts * ids.len()
         })
         .await;
-    for r in records_of(&records, "TransientFailure", &ids) {
+    let failures = records_of(&records, "TransientFailure", &ids);
+    if let Some(first) = failures.first() {
+        eprintln!("first failure: {}", summarize(first));
+    }
+    for r in failures {
         let content = r["response"]["content"].as_str().unwrap_or_default();
         assert!(
             content.contains(reason),

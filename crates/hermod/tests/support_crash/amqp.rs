@@ -82,22 +82,26 @@ impl RabbitNode {
             queue: unique("crash"),
         };
         let n = &node;
-        retry("declaring the quorum queue", RABBIT_STARTUP, move || async move {
-            let (_conn, ch) = n.channel().await?;
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from("quorum")),
-            );
-            let opts = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            ch.queue_declare(n.queue.as_str().into(), opts, args)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+        retry(
+            "declaring the quorum queue",
+            RABBIT_STARTUP,
+            move || async move {
+                let (_conn, ch) = n.channel().await?;
+                let mut args = FieldTable::default();
+                args.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString(LongString::from("quorum")),
+                );
+                let opts = QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                };
+                ch.queue_declare(n.queue.as_str().into(), opts, args)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
         .await;
         node
     }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -84,9 +85,65 @@ impl Tansu {
         ]
     }
 
+    /// Read the topic in the background every 500 ms until [`Follower::take`].
+    pub fn follow(&self) -> Follower {
+        let contents = Arc::new(tokio::sync::Mutex::new(Contents::default()));
+        let (shared, topic) = (contents.clone(), Topic::of(self));
+        let task = tokio::spawn(async move {
+            loop {
+                let mut c = shared.lock().await;
+                if let Err(e) = topic.refresh(&mut c).await {
+                    eprintln!("kafka follower: {e}");
+                }
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Follower { contents, task }
+    }
+
+    pub async fn stored(&self) -> Result<u64, String> {
+        Topic::of(self).stored().await
+    }
+
+    pub async fn refresh(&self, contents: &mut Contents) -> Result<(), String> {
+        Topic::of(self).refresh(contents).await
+    }
+}
+
+pub struct Follower {
+    contents: Arc<tokio::sync::Mutex<Contents>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Follower {
+    /// Stop following and return what was read.
+    pub async fn take(self) -> Contents {
+        self.task.abort();
+        let _ = self.task.await;
+        let mut c = self.contents.lock().await;
+        std::mem::take(&mut *c)
+    }
+}
+
+/// What reading needs, detached from the broker process so a background
+/// task can own it.
+struct Topic {
+    addr: String,
+    name: String,
+}
+
+impl Topic {
+    fn of(t: &Tansu) -> Topic {
+        Topic {
+            addr: t.daemon.addr.to_string(),
+            name: t.topic.clone(),
+        }
+    }
+
     fn consumer(&self) -> Result<BaseConsumer, String> {
         ClientConfig::new()
-            .set("bootstrap.servers", self.daemon.addr.to_string())
+            .set("bootstrap.servers", &self.addr)
             .set("group.id", unique("crash_reader"))
             .set("enable.auto.commit", "false")
             .create()
@@ -96,7 +153,7 @@ impl Tansu {
     /// The high watermark: the offset the next record will get.
     pub async fn stored(&self) -> Result<u64, String> {
         let c = self.consumer()?;
-        let topic = self.topic.clone();
+        let topic = self.name.clone();
         tokio::task::spawn_blocking(move || {
             let (_, high) = c
                 .fetch_watermarks(&topic, 0, TIMEOUT)
@@ -107,14 +164,15 @@ impl Tansu {
         .map_err(|e| e.to_string())?
     }
 
-    /// Read from `contents.next` to the high watermark; position = offset.
+    /// Read from `contents.next` towards the high watermark (position =
+    /// offset); what a slow broker did not return yet is read next time.
     pub async fn refresh(&self, contents: &mut Contents) -> Result<(), String> {
         let high = self.stored().await?;
         if contents.next >= high {
             return Ok(());
         }
         let c = self.consumer()?;
-        let (topic, from) = (self.topic.clone(), contents.next);
+        let (topic, from) = (self.name.clone(), contents.next);
         let records = tokio::task::spawn_blocking(move || read(&c, &topic, from, high))
             .await
             .map_err(|e| e.to_string())??;
@@ -136,16 +194,19 @@ fn read(c: &BaseConsumer, topic: &str, from: u64, high: u64) -> Result<Vec<Recor
     let deadline = Instant::now() + TIMEOUT;
     let mut out = Vec::new();
     let mut next = from;
-    while next < high {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "read up to offset {next} of {high} within {TIMEOUT:?}"
-            ));
-        }
+    while next < high && Instant::now() < deadline {
         let Some(m) = c.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let m = m.map_err(|e| e.to_string())?;
+        let m = match m {
+            Ok(m) => m,
+            // Keep what was read; the next refresh resumes after it.
+            Err(e) if out.is_empty() => return Err(e.to_string()),
+            Err(e) => {
+                eprintln!("kafka reader: {e} at offset {next}; continuing later");
+                break;
+            }
+        };
         let id = m.headers().and_then(|h| {
             h.iter()
                 .find(|h| h.key == "hermod-message-id")
@@ -158,6 +219,9 @@ fn read(c: &BaseConsumer, topic: &str, from: u64, high: u64) -> Result<Vec<Recor
             m.payload().unwrap_or_default().to_vec(),
             id,
         ));
+    }
+    if next < high {
+        eprintln!("kafka reader: at offset {next} of {high} after {TIMEOUT:?}; continuing later");
     }
     Ok(out)
 }

@@ -52,19 +52,23 @@ impl NatsServer {
         // but not stored: that makes Hermod's at-least-once delivery
         // exactly-once in the stream.
         let s = &server;
-        retry("creating the JetStream stream", STARTUP, move || async move {
-            let js = jetstream::new(s.client().await?);
-            js.create_stream(stream::Config {
-                name: s.stream.clone(),
-                subjects: vec![s.subject.clone()],
-                duplicate_window: Duration::from_secs(120),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        })
+        retry(
+            "creating the JetStream stream",
+            STARTUP,
+            move || async move {
+                let js = jetstream::new(s.client().await?);
+                js.create_stream(stream::Config {
+                    name: s.stream.clone(),
+                    subjects: vec![s.subject.clone()],
+                    duplicate_window: Duration::from_secs(120),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            },
+        )
         .await;
         server
     }
