@@ -1,166 +1,210 @@
-//! A private nats-server with JetStream (its own port and store directory,
-//! so killing it never disturbs another test), and a reader that counts
-//! which Hermod ids a stream holds.
+//! The brokers the reliability suite breaks: each one a private process
+//! (own port, own store, own process group) so that killing it never
+//! disturbs the shared brokers or another test. [`Broker`] is the one
+//! interface the scenarios use; the per-broker details live in `nats.rs`,
+//! `amqp.rs` and `kafka.rs`.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream};
+use super::amqp::RabbitNode;
+use super::kafka::Tansu;
+use super::nats::NatsServer;
 
-use super::{free_port, wait_listening, STARTUP};
-
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-pub struct NatsServer {
-    child: Option<Child>,
-    pub port: u16,
-    store: PathBuf,
-    log: PathBuf,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nats,
+    Amqp,
+    Kafka,
 }
 
-impl NatsServer {
-    /// Start on a free port with its JetStream store below `dir`.
-    pub fn start(dir: &Path) -> NatsServer {
-        let store = dir.join("jetstream");
-        std::fs::create_dir_all(&store).expect("creating the JetStream store dir");
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            store,
-            log: dir.join("nats-server.log"),
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "nats" => Some(Kind::Nats),
+            "amqp" => Some(Kind::Amqp),
+            "kafka" => Some(Kind::Kafka),
+            _ => None,
+        }
+    }
+
+    /// The recipient domain the seed routes to the broker.
+    pub fn domain(self) -> &'static str {
+        match self {
+            Kind::Nats => "nats",
+            Kind::Amqp => "amqp",
+            Kind::Kafka => "kafka",
+        }
+    }
+}
+
+pub enum Broker {
+    Nats(NatsServer),
+    Amqp(RabbitNode),
+    Kafka(Tansu),
+}
+
+impl Broker {
+    /// Start a private broker below `dir` and create its destination.
+    pub async fn start(kind: Kind, dir: &Path) -> Broker {
+        let started = Instant::now();
+        let broker = match kind {
+            Kind::Nats => Broker::Nats(NatsServer::start(dir).await),
+            Kind::Amqp => Broker::Amqp(RabbitNode::start(dir).await),
+            Kind::Kafka => Broker::Kafka(Tansu::start(dir).await),
         };
-        server.restart();
-        server
+        eprintln!(
+            "private {} broker ready (destination created) after {:.1?}",
+            kind.domain(),
+            started.elapsed()
+        );
+        broker
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    pub fn kind(&self) -> Kind {
+        match self {
+            Broker::Nats(_) => Kind::Nats,
+            Broker::Amqp(_) => Kind::Amqp,
+            Broker::Kafka(_) => Kind::Kafka,
+        }
     }
 
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+    fn daemon(&mut self) -> &mut Daemon {
+        match self {
+            Broker::Nats(b) => &mut b.daemon,
+            Broker::Amqp(b) => &mut b.daemon,
+            Broker::Kafka(b) => &mut b.daemon,
+        }
     }
 
-    /// (Re)start on the same port and store directory.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "nats-server is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the nats-server log");
-        let mut child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning nats-server");
-        wait_listening(&mut child, self.addr(), "nats-server", &self.log);
-        self.child = Some(child);
+    /// Only JetStream drops a re-published id (its duplicate window);
+    /// RabbitMQ and Kafka store every publish.
+    pub fn deduplicates(&self) -> bool {
+        matches!(self, Broker::Nats(_))
     }
 
-    /// SIGKILL: the broker vanishes mid-conversation, as in a crash.
+    /// SIGKILL the whole broker process group: a crash, not a shutdown.
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("nats-server is not running");
-        child.kill().expect("SIGKILL nats-server");
-        child.wait().expect("reaping nats-server");
+        self.daemon().kill9();
     }
-}
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// Start again on the same port and store; returns once it listens.
+    pub fn restart(&mut self) {
+        self.daemon().start();
     }
-}
 
-/// Create a file-backed stream capturing `subject` with a 2 minute
-/// duplicate window: a re-publish of the same Nats-Msg-Id inside it is
-/// acknowledged but not stored, which is what makes at-least-once delivery
-/// from Hermod exactly-once in the stream.
-pub async fn create_stream(server: &NatsServer, name: &str, subject: &str) {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        let attempt = async {
-            let client = async_nats::connect(server.url()).await?;
-            let js = jetstream::new(client);
-            js.create_stream(stream::Config {
-                name: name.to_string(),
-                subjects: vec![subject.to_string()],
-                duplicate_window: Duration::from_secs(120),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?;
-            Ok::<(), async_nats::Error>(())
+    /// The seed policy for this broker, pointed at this private broker.
+    pub fn policy(&self, dir: &Path, smtp: SocketAddr, http: SocketAddr) -> String {
+        let (file, subs) = match self {
+            Broker::Nats(b) => ("a1-nats-legacy.lua", b.seed_substitutions()),
+            Broker::Amqp(b) => ("b1-amqp-legacy.lua", b.seed_substitutions()),
+            Broker::Kafka(b) => ("c1-kafka-legacy.lua", b.seed_substitutions()),
         };
-        match attempt.await {
-            Ok(()) => return,
-            // JetStream needs a moment after the port opens.
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("stream not created yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("creating stream {name}: {e}"),
+        seed_policy(dir, smtp, http, file, &subs)
+    }
+
+    /// How many messages the broker holds right now: the position the
+    /// next publish will get in [`Contents`].
+    pub async fn stored(&self) -> Result<u64, String> {
+        match self {
+            Broker::Nats(b) => b.stored().await,
+            Broker::Amqp(b) => b.stored().await,
+            Broker::Kafka(b) => b.stored().await,
+        }
+    }
+
+    /// Read every message stored since the last call into `contents`.
+    pub async fn refresh(&self, contents: &mut Contents) -> Result<(), String> {
+        match self {
+            Broker::Nats(b) => b.refresh(contents).await,
+            Broker::Amqp(b) => b.refresh(contents).await,
+            Broker::Kafka(b) => b.refresh(contents).await,
         }
     }
 }
 
-/// Everything read from the stream so far, keyed by the Hermod id found in
-/// the payload's `Received: ... id <id>` header.
+/// Seed `file` from `examples/` unchanged except for `subs` (broker address
+/// and destination) and `retry_interval = '1s'`, so a test does not wait
+/// the default minutes for a retry. Every substitution must match exactly
+/// once: if the seed changes, the suite fails instead of silently testing
+/// something else. The prelude is P0 with private ports and directory.
+fn seed_policy(
+    dir: &Path,
+    smtp: SocketAddr,
+    http: SocketAddr,
+    file: &str,
+    subs: &[(&str, String)],
+) -> String {
+    let retry = (
+        "kumo.make_queue_config { protocol",
+        "kumo.make_queue_config { retry_interval = '1s', protocol".to_string(),
+    );
+    let mut scenario = crate::common::seed_section(file);
+    for (from, to) in subs.iter().chain(std::iter::once(&retry)) {
+        assert_eq!(
+            scenario.matches(from).count(),
+            1,
+            "examples/{file}: expected {from:?} exactly once"
+        );
+        scenario = scenario.replace(from, to);
+    }
+    let dir = dir.display();
+    format!(
+        r#"kumo = require 'kumo'
+local DIR = '{dir}'
+kumo.on('pre_init', function()
+  kumo.define_spool {{ name = 'data', path = DIR .. '/spool/data' }}
+  kumo.define_spool {{ name = 'meta', path = DIR .. '/spool/meta' }}
+  kumo.configure_local_logs {{ log_dir = DIR .. '/logs', max_segment_duration = '1s' }}
+  kumo.start_esmtp_listener {{ listen = '{smtp}' }}
+  kumo.start_http_listener {{ listen = '{http}' }}
+end)
+{scenario}"#
+    )
+}
+
+/// Everything read back from a broker so far, keyed by the Hermod id found
+/// in the payload's `Received: ... id <id>` header.
 #[derive(Default)]
-pub struct StreamContents {
-    pub copies: HashMap<String, usize>,
-    /// Messages whose Nats-Msg-Id header differs from the payload's id
-    /// (or is missing): those would defeat deduplication.
-    pub msg_id_mismatches: Vec<String>,
+pub struct Contents {
+    /// For each id, the positions (0-based, in broker order) of its copies.
+    pub positions: HashMap<String, Vec<u64>>,
+    /// Messages whose id property (`Nats-Msg-Id`, AMQP `message_id`, Kafka
+    /// header `hermod-message-id`) differs from the payload's id or is
+    /// missing: those would defeat deduplication by id.
+    pub id_mismatches: Vec<String>,
     /// Messages with no parsable Received id.
     pub unparsable: usize,
-    next_seq: u64,
+    /// Position of the next message to read.
+    pub next: u64,
 }
 
-impl StreamContents {
-    /// Read every message stored since the last call.
-    pub async fn refresh(&mut self, url: &str, stream_name: &str) -> Result<(), async_nats::Error> {
-        let client = async_nats::connect(url).await?;
-        let js = jetstream::new(client);
-        let mut stream = js.get_stream(stream_name).await?;
-        let last = stream.info().await?.state.last_sequence;
-        let first = self.next_seq.max(1);
-        for seq in first..=last {
-            let msg = stream.get_raw_message(seq).await?;
-            let header = msg
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_string());
-            match received_id(&msg.payload) {
-                Some(id) => {
-                    if header.as_deref() != Some(id.as_str()) {
-                        self.msg_id_mismatches.push(format!(
-                            "seq {seq}: payload id {id}, Nats-Msg-Id {header:?}"
-                        ));
-                    }
-                    *self.copies.entry(id).or_default() += 1;
-                }
-                None => self.unparsable += 1,
-            }
-            self.next_seq = seq + 1;
+impl Contents {
+    /// Record the message at `self.next` and advance.
+    pub fn record(&mut self, payload: &[u8], id_property: Option<String>) {
+        let pos = self.next;
+        self.next += 1;
+        let Some(id) = received_id(payload) else {
+            self.unparsable += 1;
+            return;
+        };
+        if id_property.as_deref() != Some(id.as_str()) {
+            self.id_mismatches.push(format!(
+                "position {pos}: payload id {id}, property {id_property:?}"
+            ));
         }
-        Ok(())
+        self.positions.entry(id).or_default().push(pos);
+    }
+
+    pub fn copies(&self) -> HashMap<String, usize> {
+        self.positions
+            .iter()
+            .map(|(id, p)| (id.clone(), p.len()))
+            .collect()
     }
 }
 
@@ -175,60 +219,112 @@ pub fn received_id(payload: &[u8]) -> Option<String> {
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A plain (non-JetStream) subscriber on the stream's subject. It sees every
-/// publish, including the re-publishes the duplicate window drops, so it
-/// shows whether the kills really made Hermod publish an id twice — that is,
-/// whether "zero duplicated" was earned by deduplication rather than luck.
-/// Diagnostic only: a core subscriber may miss messages (slow consumer).
-pub struct PublishWatch {
-    seen: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    task: tokio::task::JoinHandle<()>,
+/// A broker process in its own process group, so a SIGKILL reaches its
+/// helpers too (RabbitMQ's start script, beam, erl_child_setup). Output is
+/// appended to one log across restarts.
+pub struct Daemon {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, OsString)>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    pub startup: Duration,
+    child: Option<Child>,
 }
 
-impl PublishWatch {
-    pub async fn start(server: &NatsServer, subject: &str) -> PublishWatch {
-        use futures::StreamExt;
-        let client = async_nats::connect(server.url())
-            .await
-            .expect("connecting the publish watcher");
-        let mut sub = client
-            .subscribe(subject.to_string())
-            .await
-            .expect("subscribing the publish watcher");
-        // The subscription is registered once a round trip has completed.
-        client.flush().await.expect("flushing the publish watcher");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
-        let sink = seen.clone();
-        let task = tokio::spawn(async move {
-            let _client = client;
-            while let Some(msg) = sub.next().await {
-                if let Some(id) = received_id(&msg.payload) {
-                    *sink.lock().unwrap().entry(id).or_insert(0usize) += 1;
-                }
-            }
-        });
-        PublishWatch { seen, task }
+impl Daemon {
+    pub fn new(name: &'static str, program: PathBuf, addr: SocketAddr, log: PathBuf) -> Daemon {
+        Daemon {
+            name,
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            addr,
+            log,
+            startup: super::STARTUP,
+            child: None,
+        }
     }
 
-    /// (publishes seen, ids published more than once).
-    pub fn counts(&self) -> (usize, usize) {
-        let seen = self.seen.lock().unwrap();
-        (
-            seen.values().sum(),
-            seen.values().filter(|n| **n > 1).count(),
-        )
+    pub fn arg(mut self, a: impl Into<OsString>) -> Daemon {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Spawn and wait until it accepts TCP connections on `addr`.
+    pub fn start(&mut self) {
+        use std::os::unix::process::CommandExt;
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening a broker log");
+        let started = Instant::now();
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} ({}): {e}", self.name, self.program.display()));
+        super::wait_listening(&mut child, self.addr, self.name, &self.log, self.startup);
+        eprintln!(
+            "{} listening on {} after {:.1?}",
+            self.name,
+            self.addr,
+            started.elapsed()
+        );
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let group = child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // child leads (process_group(0) above); it touches no memory.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = child.wait();
     }
 }
 
-impl Drop for PublishWatch {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        self.task.abort();
+        if self.child.is_some() {
+            self.kill9();
+        }
+    }
+}
+
+/// Retry `attempt` until it succeeds or `within` passes: brokers accept
+/// connections a moment before they can create queues and topics.
+pub async fn retry<T, F, Fut>(what: &str, within: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}: not yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::received_id;
+    use super::{received_id, Contents};
 
     #[test]
     fn received_id_is_read_from_hermods_trace_header() {
@@ -241,5 +337,18 @@ mod tests {
             received_id(b"Subject: s\r\n\r\nid 0123456789abcdef0123456789abcdef\r\n"),
             None
         );
+    }
+
+    #[test]
+    fn contents_flag_a_missing_or_different_id_property() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let p = format!("Received: x\r\n  id {id}\r\n\r\nbody\r\n");
+        let mut c = Contents::default();
+        c.record(p.as_bytes(), Some(id.into()));
+        c.record(p.as_bytes(), None);
+        c.record(b"no header\r\n\r\n", Some(id.into()));
+        assert_eq!(c.positions[id], vec![0, 1]);
+        assert_eq!(c.id_mismatches.len(), 1);
+        assert_eq!((c.unparsable, c.next), (1, 3));
     }
 }

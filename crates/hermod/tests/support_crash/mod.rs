@@ -1,11 +1,15 @@
 //! Support for the reliability suite (`tests/crash.rs`): the `hermod`
 //! process under test (start, SIGKILL, restart on the same data), its CPU
-//! time, a private JetStream server, continuous SMTP load that records every
-//! id acknowledged with a 250, and the tally of what reached the broker.
+//! time, private brokers (`broker.rs` and one file per broker), continuous
+//! SMTP load that records every id acknowledged with a 250, and the tally
+//! of what reached the broker.
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod broker;
+pub mod kafka;
 pub mod load;
+pub mod nats;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -42,8 +46,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Wait until something accepts TCP connections on `addr`, or `child` exits.
-pub fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str, log: &Path) {
-    let deadline = Instant::now() + STARTUP;
+pub fn wait_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    what: &str,
+    log: &Path,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
     loop {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
@@ -56,55 +66,11 @@ pub fn wait_listening(child: &mut Child, addr: SocketAddr, what: &str, log: &Pat
         }
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on {addr} within {STARTUP:?}; log:\n{}",
+            "{what} did not listen on {addr} within {within:?}; log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-/// The policy under test: a P0-like prelude on private ports and a private
-/// directory, then seed A1 unchanged except for the private server and
-/// subject and `retry_interval = '1s'` (so the test does not wait minutes
-/// for a retry). The legacy constructor form is the point: it publishes
-/// `message:get_data()` from a constructor with the global `message` bound.
-pub fn a1_policy(
-    dir: &Path,
-    smtp: SocketAddr,
-    http: SocketAddr,
-    nats: u16,
-    subject: &str,
-) -> String {
-    let dir = dir.display();
-    format!(
-        r#"
-kumo = require 'kumo'
-local DIR = '{dir}'
-kumo.on('pre_init', function()
-  kumo.define_spool {{ name = 'data', path = DIR .. '/spool/data' }}
-  kumo.define_spool {{ name = 'meta', path = DIR .. '/spool/meta' }}
-  kumo.configure_local_logs {{ log_dir = DIR .. '/logs', max_segment_duration = '1s' }}
-  kumo.start_esmtp_listener {{ listen = '{smtp}' }}
-  kumo.start_http_listener {{ listen = '{http}' }}
-end)
-
-kumo.on('init', function()
-  nats = kumo.nats.connect {{ servers = {{ '127.0.0.1:{nats}' }} }}
-end)
-kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
-  if domain == 'nats' then
-    return kumo.make_queue_config {{
-      retry_interval = '1s',
-      protocol = {{ custom_lua = {{ constructor = 'make.nats' }} }},
-    }}
-  end
-  return kumo.make_queue_config {{}}
-end)
-kumo.on('make.nats', function(domain, tenant, campaign)
-  nats:publish {{ subject = '{subject}', payload = message:get_data() }}
-end)
-"#
-    )
 }
 
 /// `hermod serve` on a fixed policy and directory. Every (re)start keeps
@@ -118,13 +84,13 @@ pub struct Hermod {
 }
 
 impl Hermod {
-    pub fn new(dir: &Path, nats_port: u16, subject: &str) -> Hermod {
+    /// Hermod running the broker's seed policy (see [`broker::Broker::policy`]).
+    pub fn new(dir: &Path, broker: &broker::Broker) -> Hermod {
         std::fs::create_dir_all(dir).expect("creating the hermod dir");
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let policy = dir.join("policy.lua");
-        std::fs::write(&policy, a1_policy(dir, smtp, http, nats_port, subject))
-            .expect("writing the policy");
+        std::fs::write(&policy, broker.policy(dir, smtp, http)).expect("writing the policy");
         Hermod {
             child: None,
             dir: dir.to_path_buf(),
@@ -156,7 +122,7 @@ impl Hermod {
             .stderr(err)
             .spawn()
             .expect("spawning hermod");
-        wait_listening(&mut child, self.smtp, "hermod", &log);
+        wait_listening(&mut child, self.smtp, "hermod", &log, STARTUP);
         self.child = Some(child);
     }
 
@@ -286,6 +252,35 @@ impl Tally {
     }
 }
 
+/// Extra copies split by the kill (or outage) that caused them.
+/// `boundaries[k]` is the number of messages the broker held right after
+/// event k, i.e. the position of the first message published after it.
+/// A copy at position p followed by the next copy of the same id at q was
+/// re-published because of the first event with p < boundary <= q. Extra
+/// copies that no boundary separates are returned apart: a re-publish
+/// within one Hermod run, which no kill explains.
+pub fn extra_copies_by_event(
+    positions: &HashMap<String, Vec<u64>>,
+    boundaries: &[u64],
+) -> (Vec<usize>, usize) {
+    let mut per_event = vec![0; boundaries.len()];
+    let mut unexplained = 0;
+    for copies in positions.values() {
+        let mut sorted = copies.clone();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            match boundaries
+                .iter()
+                .position(|b| pair[0] < *b && *b <= pair[1])
+            {
+                Some(k) => per_event[k] += 1,
+                None => unexplained += 1,
+            }
+        }
+    }
+    (per_event, unexplained)
+}
+
 /// Read an environment knob with a default (the long run raises them).
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -310,5 +305,22 @@ mod tests {
         assert_eq!(t.lost, vec!["c".to_string()]);
         assert_eq!((t.duplicated_ids, t.extra_copies), (1, 2));
         assert_eq!(t.unacknowledged_in_stream, 1);
+    }
+
+    #[test]
+    fn extra_copies_are_charged_to_the_kill_between_the_two_copies() {
+        let positions: HashMap<String, Vec<u64>> = [
+            ("a", vec![9, 10]),     // kill 0: broker held 10 after it
+            ("b", vec![25, 12]),    // kill 1 (held 20), order of reading aside
+            ("c", vec![3, 4]),      // same run: no kill explains it
+            ("d", vec![1, 15, 30]), // once per kill
+            ("e", vec![7]),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        let (per_kill, unexplained) = extra_copies_by_event(&positions, &[10, 20]);
+        assert_eq!(per_kill, vec![2, 2]);
+        assert_eq!(unexplained, 1);
     }
 }
