@@ -141,6 +141,10 @@ struct Chart<'a> {
     marks: &'a [(f64, String)],
 }
 
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
+}
+
 /// `(second midpoint, count)` so each point sits in the middle of the second it counts.
 fn rate_points(counts: &[u64]) -> Vec<(f64, f64)> {
     counts
@@ -183,6 +187,8 @@ fn draw(path: &Path, c: &Chart) -> Result<()> {
     rate.configure_mesh()
         .x_desc("seconds since the load started")
         .y_desc("msgs/s")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
         .label_style((FONT, 14))
         .draw()?;
     rate.draw_series(LineSeries::new(
@@ -230,15 +236,17 @@ fn draw(path: &Path, c: &Chart) -> Result<()> {
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..lat_max, 0.0..100.0)?;
     cdf.configure_mesh()
-        .x_desc("ms from reception to broker acknowledgement")
+        .x_desc("ms from reception to the Delivery record (broker acknowledgement)")
         .y_desc("% of messages")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
         .label_style((FONT, 14))
         .draw()?;
     cdf.draw_series(LineSeries::new(
         series::cdf_points(c.latencies, CDF_POINTS)
             .into_iter()
             .map(|(ms, f)| (ms, f * 100.0)),
-        GREEN.stroke_width(2),
+        RGBColor(0, 130, 0).stroke_width(2),
     ))?;
     root.present()?;
     Ok(())
