@@ -145,12 +145,13 @@ fn whole(v: &f64) -> String {
     format!("{v:.0}")
 }
 
-/// `(second midpoint, count)` so each point sits in the middle of the second it counts.
+/// A step line: each count is drawn flat across the whole second it counts, so a rate never
+/// seems to start or end half a second away from where its events were.
 fn rate_points(counts: &[u64]) -> Vec<(f64, f64)> {
     counts
         .iter()
         .enumerate()
-        .map(|(i, c)| (i as f64 + 0.5, *c as f64))
+        .flat_map(|(i, c)| [(i as f64, *c as f64), ((i + 1) as f64, *c as f64)])
         .collect()
 }
 
