@@ -65,7 +65,10 @@ fn bench_run_gets_every_mail_of_a_small_a2_run_to_the_nats_stream() {
     assert_eq!(rows.len(), 1, "--cases A2 runs one case\n{log}");
     let row = &rows[0];
     assert_eq!(row["case"], "A2", "{row}");
-    assert_eq!(row["accepted"], MESSAGES, "loadgen got a 250 for every mail: {row}");
+    assert_eq!(
+        row["accepted"], MESSAGES,
+        "loadgen got a 250 for every mail: {row}"
+    );
     assert_eq!(
         row["verified_at_broker"], MESSAGES,
         "every accepted id is at the broker: {row}\n{log}"
