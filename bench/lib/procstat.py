@@ -56,6 +56,18 @@ def peak_rss_mb(pid):
     return best / 1024
 
 
+def rss_mb(pid):
+    """Current VmRSS of pid alone, in MiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])

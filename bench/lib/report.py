@@ -15,7 +15,26 @@ TARGETS = {
                "Reception and Delivery records to NATS in batches of 100",
     "loghook-d1": "D1 as written (every record its own NATS publish) against A2",
     "nats100k": "100 KB bodies through A2",
+    "backlog": "the whole backlog is accepted while the broker is down; then the broker starts",
 }
+
+
+def plot_link(r):
+    return f"[png]({r['plot']})" if r.get("plot") else "n/a"
+
+
+def backlog_table(rows):
+    return table(
+        ["case", "accepted", "at broker", "SMTP msgs/s", "RSS waiting MiB", "peak RSS MiB",
+         "first at broker s", "drain s", "drain msgs/s", "drain msgs/s after first",
+         "CPU s/1k inject", "CPU s/1k drain", "plot"],
+        [[r["case"], fmt(r.get("accepted")),
+          fmt(r.get("at_broker")) + ("" if r.get("complete") else " (timeout)"),
+          fmt(r.get("smtp_msgs_per_sec")), fmt(r.get("rss_waiting_mb")), fmt(r.get("peak_rss_mb")),
+          fmt(r.get("first_at_broker_secs"), ".1f"), fmt(r.get("drain_secs"), ".1f"),
+          fmt(r.get("drain_msgs_per_sec")), fmt(r.get("drain_after_first_msgs_per_sec")),
+          fmt(r.get("cpu_per_1k_inject"), ".3f"), fmt(r.get("cpu_per_1k_drain"), ".3f"), plot_link(r)]
+         if "note" not in r else [r["case"], r["note"]] + [""] * 11 for r in rows])
 
 
 def run_meta(root, argv, args):
@@ -74,25 +93,28 @@ def render(meta, results, ceilings):
                 if base and r.get("cpu_per_1k"):
                     extra = r["cpu_per_1k"] / base - 1
                     lines += ["", f"Extra CPU per mail, {r['case']}: **{extra * 100:+.0f}%** (target <= +30%)."]
+        elif scen == "backlog":
+            lines.append(backlog_table(rows))
         elif scen == "ingress":
             lines.append(table(
-                ["case", "msgs", "msgs/s", "p50 ms", "p99 ms", "fsyncs/msg", "CPU s/1k msgs", "peak RSS MiB"],
+                ["case", "msgs", "msgs/s", "p50 ms", "p99 ms", "fsyncs/msg", "CPU s/1k msgs", "peak RSS MiB",
+                 "plot"],
                 [[r["case"], fmt(r.get("messages")), fmt(r.get("msgs_per_sec")), fmt(r.get("p50_ms"), ".2f"),
                   fmt(r.get("p99_ms"), ".2f"), fmt(r.get("fsyncs_per_msg"), ".3f"),
-                  fmt(r.get("cpu_per_1k"), ".3f"), fmt(r.get("peak_rss_mb"), ".0f")]
-                 if "note" not in r else [r["case"], r["note"]] + [""] * 6 for r in rows]))
+                  fmt(r.get("cpu_per_1k"), ".3f"), fmt(r.get("peak_rss_mb"), ".0f"), plot_link(r)]
+                 if "note" not in r else [r["case"], r["note"]] + [""] * 7 for r in rows]))
         else:
             ceil = ceilings.get("nats100k" if scen == "nats100k" else
                                 {"loghook-d1": "nats"}.get(scen, scen), {}).get("msgs_per_sec")
             lines.append(table(
                 ["case", "mails", "at broker", "SMTP msgs/s", "e2e msgs/s", "e2e / ceiling",
-                 "deliv. p50 ms", "deliv. p99 ms", "CPU s/1k mails", "peak RSS MiB"],
+                 "deliv. p50 ms", "deliv. p99 ms", "CPU s/1k mails", "peak RSS MiB", "plot"],
                 [[r["case"], fmt(r.get("messages")), fmt(r.get("at_broker")) + ("" if r.get("complete") else " (timeout)"),
                   fmt(r.get("smtp_msgs_per_sec")), fmt(r.get("e2e_msgs_per_sec")),
                   fmt(r["e2e_msgs_per_sec"] / ceil * 100, ".0f") + "%" if ceil and r.get("e2e_msgs_per_sec") else "n/a",
                   fmt(r.get("p50_ms"), ".1f"), fmt(r.get("p99_ms"), ".1f"), fmt(r.get("cpu_per_1k"), ".3f"),
-                  fmt(r.get("peak_rss_mb"), ".0f")]
-                 if "note" not in r else [r["case"], r["note"]] + [""] * 8 for r in rows]))
+                  fmt(r.get("peak_rss_mb"), ".0f"), plot_link(r)]
+                 if "note" not in r else [r["case"], r["note"]] + [""] * 9 for r in rows]))
             if scen == "loghook-d1" and len(rows) == 2 and all(r.get("cpu_per_1k") for r in rows):
                 extra = rows[1]["cpu_per_1k"] / rows[0]["cpu_per_1k"] - 1
                 lines += ["", f"Log hook extra CPU per mail: **{extra * 100:+.0f}%** (D1 vs A2)."]

@@ -1,6 +1,7 @@
 //! One client per broker, speaking to the objects the example policies publish to.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{stream, StreamExt, TryStreamExt};
@@ -133,6 +134,66 @@ impl Broker {
                 }
                 Ok(sum)
             }
+        }
+    }
+
+    /// Create the stream (file storage, no limits) if it does not exist yet: the backlog
+    /// scenario's private nats-server starts empty.
+    pub async fn create_stream(&self) -> Result<()> {
+        let Broker::Nats {
+            js,
+            stream,
+            subject,
+        } = self
+        else {
+            bail!("create-stream is only supported for nats");
+        };
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("create JetStream stream {stream}"))?;
+        Ok(())
+    }
+
+    /// How many of `ids` are the `Nats-Msg-Id` of a message stored after sequence `after`,
+    /// polling until all are found or `timeout` passes. Unlike a count, this cannot be fooled
+    /// by other publishers sharing the stream.
+    pub async fn find_ids(
+        &self,
+        ids: &HashSet<String>,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<usize> {
+        let Broker::Nats { js, stream, .. } = self else {
+            bail!("verify-ids is only supported for nats");
+        };
+        let s = js
+            .get_stream(stream)
+            .await
+            .with_context(|| format!("JetStream stream {stream}"))?;
+        let deadline = Instant::now() + timeout;
+        let mut next = after.saturating_add(1);
+        let mut found: HashSet<String> = HashSet::new();
+        loop {
+            let last = s.get_info().await?.state.last_sequence;
+            while next <= last {
+                // Sequences removed by the stream's limits are simply absent.
+                if let Ok(m) = s.get_raw_message(next).await {
+                    if let Some(id) = m.headers.get("Nats-Msg-Id") {
+                        if ids.contains(id.as_str()) {
+                            found.insert(id.as_str().to_string());
+                        }
+                    }
+                }
+                next += 1;
+            }
+            if found.len() >= ids.len() || Instant::now() >= deadline {
+                return Ok(found.len());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

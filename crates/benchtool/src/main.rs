@@ -3,13 +3,19 @@
 //! `count` and `wait` read how many messages a broker holds for the example objects (JetStream
 //! stream last sequence, RabbitMQ queue depth, Kafka end offsets); `ceiling` measures how fast
 //! this client alone can publish with acknowledgements pipelined, which is the yardstick the
-//! end-to-end numbers are divided by. Loopback only: the benchmark never touches other hosts.
+//! end-to-end numbers are divided by; `plot` draws a case's throughput and latency PNG from
+//! the server's Delivery records; `create-stream` and `verify-ids` serve the backlog scenario
+//! and the harness smoke test. Loopback only: the benchmark never touches other hosts.
 
 mod brokers;
+mod plot;
+mod series;
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -44,6 +50,24 @@ enum Cmd {
         timeout_secs: f64,
         #[arg(long, default_value_t = 50)]
         poll_ms: u64,
+        /// Count from this value instead of the current count (a stream created just before,
+        /// which may already have received a message when the baseline would be read).
+        #[arg(long)]
+        baseline: Option<u64>,
+    },
+    /// Draw a case's PNG and print latency figures from the server's Delivery records.
+    Plot(plot::PlotArgs),
+    /// Create the JetStream stream `--stream` capturing `--subject` if it does not exist.
+    CreateStream,
+    /// Wait until every id in `--ids` (one per line) is the Nats-Msg-Id of a message stored
+    /// after sequence `--after`; print how many were found.
+    VerifyIds {
+        #[arg(long)]
+        ids: PathBuf,
+        #[arg(long)]
+        after: u64,
+        #[arg(long, default_value_t = 60.0)]
+        timeout_secs: f64,
     },
     /// Empty the example AMQP queue (nothing consumes it, so runs would pile up in RabbitMQ).
     Purge { broker: Kind },
@@ -64,6 +88,10 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+fn secs(v: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("{v} is not a usable number of seconds"))
 }
 
 async fn open(kind: Kind, t: &Targets) -> Result<Broker> {
@@ -94,12 +122,16 @@ async fn main() -> Result<()> {
             delta,
             timeout_secs,
             poll_ms,
+            baseline,
         } => {
             let b = open(broker, &cli.targets).await?;
-            let baseline = b.count().await?;
+            let baseline = match baseline {
+                Some(v) => v,
+                None => b.count().await?,
+            };
             // The harness starts the load only after this line, so the baseline is clean.
             println!("{}", json!({ "baseline": baseline, "unix": unix_now() }));
-            let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
+            let deadline = Instant::now() + secs(timeout_secs)?;
             let (mut last, mut last_change) = (baseline, unix_now());
             loop {
                 let c = b.count().await?;
@@ -116,6 +148,31 @@ async fn main() -> Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(poll_ms)).await;
             }
+        }
+        Cmd::Plot(args) => println!("{}", plot::run(&args)?),
+        Cmd::CreateStream => {
+            Broker::nats(&cli.targets).await?.create_stream().await?;
+            println!("{}", json!({ "created": true }));
+        }
+        Cmd::VerifyIds {
+            ids,
+            after,
+            timeout_secs,
+        } => {
+            let text = std::fs::read_to_string(&ids)
+                .with_context(|| format!("read ids from {}", ids.display()))?;
+            let wanted: HashSet<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            let b = Broker::nats(&cli.targets).await?;
+            let found = b.find_ids(&wanted, after, secs(timeout_secs)?).await?;
+            println!(
+                "{}",
+                json!({ "ids": wanted.len(), "found": found, "all": found == wanted.len() })
+            );
         }
         Cmd::Ceiling {
             broker,
