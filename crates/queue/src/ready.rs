@@ -155,10 +155,13 @@ impl ReadyQueue {
         self.probing.store(false, Ordering::SeqCst);
     }
 
-    /// A delivery attempt reached the destination (delivered or rejected by it).
-    pub fn record_success(&self) {
+    /// A delivery attempt reached the destination (delivered or rejected by
+    /// it). True when this ended a pause: the caller should start sessions
+    /// again, or the backlog would drain through the one probing session.
+    pub fn record_success(&self) -> bool {
         let mut h = self.health.lock();
-        if h.paused_until.take().is_some() {
+        let resumed = h.paused_until.take().is_some();
+        if resumed {
             tracing::info!(queue = %self.name, "ready queue resumed: destination reachable again");
         }
         h.failures = 0;
@@ -166,6 +169,7 @@ impl ReadyQueue {
         if self.probing.swap(false, Ordering::SeqCst) {
             self.notify.notify_waiters();
         }
+        resumed
     }
 
     fn paused_until(&self) -> Option<Instant> {
@@ -398,7 +402,8 @@ mod tests {
         assert!(rq.next_batch(1, 1, Duration::ZERO).await.is_empty());
         assert_eq!(rq.len(), 10, "paused messages wait without attempts");
         assert_eq!(prober.await.unwrap(), 1);
-        rq.record_success();
+        assert!(rq.record_success(), "the probe's success ends the pause");
+        assert!(!rq.record_success(), "a success while active ends no pause");
         assert_eq!(rq.state(), ReadyQueueState::Active);
     }
 

@@ -149,9 +149,13 @@ fn value_text(v: &Value) -> Option<String> {
 /// Feed an attempt's outcome into the ready queue's health: a broker or
 /// connection error counts toward a pause; a delivery or a reject from the
 /// destination shows it is reachable.
-fn note_health(rq: &ReadyQueue, r: &Result<String, CallError>) {
+fn note_health(qm: &QueueManager, rq: &Arc<ReadyQueue>, r: &Result<String, CallError>) {
     match r {
-        Ok(_) | Err(CallError::Reject(_)) => rq.record_success(),
+        Ok(_) | Err(CallError::Reject(_)) => {
+            if rq.record_success() {
+                qm.maybe_start_sessions(rq);
+            }
+        }
         Err(e) => rq.record_failure(&e.to_string()),
     }
 }
@@ -329,7 +333,7 @@ async fn object_session(
         let mut rest = chunks.into_iter();
         while let Some(chunk) = rest.next() {
             let r = send(ctx, conn, &chunk, use_batch).await;
-            note_health(rq, &r);
+            note_health(qm, rq, &r);
             delivered += chunk.len();
             let end = match &r {
                 Err(CallError::Reject(rej)) => rej.code == 421,
@@ -376,7 +380,7 @@ async fn legacy_session(
     let mut pending = batch.into_iter();
     let Some(head) = pending.next() else { return };
     let first = first.map(|v| value_text(&v).unwrap_or_else(|| "OK".into()));
-    note_health(rq, &first);
+    note_health(qm, rq, &first);
     dispose(qm, head, info, &first).await;
     let mut delivered = 1usize;
     // Built element by element: collecting a partly consumed vec::IntoIter
@@ -395,7 +399,7 @@ async fn legacy_session(
                 )),
                 Connection::Invalid(w) | Connection::Failed(w) => Err(CallError::Lua(w)),
             };
-            note_health(rq, &r);
+            note_health(qm, rq, &r);
             dispose(qm, e, info, &r).await;
             if rq.state() != crate::ready::ReadyQueueState::Active {
                 // Paused: hand the rest back untouched; the prober resumes them.
