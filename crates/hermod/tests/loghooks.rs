@@ -2,6 +2,7 @@
 //! a broker (NATS JetStream, an HTTP webhook) exactly once, byte-for-byte the
 //! local record; the hook messages' own records stay local.
 
+mod common;
 mod support_durability;
 
 use std::collections::{HashMap, HashSet};
@@ -299,55 +300,27 @@ async fn log_hooks_helper_batches_records_without_loss() {
     stream.delete().await;
 }
 
-/// D2's webhook constructor, with a 1 s retry so a 5xx is retried quickly.
+/// Seed D2 from `examples/` unchanged except that the webhook queue retries
+/// after 1 s (so a 5xx is retried quickly) and other mail goes to a Maildir
+/// (so it has Delivery records to report). Each substitution must match
+/// exactly once, so a changed example fails here instead of going untested.
 fn d2_policy() -> String {
-    format!(
-        "{PRELUDE}{}",
-        r#"
-local WEBHOOK_URL = os.getenv 'WEBHOOK_URL'
-kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
-  if domain == 'webhook' then
-    return kumo.make_queue_config {
-      retry_interval = '1s',
-      max_retry_interval = '1s',
-      protocol = { custom_lua = { constructor = 'make.webhook' } },
+    let mut scenario = common::seed_section("d2-log-events-webhook.lua");
+    for (from, to) in [
+        (
+            "kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.webhook' } } }",
+            "kumo.make_queue_config { retry_interval = '1s', max_retry_interval = '1s', \
+             protocol = { custom_lua = { constructor = 'make.webhook' } } }",
+        ),
+        (
+            "  return kumo.make_queue_config {}\n",
+            "  return kumo.make_queue_config { protocol = { maildir_path = DIR .. '/maildir' } }\n",
+        ),
+    ] {
+        assert_eq!(scenario.matches(from).count(), 1, "examples/d2: {from:?}");
+        scenario = scenario.replace(from, to);
     }
-  end
-  return kumo.make_queue_config { protocol = { maildir_path = DIR .. '/maildir' } }
-end)
-kumo.on('pre_init', function()
-  kumo.configure_log_hook { name = 'events' }
-end)
-kumo.on('should_enqueue_log_record', function(msg, hook_name)
-  if hook_name ~= 'events' then return end
-  msg:set_meta('queue', 'webhook')
-  return true
-end)
-kumo.on('make.webhook', function(domain, tenant, campaign)
-  local client = kumo.http.build_client {}
-  local conn = {}
-  function conn:send(msg)
-    local response = client:post(WEBHOOK_URL)
-      :header('Content-Type', 'application/json')
-      :body(msg:get_data())
-      :send()
-    local disposition = string.format('%d %s: %s',
-      response:status_code(), response:status_reason() or '', response:text())
-    if response:status_is_success() then
-      return disposition
-    end
-    if response:status_is_server_error() then
-      kumo.reject(451, disposition)
-    end
-    kumo.reject(550, disposition)
-  end
-  function conn:close()
-    client:close()
-  end
-  return conn
-end)
-"#
-    )
+    format!("{PRELUDE}{scenario}")
 }
 
 /// A webhook receiver on a free loopback port: answers 503 to the first
