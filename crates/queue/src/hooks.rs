@@ -24,7 +24,8 @@ struct Job {
     hook: Arc<str>,
     deferred_spool: bool,
     msg: Message,
-    permit: HookPermit,
+    /// Held, not read: dropping the job frees its back-pressure slot.
+    _permit: HookPermit,
 }
 
 /// The Logger needs its hook sink before the queue manager (which needs the
@@ -55,7 +56,7 @@ impl HookSink for HookBridge {
             hook: Arc::from(hook_name),
             deferred_spool,
             msg,
-            permit,
+            _permit: permit,
         };
         if tx.send(job).is_err() {
             tracing::warn!(hook = %hook_name, "log hook record dropped: hook worker has stopped");
@@ -135,25 +136,19 @@ async fn spool_and_queue(qm: &QueueManager, wanted: Vec<(Job, Arc<ScheduledQueue
     // Deferred messages skip the spool, except when the queues are shutting
     // down: nothing would deliver them before the process exits.
     let defer = qm.is_accepting_now();
-    let msgs: Vec<Message> = wanted
-        .iter()
-        .filter(|(j, _)| !(defer && j.deferred_spool))
-        .map(|(j, _)| j.msg.clone())
-        .collect();
-    let mut results = qm.spool().store_many(&msgs).await.into_iter();
-    for (job, sq) in wanted {
-        let result = if defer && job.deferred_spool {
-            Ok(())
-        } else {
-            results
-                .next()
-                .unwrap_or(Err(hermod_spool::SpoolError::Closed))
-        };
+    let (deferred, stored): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|(j, _)| defer && j.deferred_spool);
+    let msgs: Vec<Message> = stored.iter().map(|(j, _)| j.msg.clone()).collect();
+    let results = qm.spool().store_many(&msgs).await;
+    for ((job, sq), result) in stored.into_iter().zip(results) {
         match result {
             Ok(()) => qm.to_ready(job.msg, sq),
             Err(e) => tracing::error!(hook = %job.hook, id = %job.msg.id(), error = %e,
                 "log hook message not queued: spool write failed"),
         }
-        drop(job.permit);
+    }
+    for (job, sq) in deferred {
+        qm.to_ready(job.msg, sq);
     }
 }
