@@ -138,6 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(Arc::new(bridge.clone())),
     )
     .context("starting the local loggers")?;
+    logger.set_policy_engine(engine.clone());
     install_metrics(&engine, &logger, &spool);
 
     let qopts = QueueOptions {

@@ -9,6 +9,7 @@ use mlua::{Lua, Value};
 use serde::Deserialize;
 
 use crate::record::RecordType;
+use crate::template::RecordTemplates;
 
 const DEFAULT_MAX_FILE_SIZE: u64 = 1_000_000_000;
 const DEFAULT_BACK_PRESSURE: usize = 128_000;
@@ -25,8 +26,8 @@ fn default_true() -> bool {
     true
 }
 
-/// `per_record.<Type>` settings. Only `enable` is implemented; the other
-/// keys are accepted by KumoMTA and are refused here with a clear error
+/// `per_record.<Type>` settings. `enable` and `template` are implemented;
+/// `suffix`, `log_dir` and `segment_header` are refused with a clear error
 /// rather than silently ignored (see `validate`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +76,6 @@ fn validate_per_record(
         let unsupported = [
             ("suffix", p.suffix.is_some()),
             ("log_dir", p.log_dir.is_some()),
-            ("template", p.template.is_some()),
             ("segment_header", p.segment_header.is_some()),
         ];
         if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
@@ -84,7 +84,9 @@ fn validate_per_record(
             ));
         }
     }
-    Ok(())
+    // Compiled here too, so a broken template fails the configure call
+    // itself and the error names the policy's file:line.
+    RecordTemplates::compile(what, per_record).map(|_| ())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,10 +158,8 @@ impl LocalLogConfig {
                 "{WHAT}: max_segment_duration must be greater than 0"
             ));
         }
-        if self.filter_event.is_some() {
-            return Err(format!(
-                "{WHAT}: filter_event is not supported by this version"
-            ));
+        if self.filter_event.as_deref() == Some("") {
+            return Err(format!("{WHAT}: filter_event must not be empty"));
         }
         validate_per_record(WHAT, &self.per_record)
     }
@@ -312,16 +312,28 @@ mod tests {
     }
 
     #[test]
-    fn local_logs_reject_out_of_range_compression_and_unsupported_templates() {
+    fn local_logs_reject_out_of_range_compression_broken_templates_and_unsupported_keys() {
         let lua = Lua::new();
         let e = eval_local(&lua, "return {log_dir='/tmp/x', compression_level=30}").unwrap_err();
         assert!(e.to_string().contains("compression_level"), "{e}");
         let e = eval_local(
             &lua,
-            "return {log_dir='/tmp/x', per_record={Bounce={template='x'}}}",
+            "return {log_dir='/tmp/x', per_record={Bounce={template='{{ id '}}}",
         )
         .unwrap_err();
         assert!(e.to_string().contains("per_record.Bounce.template"), "{e}");
+        let e = eval_local(
+            &lua,
+            "return {log_dir='/tmp/x', per_record={Bounce={suffix='.b'}}}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("per_record.Bounce.suffix"), "{e}");
+        let c = eval_local(
+            &lua,
+            "return {log_dir='/tmp/x', filter_event='keep', per_record={Bounce={template='{{ id }}'}}}",
+        )
+        .unwrap();
+        assert_eq!(c.filter_event.as_deref(), Some("keep"));
     }
 
     #[test]

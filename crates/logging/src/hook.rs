@@ -37,9 +37,12 @@ pub enum HookMessageError {
     },
 }
 
-/// Build the hook message for `record` (logging.md §5 step 4).
+/// Build the hook message for `record` (logging.md §5 step 4). `text` is
+/// the rendered `per_record` template, if the hook has one for this type;
+/// otherwise the data is the JSON line.
 pub fn build_hook_message(
     record: &LogRecord,
+    text: Option<String>,
     sender: EnvelopeAddress,
     recipients: Vec<EnvelopeAddress>,
 ) -> Result<Message, HookMessageError> {
@@ -50,7 +53,10 @@ pub fn build_hook_message(
         id: record.id.clone(),
         source,
     };
-    let data = record.to_json_line().map_err(ser)?;
+    let data = match text {
+        Some(t) => t.into_bytes(),
+        None => record.to_json_line().map_err(ser)?,
+    };
     let as_object = serde_json::to_value(record).map_err(ser)?;
     let mut meta = record.meta.clone();
     meta.insert("log_record".into(), as_object);

@@ -7,9 +7,11 @@ pub mod config;
 pub mod hook;
 mod logger;
 pub mod record;
+mod rejection;
 mod segment;
 mod select;
 pub mod tail;
+mod template;
 
 use std::path::PathBuf;
 
@@ -17,6 +19,7 @@ pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
 pub use hook::{build_hook_message, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
+pub use rejection::is_rejection;
 pub use tail::{tail, tail_until, TailOptions};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use hermod_message::Message;
+use hermod_message::{Message, RejectionInfo};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{is_enabled, LocalLogConfig, LogHookConfig, PerRecordConfig};
 use crate::hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
 use crate::record::{LogRecord, PeerAddress, RecordType, Response};
+use crate::rejection::{is_rejection, rejection_record};
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
 use crate::select::{select_headers, select_meta, Pattern};
+use crate::template::RecordTemplates;
 use crate::LogError;
+use hermod_policy::Engine;
 
 /// What a producer (queue, SMTP, HTTP, delivery) reports.
 #[derive(Debug, Clone)]
@@ -71,6 +74,8 @@ impl Selection {
 struct LocalSink {
     dir: PathBuf,
     select: Selection,
+    /// `filter_event`: the policy event asked, per message, whether to log.
+    filter_event: Option<String>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -78,6 +83,7 @@ struct HookLogger {
     name: String,
     deferred_spool: bool,
     select: Selection,
+    templates: RecordTemplates,
     back_pressure: u32,
     permits: Arc<Semaphore>,
 }
@@ -87,6 +93,8 @@ struct Inner {
     locals: Vec<LocalSink>,
     hooks: Vec<HookLogger>,
     sink: OnceLock<Arc<dyn HookSink>>,
+    /// Runs `filter_event` handlers; set once the policy engine exists.
+    engine: OnceLock<Arc<Engine>>,
     closed: AtomicBool,
 }
 
@@ -121,11 +129,14 @@ impl Logger {
                 level: cfg.compression_level,
                 max_file_size: cfg.max_file_size,
                 max_age: cfg.max_segment_duration,
+                templates: RecordTemplates::compile("kumo.configure_local_logs", &cfg.per_record)
+                    .map_err(LogError::Config)?,
             };
             let tx = spawn_writer(settings, cfg.back_pressure)?;
             locals.push(LocalSink {
                 dir: cfg.log_dir.clone(),
                 select: Selection::new(&cfg.per_record, &cfg.meta, &cfg.headers),
+                filter_event: cfg.filter_event.clone(),
                 tx,
             });
         }
@@ -136,15 +147,17 @@ impl Logger {
                 let bp = u32::try_from(h.back_pressure)
                     .unwrap_or(u32::MAX)
                     .min(Semaphore::MAX_PERMITS as u32);
-                HookLogger {
+                Ok(HookLogger {
                     name: h.name.clone(),
                     deferred_spool: h.deferred_spool,
                     select: Selection::new(&h.per_record, &h.meta, &h.headers),
+                    templates: RecordTemplates::compile("kumo.configure_log_hook", &h.per_record)
+                        .map_err(LogError::Config)?,
                     back_pressure: bp,
                     permits: Arc::new(Semaphore::new(bp as usize)),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, LogError>>()?;
         let sink = OnceLock::new();
         if let Some(s) = hook_sink {
             let _ = sink.set(s);
@@ -155,6 +168,7 @@ impl Logger {
                 locals,
                 hooks,
                 sink,
+                engine: OnceLock::new(),
                 closed: AtomicBool::new(false),
             })),
         })
@@ -174,6 +188,14 @@ impl Logger {
                 .set(sink)
                 .map_err(|_| LogError::HookSinkAlreadySet),
             None => Ok(()),
+        }
+    }
+
+    /// Give the loggers the policy engine their `filter_event`s run in.
+    /// Without it, a logger with a `filter_event` logs nothing.
+    pub fn set_policy_engine(&self, engine: Arc<Engine>) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.engine.set(engine);
         }
     }
 
@@ -207,6 +229,11 @@ impl Logger {
         };
 
         for local in inner.locals.iter().filter(|l| l.select.wants(ev.kind)) {
+            if let Some(event) = &local.filter_event {
+                if !inner.filter_allows(event, &ev.message).await {
+                    continue;
+                }
+            }
             let rec = local.select.record(&base, &meta, &ev.message);
             if local.tx.send(Command::Record(Box::new(rec))).await.is_err() {
                 tracing::warn!(dir = %local.dir.display(), id = %base.id, "local logger has stopped; record dropped");
@@ -224,9 +251,46 @@ impl Logger {
                 continue;
             };
             let rec = hook.select.record(&base, &meta, &ev.message);
-            match build_hook_message(&rec, ev.message.sender(), ev.message.recipients()) {
+            let text = match hook.templates.render(&rec) {
+                Some(Ok(text)) => Some(text),
+                Some(Err(e)) => {
+                    tracing::error!(hook = %hook.name, id = %rec.id, error = %e,
+                        "log template failed; the hook message carries the JSON record instead");
+                    None
+                }
+                None => None,
+            };
+            match build_hook_message(&rec, text, ev.message.sender(), ev.message.recipients()) {
                 Ok(msg) => sink.submit(&hook.name, hook.deferred_spool, msg, permit),
                 Err(e) => tracing::error!(hook = %hook.name, error = %e, "log hook record dropped"),
+            }
+        }
+    }
+
+    /// Record an SMTP 4xx/5xx reply in the local logs. Log hooks never see
+    /// it (there is no message to build theirs from) and `filter_event`s are
+    /// not asked (they take a message), as in KumoMTA.
+    pub async fn log_rejection(&self, r: &RejectionInfo) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.closed.load(Ordering::Acquire) || !is_rejection(r.code, &r.text) {
+            return;
+        }
+        let wanting: Vec<&LocalSink> = inner
+            .locals
+            .iter()
+            .filter(|l| l.select.wants(RecordType::Rejection))
+            .collect();
+        if wanting.is_empty() {
+            return;
+        }
+        let base = rejection_record(r, &inner.node_id);
+        for local in wanting {
+            let mut rec = base.clone();
+            rec.meta = select_meta(&r.meta, &local.select.meta);
+            if local.tx.send(Command::Record(Box::new(rec))).await.is_err() {
+                tracing::warn!(dir = %local.dir.display(), "local logger has stopped; rejection record dropped");
             }
         }
     }
@@ -267,6 +331,35 @@ impl Logger {
             .map(|h| (h.back_pressure as usize).saturating_sub(h.permits.available_permits()))
             .sum();
         local + hooks
+    }
+}
+
+impl Inner {
+    /// Ask the `filter_event` handler whether to log this message. As in
+    /// KumoMTA, no handler, an error or a false result all mean "do not log";
+    /// errors are reported so a broken filter is noticed.
+    async fn filter_allows(&self, event: &str, msg: &Message) -> bool {
+        let Some(engine) = self.engine.get() else {
+            tracing::error!(
+                event,
+                "filter_event is configured but no policy engine is attached; record not logged"
+            );
+            return false;
+        };
+        match engine
+            .call::<hermod_policy::mlua::Value>(event, msg.clone())
+            .await
+        {
+            Ok(Some(v)) => !matches!(
+                v,
+                hermod_policy::mlua::Value::Nil | hermod_policy::mlua::Value::Boolean(false)
+            ),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(event, id = %msg.id(), error = %e, "filter_event failed; record not logged");
+                false
+            }
+        }
     }
 }
 

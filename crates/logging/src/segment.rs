@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::record::LogRecord;
+use crate::template::RecordTemplates;
 use crate::LogError;
 
 /// How often buffered compressed data is pushed to the file (so `logs tail
@@ -32,6 +33,8 @@ pub(crate) struct SegmentSettings {
     pub level: i32,
     pub max_file_size: u64,
     pub max_age: Option<Duration>,
+    /// Rendered here, on the writer thread, rather than on the async workers.
+    pub templates: RecordTemplates,
 }
 
 struct OpenSegment {
@@ -147,7 +150,16 @@ impl SegmentWriter {
     }
 
     fn write(&mut self, record: &LogRecord) {
-        let line = match record.to_json_line() {
+        let line = match self.settings.templates.render(record) {
+            Some(Ok(text)) => Ok(text.into_bytes()),
+            Some(Err(e)) => {
+                // The record is still worth keeping; the operator sees why it is JSON.
+                tracing::error!(id = %record.id, error = %e, "log template failed; writing the JSON record instead");
+                record.to_json_line()
+            }
+            None => record.to_json_line(),
+        };
+        let line = match line {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(id = %record.id, error = %e, "cannot serialise log record");

@@ -192,3 +192,58 @@ async fn hook_back_pressure_makes_logging_wait_and_shutdown_drains_in_flight_sub
         .unwrap();
     assert_eq!(log.queue_depth(), 0);
 }
+
+#[tokio::test]
+async fn a_hook_template_becomes_the_message_data_and_the_record_stays_in_meta() {
+    let sink = Arc::new(Collect::default());
+    let mut h = hook("tpl");
+    h.per_record.insert(
+        RecordType::Delivery,
+        PerRecordConfig {
+            template: Some("{{ type }} {{ id }} {{ response.code }}".into()),
+            ..Default::default()
+        },
+    );
+    let log = Logger::new(uuid::Uuid::new_v4(), vec![], vec![h], Some(sink.clone())).unwrap();
+    let original = message("ESMTP");
+    log.log(event(RecordType::Delivery, original.clone())).await;
+    log.log(event(RecordType::Reception, original.clone()))
+        .await;
+    log.shutdown().await;
+
+    let got = sink.0.lock();
+    assert_eq!(got.len(), 2);
+    let delivery = got[0].1.data().unwrap();
+    let record = got[0].1.get_meta("log_record").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&delivery),
+        format!(
+            "Delivery {} {}\n",
+            original.id(),
+            record["response"]["code"]
+        )
+    );
+    let reception: LogRecord = serde_json::from_slice(&got[1].1.data().unwrap()).unwrap();
+    assert_eq!(
+        reception.kind,
+        RecordType::Reception,
+        "types without a template stay JSON"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_hook_template_fails_logger_start_naming_the_type() {
+    let mut h = hook("tpl");
+    h.per_record.insert(
+        RecordType::Bounce,
+        PerRecordConfig {
+            template: Some("{% if %}".into()),
+            ..Default::default()
+        },
+    );
+    let Err(e) = Logger::new(uuid::Uuid::new_v4(), vec![], vec![h], None) else {
+        panic!("a broken template was accepted");
+    };
+    assert!(matches!(e, LogError::Config(_)));
+    assert!(e.to_string().contains("per_record.Bounce.template"), "{e}");
+}

@@ -52,6 +52,34 @@ impl Accepted {
     }
 }
 
+/// An SMTP 4xx/5xx reply, for the Rejection log record. No message exists
+/// yet, so the envelope is whatever the session had when it replied.
+#[derive(Debug, Clone, Default)]
+pub struct RejectionInfo {
+    pub code: u16,
+    /// Reply text as sent, starting with the enhanced code when there is one.
+    pub text: String,
+    /// The command line the reply answered (`"DATA"` for the message
+    /// content); `None` for replies not tied to a command (the banner).
+    pub command: Option<String>,
+    /// MAIL FROM of the transaction; `None` before MAIL FROM was accepted.
+    pub sender: Option<String>,
+    /// The recipient refused by a RCPT TO reply; otherwise the recipients
+    /// of the transaction so far.
+    pub recipients: Vec<String>,
+    /// The connection's meta (`received_from`, values set by the policy).
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    pub peer: ReceptionInfo,
+}
+
+/// Whether a reply gets a Rejection record. `421 4.3.2` replies (shutdown,
+/// load shedding, idle timeout) are about the server, not the mail.
+pub fn is_rejection(code: u16, text: &str) -> bool {
+    (400..600).contains(&code) && !(code == 421 && text.starts_with("4.3.2"))
+}
+
+pub type DoneFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 pub type AcceptFuture<'a> =
     Pin<Box<dyn Future<Output = Vec<Result<Accepted, AcceptError>>> + Send + 'a>>;
 
@@ -63,5 +91,9 @@ pub trait Acceptor: Send + Sync + 'static {
     /// False until spool enumeration has begun, and again during shutdown.
     fn is_accepting(&self) -> bool {
         true
+    }
+    /// Log a Rejection record. Waits only under log back-pressure.
+    fn rejected(&self, _rejection: RejectionInfo) -> DoneFuture<'_> {
+        Box::pin(async {})
     }
 }

@@ -12,7 +12,7 @@ mod message;
 pub mod queue_name;
 pub mod trace;
 
-pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo};
+pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
 pub use address::{AddressError, EnvelopeAddress};
 pub use id::{IdError, SpoolId};
 pub use message::{Message, MessageError, SpoolRecord};

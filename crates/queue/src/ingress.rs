@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use hermod_logging::{LogEvent, PeerAddress, RecordType, Response};
-use hermod_message::accept::AcceptFuture;
-use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo};
+use hermod_message::accept::{AcceptFuture, DoneFuture};
+use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo, RejectionInfo};
 
 use crate::manager::QueueManager;
 use crate::resolve::ScheduledQueue;
@@ -130,5 +130,9 @@ impl Acceptor for QueueManager {
 
     fn is_accepting(&self) -> bool {
         self.is_accepting_now()
+    }
+
+    fn rejected(&self, rejection: RejectionInfo) -> DoneFuture<'_> {
+        Box::pin(async move { self.logger().log_rejection(&rejection).await })
     }
 }

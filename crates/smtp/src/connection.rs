@@ -49,6 +49,9 @@ pub struct Connection<S> {
     wbuf: Vec<u8>,
     line_limit: usize,
     timeout: Duration,
+    /// 4xx/5xx replies queued since the session last took them, for
+    /// Rejection log records.
+    rejections: Vec<(u16, String)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -59,7 +62,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: Vec::with_capacity(512),
             line_limit,
             timeout,
+            rejections: Vec::new(),
         }
+    }
+
+    /// The rejections replied since the last call.
+    pub fn take_rejections(&mut self) -> Vec<(u16, String)> {
+        std::mem::take(&mut self.rejections)
     }
 
     /// The stream and any input already read but not yet consumed.
@@ -69,6 +78,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Queue a reply; multi-line replies use `code-text` on all but the last line.
     pub fn reply(&mut self, code: u16, text: &str) {
+        if hermod_message::accept::is_rejection(code, text) {
+            self.rejections.push((code, text.to_string()));
+        }
         let mut lines = text.split('\n').peekable();
         while let Some(line) = lines.next() {
             let sep = if lines.peek().is_some() { '-' } else { ' ' };

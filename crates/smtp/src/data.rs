@@ -3,7 +3,7 @@
 
 use mlua::Value as LuaValue;
 
-use hermod_message::{AcceptError, Accepted, Message, ReceptionInfo, SpoolId};
+use hermod_message::{AcceptError, Accepted, Message, SpoolId};
 use hermod_policy::CallError;
 
 use crate::connection::Connection;
@@ -132,18 +132,7 @@ impl Session {
             return Ok(Reply::new(550, "5.7.1 relaying not permitted", false));
         }
 
-        let (tls_protocol_version, tls_cipher) = match &self.tls {
-            Some((v, c)) => (Some(v.clone()), Some(c.clone())),
-            None => (None, None),
-        };
-        let info = ReceptionInfo {
-            protocol: "ESMTP".into(),
-            peer_name: self.ehlo.clone().unwrap_or_default(),
-            peer_addr: peer_ip.clone(),
-            session_id: Some(self.id.clone()),
-            tls_cipher,
-            tls_protocol_version,
-        };
+        let info = self.reception_info();
         let results = self.shared.acceptor.accept(messages, info).await;
         Ok(self.reply_for(results))
     }

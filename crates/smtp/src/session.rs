@@ -16,6 +16,31 @@ use crate::listener::Shared;
 use crate::meta::ConnMeta;
 use crate::tls::Stream;
 
+/// The envelope a command started from, kept for its Rejection records.
+pub(crate) struct Envelope {
+    sender: Option<String>,
+    recipients: Vec<String>,
+}
+
+impl Envelope {
+    /// Only RCPT TO and DATA need it: a refused RCPT TO is logged with the
+    /// refused address, and DATA clears the transaction before it replies.
+    fn of(session: &Session, cmd: &Command) -> Option<Envelope> {
+        let sender = || session.sender.as_ref().map(|s| s.to_string());
+        match cmd {
+            Command::RcptTo { address } => Some(Envelope {
+                sender: sender(),
+                recipients: vec![address.to_string()],
+            }),
+            Command::Data => Some(Envelope {
+                sender: sender(),
+                recipients: session.recipients.iter().map(|r| r.to_string()).collect(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What the main loop does after a command.
 pub(crate) enum Flow {
     Continue,
@@ -92,6 +117,7 @@ impl Session {
             if let Err(e) = r {
                 // No session without a banner: any rejection here closes it.
                 self.event_failure(conn, e);
+                self.report_rejections(conn, None, None).await;
                 return Flow::Close;
             }
         }
@@ -133,20 +159,87 @@ impl Session {
                     self.shutting_down(&mut conn);
                     Flow::Close
                 }
-                Ok(Line::Text(line)) => match command::parse(&line) {
-                    Err(e) => {
-                        let (code, text) = e.reply();
-                        conn.reply(code, &text);
-                        Flow::Continue
-                    }
-                    Ok(cmd) => self.handle(&mut conn, cmd).await,
-                },
+                Ok(Line::Text(line)) => {
+                    let flow = match command::parse(&line) {
+                        Err(e) => {
+                            let (code, text) = e.reply();
+                            conn.reply(code, &text);
+                            Flow::Continue
+                        }
+                        Ok(cmd) => {
+                            let before = Envelope::of(self, &cmd);
+                            let flow = self.handle(&mut conn, cmd).await;
+                            self.report_rejections(&mut conn, Some(&line[..]), before)
+                                .await;
+                            flow
+                        }
+                    };
+                    self.report_rejections(&mut conn, Some(&line[..]), None)
+                        .await;
+                    flow
+                }
             };
+            self.report_rejections(&mut conn, None, None).await;
             match flow {
                 Flow::Continue => {}
                 Flow::Close => return Some(conn),
                 Flow::StartTls => conn = self.start_tls(conn).await?,
             }
+        }
+    }
+
+    /// Log a Rejection record for each 4xx/5xx reply queued since the last
+    /// call. `before` is the envelope as the command found it, for commands
+    /// that change it (DATA ends the transaction, RCPT TO names its own).
+    async fn report_rejections(
+        &mut self,
+        conn: &mut Connection<Stream>,
+        command: Option<&[u8]>,
+        before: Option<Envelope>,
+    ) {
+        let rejections = conn.take_rejections();
+        if rejections.is_empty() {
+            return;
+        }
+        let (sender, recipients) = match before {
+            Some(env) => (env.sender, env.recipients),
+            None => (
+                self.sender.as_ref().map(|s| s.to_string()),
+                self.recipients.iter().map(|r| r.to_string()).collect(),
+            ),
+        };
+        let peer = self.reception_info();
+        let command = command.map(|line| {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned()
+        });
+        for (code, text) in rejections {
+            let info = hermod_message::RejectionInfo {
+                code,
+                text,
+                command: command.clone(),
+                sender: sender.clone(),
+                recipients: recipients.clone(),
+                meta: self.meta.snapshot(),
+                peer: peer.clone(),
+            };
+            self.shared.acceptor.rejected(info).await;
+        }
+    }
+
+    /// Who this client is, for log records.
+    pub(crate) fn reception_info(&self) -> hermod_message::ReceptionInfo {
+        let (tls_protocol_version, tls_cipher) = match &self.tls {
+            Some((v, c)) => (Some(v.clone()), Some(c.clone())),
+            None => (None, None),
+        };
+        hermod_message::ReceptionInfo {
+            protocol: "ESMTP".into(),
+            peer_name: self.ehlo.clone().unwrap_or_default(),
+            peer_addr: self.peer.ip().to_string(),
+            session_id: Some(self.id.clone()),
+            tls_cipher,
+            tls_protocol_version,
         }
     }
 

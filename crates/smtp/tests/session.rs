@@ -311,3 +311,91 @@ async fn pipelined_transaction_in_one_write_gets_every_reply_in_one_write() {
     c.expect(221).await;
     assert_eq!(srv.acceptor.messages().len(), 2);
 }
+
+/// `(code, command, sender, recipients)` of a reported rejection.
+type Seen = (u16, Option<String>, Option<String>, Vec<String>);
+
+fn rejections(srv: &Server) -> Vec<Seen> {
+    srv.acceptor
+        .rejections
+        .lock()
+        .iter()
+        .map(|r| {
+            (
+                r.code,
+                r.command.clone(),
+                r.sender.clone(),
+                r.recipients.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn refused_commands_are_reported_as_rejections_with_their_command_and_envelope() {
+    let srv = start(config()).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("MAIL FROM:<early@example.com>", 503).await;
+    c.cmd("EHLO c", 250).await;
+    c.cmd("MAIL FROM:<x@blocked.example>", 550).await;
+    c.cmd("MAIL FROM:<a@example.com>", 250).await;
+    c.cmd("RCPT TO:<b@example.com>", 250).await;
+    c.cmd("DATA", 354).await;
+    c.send("Subject: reject\r\n\r\nbody\r\n.\r\n").await;
+    c.expect(550).await;
+    c.cmd("QUIT", 221).await;
+    drop(c);
+
+    let got = rejections(&srv);
+    assert_eq!(
+        got,
+        vec![
+            (
+                503,
+                Some("MAIL FROM:<early@example.com>".into()),
+                None,
+                vec![]
+            ),
+            (
+                550,
+                Some("MAIL FROM:<x@blocked.example>".into()),
+                None,
+                vec![]
+            ),
+            (
+                550,
+                Some("DATA".into()),
+                Some("a@example.com".into()),
+                vec!["b@example.com".into()]
+            ),
+        ]
+    );
+    let r = &srv.acceptor.rejections.lock()[1];
+    assert_eq!(r.text, "5.7.1 sender blocked");
+    assert_eq!(r.peer.peer_name, "c");
+    assert_eq!(r.peer.peer_addr, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn a_refused_recipient_is_the_rejection_recipient_and_shutdown_421_is_not_a_rejection() {
+    let mut cfg = config();
+    cfg.max_recipients_per_message = 1;
+    let srv = start(cfg).await;
+    let mut c = Client::greeted(srv.addr).await;
+    c.cmd("EHLO c", 250).await;
+    c.cmd("MAIL FROM:<a@example.com>", 250).await;
+    c.cmd("RCPT TO:<b1@example.com>", 250).await;
+    c.cmd("RCPT TO:<b2@example.com>", 452).await;
+    srv.shutdown.cancel();
+    c.expect(421).await;
+    let got = rejections(&srv);
+    assert_eq!(
+        got,
+        vec![(
+            452,
+            Some("RCPT TO:<b2@example.com>".into()),
+            Some("a@example.com".into()),
+            vec!["b2@example.com".into()]
+        )]
+    );
+}

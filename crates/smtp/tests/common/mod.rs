@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hermod_message::accept::AcceptFuture;
-use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo};
+use hermod_message::accept::{AcceptFuture, DoneFuture};
+use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo, RejectionInfo};
 use hermod_policy::{Engine, EngineOptions};
 use hermod_smtp::{start_listener, EsmtpListenerConfig, ListenerHandle};
 use parking_lot::Mutex;
@@ -31,6 +31,7 @@ pub enum Mode {
 
 pub struct TestAcceptor {
     pub received: Mutex<Vec<(Message, ReceptionInfo)>>,
+    pub rejections: Mutex<Vec<RejectionInfo>>,
     pub accepting: AtomicBool,
     pub mode: Mutex<Mode>,
 }
@@ -39,6 +40,7 @@ impl TestAcceptor {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             received: Mutex::new(Vec::new()),
+            rejections: Mutex::new(Vec::new()),
             accepting: AtomicBool::new(true),
             mode: Mutex::new(Mode::Queue),
         })
@@ -82,6 +84,11 @@ impl Acceptor for TestAcceptor {
 
     fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
+    }
+
+    fn rejected(&self, rejection: RejectionInfo) -> DoneFuture<'_> {
+        self.rejections.lock().push(rejection);
+        Box::pin(async {})
     }
 }
 
