@@ -97,3 +97,56 @@ def top_threads(before, after, n=4):
     d = {k: v - before.get(k, 0) for k, v in after.items()}
     best = sorted(d.items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{k} {v:.1f}s" for k, v in best if v > 0)
+
+
+# Process names (/proc/<pid>/comm) of each broker on this machine.
+BROKER_COMMS = {"nats": ("nats-server",), "amqp": ("beam.smp",), "kafka": ("tansu",)}
+
+
+def comm_cpu(names):
+    """utime + stime, in seconds, of every live process whose comm is in names."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        if comm in names:
+            fields = raw.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def machine_busy():
+    """CPU seconds spent not idle, summed over all cores, since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    return (sum(vals[:8]) - vals[3] - vals[4]) / TICKS
+
+
+class CpuBudget:
+    """CPU used between start() and stop(): the server's, the broker's, and the machine's."""
+
+    def __init__(self, broker, server_pid=None):
+        self.names = BROKER_COMMS.get(broker, ())
+        self.pid = server_pid
+
+    def start(self):
+        self.b0, self.m0 = comm_cpu(self.names), machine_busy()
+        self.s0 = cpu_seconds(self.pid) if self.pid else 0
+        return self
+
+    def stop(self, per):
+        """CPU seconds per 1,000 of `per` units: server, broker, rest (load generator, counting
+        tool, other processes), machine total."""
+        server = (cpu_seconds(self.pid) - self.s0) if self.pid else 0
+        broker = comm_cpu(self.names) - self.b0
+        machine = machine_busy() - self.m0
+        k = 1000 / per if per else 0
+        return {"server": server * k, "broker": broker * k,
+                "rest": max(machine - server - broker, 0) * k, "machine": machine * k}

@@ -55,6 +55,37 @@ pub struct SpoolRecord {
     pub schedule: Option<Value>,
 }
 
+/// [`SpoolRecord`]'s serialised form, borrowing from the message.
+#[derive(serde::Serialize)]
+struct SpoolRecordRef<'a> {
+    sender: &'a EnvelopeAddress,
+    recipient: OneOrManyRef<'a>,
+    meta: &'a Map<String, Value>,
+    schedule: Option<Value>,
+}
+
+struct OneOrManyRef<'a>(&'a [EnvelopeAddress]);
+
+impl serde::Serialize for OneOrManyRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        one_or_many::serialize(self.0, s)
+    }
+}
+
+impl Inner {
+    /// Hermod's persisted attempt count and due time; `None` before the first retry.
+    fn schedule(&self) -> Option<Value> {
+        if self.num_attempts == 0 && self.due.is_none() {
+            return None;
+        }
+        let due = self
+            .due
+            .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        Some(serde_json::json!({ "attempts": self.num_attempts, "due": due }))
+    }
+}
+
 mod one_or_many {
     use super::EnvelopeAddress;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -273,20 +304,11 @@ impl Message {
 
     pub fn spool_record(&self) -> SpoolRecord {
         let g = self.inner.lock();
-        let schedule = if g.num_attempts > 0 || g.due.is_some() {
-            let due = g
-                .due
-                .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
-            Some(serde_json::json!({ "attempts": g.num_attempts, "due": due }))
-        } else {
-            None
-        };
         SpoolRecord {
             sender: g.sender.clone(),
             recipient: g.recipients.clone(),
             meta: g.meta.clone(),
-            schedule,
+            schedule: g.schedule(),
         }
     }
 
@@ -295,9 +317,19 @@ impl Message {
         self.inner.lock().meta_dirty = true;
     }
 
+    /// The spool record as JSON, serialised from the message in place: a
+    /// log-hook message's meta holds the whole record, and copying that tree
+    /// only to serialise it cost as much as the serialisation itself.
     pub fn spool_record_json(&self) -> Vec<u8> {
+        let g = self.inner.lock();
+        let record = SpoolRecordRef {
+            sender: &g.sender,
+            recipient: OneOrManyRef(&g.recipients),
+            meta: &g.meta,
+            schedule: g.schedule(),
+        };
         // Serialising plain strings and a JSON map cannot fail.
-        serde_json::to_vec(&self.spool_record()).unwrap_or_default()
+        serde_json::to_vec(&record).unwrap_or_default()
     }
 
     pub fn parse_spool_record(bytes: &[u8]) -> Result<SpoolRecord, MessageError> {
@@ -401,6 +433,24 @@ mod tests {
         let back = Message::from_spool(m.id(), rec, None);
         assert_eq!(back.num_attempts(), 3);
         assert_eq!(back.due(), Some(due));
+    }
+
+    #[test]
+    fn spool_json_written_in_place_equals_the_spool_record_serialised() {
+        let m = msg();
+        m.set_recipients(vec![
+            EnvelopeAddress::parse("c@x.example").unwrap(),
+            EnvelopeAddress::parse("d@y.example").unwrap(),
+        ]);
+        m.set_meta("log_record", json!({"type": "Delivery", "recipient": ["c", "d"]}));
+        m.set_num_attempts(2);
+        assert_eq!(
+            m.spool_record_json(),
+            serde_json::to_vec(&m.spool_record()).unwrap()
+        );
+        let v: Value = serde_json::from_slice(&m.spool_record_json()).unwrap();
+        assert_eq!(v["recipient"], json!(["c@x.example", "d@y.example"]));
+        assert_eq!(v["schedule"]["attempts"], 2);
     }
 
     #[test]
