@@ -442,7 +442,10 @@ mod tests {
             EnvelopeAddress::parse("c@x.example").unwrap(),
             EnvelopeAddress::parse("d@y.example").unwrap(),
         ]);
-        m.set_meta("log_record", json!({"type": "Delivery", "recipient": ["c", "d"]}));
+        m.set_meta(
+            "log_record",
+            json!({"type": "Delivery", "recipient": ["c", "d"]}),
+        );
         m.set_num_attempts(2);
         assert_eq!(
             m.spool_record_json(),

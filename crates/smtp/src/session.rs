@@ -138,6 +138,9 @@ impl Session {
                 }
                 r = conn.read_line() => r,
             };
+            // The command line replied to, and the envelope it started from.
+            let mut answered = None;
+            let mut before = None;
             let flow = match line {
                 Err(ReadError::Timeout(_)) => {
                     conn.reply(
@@ -167,19 +170,16 @@ impl Session {
                             Flow::Continue
                         }
                         Ok(cmd) => {
-                            let before = Envelope::of(self, &cmd);
-                            let flow = self.handle(&mut conn, cmd).await;
-                            self.report_rejections(&mut conn, Some(&line[..]), before)
-                                .await;
-                            flow
+                            before = Envelope::of(self, &cmd);
+                            self.handle(&mut conn, cmd).await
                         }
                     };
-                    self.report_rejections(&mut conn, Some(&line[..]), None)
-                        .await;
+                    answered = Some(line);
                     flow
                 }
             };
-            self.report_rejections(&mut conn, None, None).await;
+            self.report_rejections(&mut conn, answered.as_deref(), before)
+                .await;
             match flow {
                 Flow::Continue => {}
                 Flow::Close => return Some(conn),
