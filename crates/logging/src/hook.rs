@@ -1,6 +1,7 @@
 //! Log hooks: each record becomes a new message that the queue crate
 //! (through `HookSink`) offers to `should_enqueue_log_record`.
 
+use bytes::Bytes;
 use hermod_message::{EnvelopeAddress, Message, SpoolId};
 use serde_json::Value;
 
@@ -53,16 +54,20 @@ pub fn build_hook_message(
         id: record.id.clone(),
         source,
     };
+    // Serialised once: the JSON line is the data, and without its newline it
+    // is also meta `log_record`, parsed only if something reads it.
+    let line = Bytes::from(record.to_json_line().map_err(ser)?);
+    let record_json = line.slice(..line.len().saturating_sub(1));
     let data = match text {
-        Some(t) => t.into_bytes(),
-        None => record.to_json_line().map_err(ser)?,
+        Some(t) => Bytes::from(t),
+        None => line,
     };
-    let as_object = serde_json::to_value(record).map_err(ser)?;
     let mut meta = record.meta.clone();
-    meta.insert("log_record".into(), as_object);
     meta.insert(
         "reception_protocol".into(),
         Value::String(LOG_RECORD_PROTOCOL.into()),
     );
-    Ok(Message::new(SpoolId::new(), sender, recipients, meta, data))
+    let msg = Message::new(SpoolId::new(), sender, recipients, meta, data);
+    msg.set_meta_json_lazy("log_record", record_json);
+    Ok(msg)
 }

@@ -3,6 +3,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::headers::{self, HeaderError};
@@ -33,6 +34,33 @@ struct Inner {
     data_dirty: bool,
     /// Some version of the message is in the spool (read from it, or stored).
     persisted: bool,
+    /// A meta value still in JSON text form. Log-hook messages carry their
+    /// whole record as meta `log_record`; most are never read, so the text
+    /// (usually the message data itself) is parsed only when a reader asks.
+    lazy: Option<LazyMeta>,
+}
+
+struct LazyMeta {
+    key: &'static str,
+    json: Bytes,
+}
+
+impl Inner {
+    /// Parse the lazy value into `meta`, for readers of the whole map.
+    fn materialize(&mut self) {
+        let Some(lazy) = self.lazy.take() else {
+            return;
+        };
+        // Only Hermod sets lazy values, from JSON it serialised itself.
+        let value = serde_json::from_slice(&lazy.json).unwrap_or(Value::Null);
+        self.meta.insert(lazy.key.to_string(), value);
+    }
+
+    fn materialize_key(&mut self, key: &str) {
+        if self.lazy.as_ref().is_some_and(|l| l.key == key) {
+            self.materialize();
+        }
+    }
 }
 
 /// A message. Cheap to clone: clones share one state, which is what lets a
@@ -60,8 +88,28 @@ pub struct SpoolRecord {
 struct SpoolRecordRef<'a> {
     sender: &'a EnvelopeAddress,
     recipient: OneOrManyRef<'a>,
-    meta: &'a Map<String, Value>,
+    meta: MetaRef<'a>,
     schedule: Option<Value>,
+}
+
+/// The meta map plus a lazy value written as its JSON text.
+struct MetaRef<'a> {
+    meta: &'a Map<String, Value>,
+    lazy: Option<(&'static str, &'a RawValue)>,
+}
+
+impl serde::Serialize for MetaRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.meta.len() + usize::from(self.lazy.is_some())))?;
+        for (k, v) in self.meta {
+            map.serialize_entry(k, v)?;
+        }
+        if let Some((k, v)) = self.lazy {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 struct OneOrManyRef<'a>(&'a [EnvelopeAddress]);
@@ -132,6 +180,7 @@ impl Message {
                 meta_dirty: true,
                 data_dirty: true,
                 persisted: false,
+                lazy: None,
             })),
         }
     }
@@ -161,6 +210,7 @@ impl Message {
                 meta_dirty: false,
                 data_dirty: false,
                 persisted: true,
+                lazy: None,
             })),
         }
     }
@@ -198,18 +248,37 @@ impl Message {
     }
 
     pub fn get_meta(&self, key: &str) -> Option<Value> {
-        self.inner.lock().meta.get(key).cloned()
+        let mut g = self.inner.lock();
+        g.materialize_key(key);
+        g.meta.get(key).cloned()
     }
 
     /// `Value::Null` stores null, which reads back as absent.
     pub fn set_meta(&self, key: impl Into<String>, value: Value) {
         let mut g = self.inner.lock();
-        g.meta.insert(key.into(), value);
+        let key = key.into();
+        if g.lazy.as_ref().is_some_and(|l| l.key == key) {
+            g.lazy = None;
+        }
+        g.meta.insert(key, value);
+        g.meta_dirty = true;
+    }
+
+    /// Set meta `key` to the JSON value `json` without parsing it: it is
+    /// parsed on first read and written to the spool as it is. The caller
+    /// guarantees `json` is one valid JSON value.
+    pub fn set_meta_json_lazy(&self, key: &'static str, json: Bytes) {
+        let mut g = self.inner.lock();
+        g.materialize();
+        g.meta.shift_remove(key);
+        g.lazy = Some(LazyMeta { key, json });
         g.meta_dirty = true;
     }
 
     pub fn meta(&self) -> Map<String, Value> {
-        self.inner.lock().meta.clone()
+        let mut g = self.inner.lock();
+        g.materialize();
+        g.meta.clone()
     }
 
     pub fn data(&self) -> Result<Bytes, MessageError> {
@@ -303,7 +372,8 @@ impl Message {
     }
 
     pub fn spool_record(&self) -> SpoolRecord {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
+        g.materialize();
         SpoolRecord {
             sender: g.sender.clone(),
             recipient: g.recipients.clone(),
@@ -321,11 +391,23 @@ impl Message {
     /// log-hook message's meta holds the whole record, and copying that tree
     /// only to serialise it cost as much as the serialisation itself.
     pub fn spool_record_json(&self) -> Vec<u8> {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
+        let text = g.lazy.as_ref().map(|l| (l.key, l.json.clone()));
+        // Checked, not parsed into a tree (far cheaper); a value that fails
+        // the check is materialised (as null) rather than spooled as is.
+        let lazy = text
+            .as_ref()
+            .and_then(|(key, json)| Some((*key, serde_json::from_slice::<&RawValue>(json).ok()?)));
+        if lazy.is_none() {
+            g.materialize();
+        }
         let record = SpoolRecordRef {
             sender: &g.sender,
             recipient: OneOrManyRef(&g.recipients),
-            meta: &g.meta,
+            meta: MetaRef {
+                meta: &g.meta,
+                lazy,
+            },
             schedule: g.schedule(),
         };
         // Serialising plain strings and a JSON map cannot fail.
@@ -454,6 +536,41 @@ mod tests {
         let v: Value = serde_json::from_slice(&m.spool_record_json()).unwrap();
         assert_eq!(v["recipient"], json!(["c@x.example", "d@y.example"]));
         assert_eq!(v["schedule"]["attempts"], 2);
+    }
+
+    #[test]
+    fn lazy_json_meta_reads_back_parsed_and_is_spooled_as_an_object() {
+        let m = msg();
+        m.set_meta("x", json!(1));
+        m.set_meta_json_lazy(
+            "log_record",
+            Bytes::from_static(br#"{"type":"Delivery","n":[1,2]}"#),
+        );
+        let spooled: Value = serde_json::from_slice(&m.spool_record_json()).unwrap();
+        assert_eq!(
+            spooled["meta"]["log_record"],
+            json!({"type": "Delivery", "n": [1, 2]})
+        );
+        assert_eq!(spooled["meta"]["x"], json!(1));
+        assert_eq!(m.meta().len(), 2, "the whole map includes the lazy value");
+        assert_eq!(m.get_meta("log_record").unwrap()["n"], json!([1, 2]));
+        assert_eq!(
+            m.spool_record_json(),
+            serde_json::to_vec(&m.spool_record()).unwrap(),
+            "spooled the same before and after it was parsed"
+        );
+    }
+
+    #[test]
+    fn set_meta_replaces_a_lazy_value_and_a_bad_one_is_spooled_as_null() {
+        let m = msg();
+        m.set_meta_json_lazy("log_record", Bytes::from_static(b"{\"a\":1}"));
+        m.set_meta("log_record", json!("replaced"));
+        assert_eq!(m.get_meta("log_record"), Some(json!("replaced")));
+        let bad = msg();
+        bad.set_meta_json_lazy("log_record", Bytes::from_static(b"{not json"));
+        let spooled: Value = serde_json::from_slice(&bad.spool_record_json()).unwrap();
+        assert_eq!(spooled["meta"]["log_record"], Value::Null);
     }
 
     #[test]
