@@ -19,6 +19,9 @@ use crate::resolve::ScheduledQueue;
 
 /// Records handed to the worker per round; more wait for the next round.
 const MAX_ROUND: usize = 512;
+/// Pause after a round that did not fill: a hook record waits at most this
+/// long for its companions, which is nothing next to a batch's latency.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Job {
     hook: Arc<str>,
@@ -68,13 +71,18 @@ async fn worker(qm: QueueManager, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_ROUND);
     while rx.recv_many(&mut jobs, MAX_ROUND).await > 0 {
         let round = std::mem::take(&mut jobs);
+        let short = round.len() < MAX_ROUND;
         let wanted = decide(&qm, round).await;
-        if wanted.is_empty() {
-            continue;
+        if !wanted.is_empty() {
+            // Spooling waits for an fsync; the next round's Lua calls need not.
+            let qm = qm.clone();
+            tokio::spawn(async move { spool_and_queue(&qm, wanted).await });
         }
-        // Spooling waits for an fsync; the next round's Lua calls need not.
-        let qm = qm.clone();
-        tokio::spawn(async move { spool_and_queue(&qm, wanted).await });
+        if short {
+            // Let records accumulate briefly instead of waking for each
+            // one: under load the wake-ups cost more than the records.
+            tokio::time::sleep(COALESCE).await;
+        }
     }
 }
 
