@@ -4,18 +4,31 @@ import os
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(path):
+    """(command name, fields after it) of a /proc stat file; None when it is gone."""
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+
+
+def _ticks(fields):
+    # After the command name: state is field 3, so utime (14) and stime (15) are at 11, 12.
+    return int(fields[11]) + int(fields[12])
+
+
+def _pids():
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
 def _children(pid):
     kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
+    for p in _pids():
+        st = _stat(f"/proc/{p}/stat")
+        if st and int(st[1][1]) == pid:
+            kids.append(p)
     return kids
 
 
@@ -30,16 +43,8 @@ def _tree(pid):
 
 def cpu_seconds(pid):
     """utime + stime of pid and its live descendants, in seconds."""
-    total = 0
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state is field 3, so utime (14) and stime (15) are at 11, 12.
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+    stats = (_stat(f"/proc/{p}/stat") for p in _tree(pid))
+    return sum(_ticks(st[1]) for st in stats if st) / TICKS
 
 
 def peak_rss_mb(pid):
@@ -81,14 +86,9 @@ def thread_cpu(pid):
     except OSError:
         return out
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / TICKS
+        st = _stat(f"/proc/{pid}/task/{tid}/stat")
+        if st:
+            out[st[0]] = out.get(st[0], 0) + _ticks(st[1]) / TICKS
     return out
 
 
@@ -105,20 +105,8 @@ BROKER_COMMS = {"nats": ("nats-server",), "amqp": ("beam.smp",), "kafka": ("tans
 
 def comm_cpu(names):
     """utime + stime, in seconds, of every live process whose comm is in names."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        if comm in names:
-            fields = raw.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+    stats = (_stat(f"/proc/{p}/stat") for p in _pids())
+    return sum(_ticks(st[1]) for st in stats if st and st[0] in names) / TICKS
 
 
 def machine_busy():

@@ -14,7 +14,9 @@ kumo.on('pre_init', function()
   kumo.start_http_listener { listen = HTTP }
 end)
 
--- MAILDIR + LOG HOOK (bench only): the maildir baseline plus the issue's log-hook setup:
+-- MAILDIR + LOG HOOK (bench only): the maildir baseline plus the issue's log-hook setup
+-- (with BENCH_DEFERRED_SPOOL=1 the hook sets deferred_spool: records are spooled only if they
+-- must wait):
 -- every Reception and Delivery record goes through the policy-extras.log_hooks helper to
 -- NATS JetStream, 100 records per batch, each batch published (and acknowledged) as one JSON
 -- array. The helper's handlers are registered before the catch-all get_queue_config below.
@@ -26,6 +28,7 @@ log_hooks:new {
   name = 'events',
   batch_size = 100,
   max_batch_latency = '100ms',
+  log_parameters = { deferred_spool = os.getenv 'BENCH_DEFERRED_SPOOL' == '1' },
   constructor = function(domain, tenant, campaign)
     local conn = {}
     function conn:send_batch(msgs)

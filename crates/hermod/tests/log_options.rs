@@ -6,11 +6,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::smtp::Client;
-use common::{eventually, Server};
+use common::{eventually, read_log_lines, Server};
 use serde_json::Value;
 
 /// Appended to the P0 prelude, whose `DIR` local it reuses.
@@ -47,28 +46,6 @@ end)
 "#;
 
 const BODY: &[u8] = b"Subject: options\r\n\r\nhello\r\n";
-
-/// Raw lines of a log directory (templated lines are not JSON).
-fn raw_lines(dir: &Path) -> Vec<String> {
-    if !dir.exists() {
-        return Vec::new();
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_hermod"))
-        .args(["logs", "tail", "--json", "--dir"])
-        .arg(dir)
-        .output()
-        .expect("running hermod logs tail");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 /// Contents of every delivered file of a Maildir.
 fn maildir_texts(dir: &Path) -> Vec<String> {
@@ -134,7 +111,7 @@ async fn filter_event_templates_and_rejections_shape_the_logs() {
         let kept_dir = kept_dir.clone();
         let delivered = delivered.clone();
         async move {
-            let lines = raw_lines(&kept_dir);
+            let lines = read_log_lines(&kept_dir);
             let done = lines.contains(&delivered) && lines.iter().any(|l| l.contains("Rejection"));
             done.then_some(lines)
         }

@@ -19,7 +19,6 @@ pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
 pub use hook::{build_hook_message, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
-pub use rejection::is_rejection;
 pub use tail::{tail, tail_until, TailOptions};
 
 #[derive(Debug, thiserror::Error)]

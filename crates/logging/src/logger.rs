@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::{is_enabled, LocalLogConfig, LogHookConfig, PerRecordConfig};
 use crate::hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
 use crate::record::{LogRecord, PeerAddress, RecordType, Response};
-use crate::rejection::{is_rejection, rejection_record};
+use crate::rejection::rejection_record;
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
 use crate::select::{select_headers, select_meta, Pattern};
 use crate::template::RecordTemplates;
@@ -267,14 +267,15 @@ impl Logger {
         }
     }
 
-    /// Record an SMTP 4xx/5xx reply in the local logs. Log hooks never see
+    /// Record an SMTP 4xx/5xx reply in the local logs; the caller has
+    /// already applied `hermod_message::accept::is_rejection`. Log hooks never see
     /// it (there is no message to build theirs from) and `filter_event`s are
     /// not asked (they take a message), as in KumoMTA.
     pub async fn log_rejection(&self, r: &RejectionInfo) {
         let Some(inner) = &self.inner else {
             return;
         };
-        if inner.closed.load(Ordering::Acquire) || !is_rejection(r.code, &r.text) {
+        if inner.closed.load(Ordering::Acquire) {
             return;
         }
         let wanting: Vec<&LocalSink> = inner

@@ -2,7 +2,6 @@
 //! the record has no id, queue or size, and it never feeds a log hook.
 
 use chrono::Utc;
-pub use hermod_message::accept::is_rejection;
 use hermod_message::RejectionInfo;
 
 use crate::record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
@@ -80,16 +79,6 @@ pub(crate) fn rejection_record(r: &RejectionInfo, node_id: &str) -> LogRecord {
 mod tests {
     use super::*;
     use hermod_message::ReceptionInfo;
-
-    #[test]
-    fn load_and_shutdown_replies_are_not_rejections() {
-        assert!(!is_rejection(421, "4.3.2 mx shutting down"));
-        assert!(is_rejection(421, "4.3.0 technical difficulties"));
-        assert!(is_rejection(550, "5.7.1 relaying denied"));
-        assert!(is_rejection(452, "4.5.3 too many recipients"));
-        assert!(!is_rejection(250, "OK"));
-        assert!(!is_rejection(354, "go ahead"));
-    }
 
     #[test]
     fn rejection_record_carries_reply_command_envelope_and_peer() {

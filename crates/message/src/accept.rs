@@ -97,3 +97,18 @@ pub trait Acceptor: Send + Sync + 'static {
         Box::pin(async {})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_and_shutdown_replies_are_not_rejections() {
+        assert!(!is_rejection(421, "4.3.2 mx shutting down"));
+        assert!(is_rejection(421, "4.3.0 technical difficulties"));
+        assert!(is_rejection(550, "5.7.1 relaying denied"));
+        assert!(is_rejection(452, "4.5.3 too many recipients"));
+        assert!(!is_rejection(250, "OK"));
+        assert!(!is_rejection(354, "go ahead"));
+    }
+}

@@ -269,7 +269,9 @@ impl Message {
     /// guarantees `json` is one valid JSON value.
     pub fn set_meta_json_lazy(&self, key: &'static str, json: Bytes) {
         let mut g = self.inner.lock();
-        g.materialize();
+        if g.lazy.as_ref().is_some_and(|l| l.key != key) {
+            g.materialize();
+        }
         g.meta.shift_remove(key);
         g.lazy = Some(LazyMeta { key, json });
         g.meta_dirty = true;
@@ -371,7 +373,9 @@ impl Message {
         Ok(QueueNameComponents::compute(&g.meta, domain.as_deref())?)
     }
 
-    pub fn spool_record(&self) -> SpoolRecord {
+    /// The spool record as a value; the spool itself uses `spool_record_json`.
+    #[cfg(test)]
+    fn spool_record(&self) -> SpoolRecord {
         let mut g = self.inner.lock();
         g.materialize();
         SpoolRecord {

@@ -356,8 +356,9 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Records of a local log directory, oldest first, via the binary's own reader.
-pub fn read_log_records(dir: &Path) -> Vec<Value> {
+/// Lines of a local log directory, oldest first, via the binary's own
+/// reader: JSON records, or the text of `per_record` templates.
+pub fn read_log_lines(dir: &Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();
     }
@@ -374,6 +375,14 @@ pub fn read_log_records(dir: &Path) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Records of a local log directory, oldest first.
+pub fn read_log_records(dir: &Path) -> Vec<Value> {
+    read_log_lines(dir)
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}")))
         .collect()
 }
