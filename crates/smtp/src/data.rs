@@ -25,7 +25,7 @@ impl Session {
     ) -> Flow {
         let budget = self.shared.cfg.data_processing_timeout;
         let result = tokio::time::timeout(budget, self.deliver(data)).await;
-        self.reset();
+        self.end_transaction();
         match result {
             Err(_) => {
                 conn.reply(451, "4.4.5 data processing timed out");

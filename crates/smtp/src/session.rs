@@ -16,31 +16,6 @@ use crate::listener::Shared;
 use crate::meta::ConnMeta;
 use crate::tls::Stream;
 
-/// The envelope a command started from, kept for its Rejection records.
-pub(crate) struct Envelope {
-    sender: Option<String>,
-    recipients: Vec<String>,
-}
-
-impl Envelope {
-    /// Only RCPT TO and DATA need it: a refused RCPT TO is logged with the
-    /// refused address, and DATA clears the transaction before it replies.
-    fn of(session: &Session, cmd: &Command) -> Option<Envelope> {
-        let sender = || session.sender.as_ref().map(|s| s.to_string());
-        match cmd {
-            Command::RcptTo { address } => Some(Envelope {
-                sender: sender(),
-                recipients: vec![address.to_string()],
-            }),
-            Command::Data => Some(Envelope {
-                sender: sender(),
-                recipients: session.recipients.iter().map(|r| r.to_string()).collect(),
-            }),
-            _ => None,
-        }
-    }
-}
-
 /// What the main loop does after a command.
 pub(crate) enum Flow {
     Continue,
@@ -60,6 +35,9 @@ pub(crate) struct Session {
     pub recipients: Vec<EnvelopeAddress>,
     /// Accepted RCPT TOs over the whole session (`max_messages_per_connection`).
     pub rcpt_total: usize,
+    /// The envelope of the transaction DATA just ended (moved out, not
+    /// copied), for the Rejection records of its reply.
+    pub ended: Option<(Option<EnvelopeAddress>, Vec<EnvelopeAddress>)>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
@@ -79,6 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
         sender: None,
         recipients: Vec::new(),
         rcpt_total: 0,
+        ended: None,
     };
     let mut conn = Connection::new(
         Stream::Plain(sock),
@@ -138,9 +117,9 @@ impl Session {
                 }
                 r = conn.read_line() => r,
             };
-            // The command line replied to, and the envelope it started from.
+            // The command line replied to, and the address a RCPT TO named.
             let mut answered = None;
-            let mut before = None;
+            let mut named = None;
             let flow = match line {
                 Err(ReadError::Timeout(_)) => {
                     conn.reply(
@@ -170,7 +149,9 @@ impl Session {
                             Flow::Continue
                         }
                         Ok(cmd) => {
-                            before = Envelope::of(self, &cmd);
+                            if let Command::RcptTo { address } = &cmd {
+                                named = Some(address.clone());
+                            }
                             self.handle(&mut conn, cmd).await
                         }
                     };
@@ -178,7 +159,7 @@ impl Session {
                     flow
                 }
             };
-            self.report_rejections(&mut conn, answered.as_deref(), before)
+            self.report_rejections(&mut conn, answered.as_deref(), named)
                 .await;
             match flow {
                 Flow::Continue => {}
@@ -189,24 +170,28 @@ impl Session {
     }
 
     /// Log a Rejection record for each 4xx/5xx reply queued since the last
-    /// call. `before` is the envelope as the command found it, for commands
-    /// that change it (DATA ends the transaction, RCPT TO names its own).
+    /// call. A refused RCPT TO is logged with the address it `named`; a
+    /// reply to DATA with the transaction it `ended`; others with the
+    /// transaction in progress.
     async fn report_rejections(
         &mut self,
         conn: &mut Connection<Stream>,
         command: Option<&[u8]>,
-        before: Option<Envelope>,
+        named: Option<EnvelopeAddress>,
     ) {
+        let ended = self.ended.take();
         let rejections = conn.take_rejections();
         if rejections.is_empty() {
             return;
         }
-        let (sender, recipients) = match before {
-            Some(env) => (env.sender, env.recipients),
-            None => (
-                self.sender.as_ref().map(|s| s.to_string()),
-                self.recipients.iter().map(|r| r.to_string()).collect(),
-            ),
+        let (sender, recipients) = match &ended {
+            Some((sender, recipients)) => (sender.as_ref(), recipients.as_slice()),
+            None => (self.sender.as_ref(), self.recipients.as_slice()),
+        };
+        let sender = sender.map(|s| s.to_string());
+        let recipients: Vec<String> = match named {
+            Some(address) => vec![address.to_string()],
+            None => recipients.iter().map(|r| r.to_string()).collect(),
         };
         let peer = self.reception_info();
         let command = command.map(|line| {
@@ -245,6 +230,12 @@ impl Session {
 
     fn shutting_down(&self, conn: &mut Connection<Stream>) {
         conn.reply(421, &format!("4.3.2 {} shutting down", self.host()));
+    }
+
+    /// DATA is over: clear the transaction, keeping its envelope readable
+    /// for the Rejection record of the reply.
+    pub(crate) fn end_transaction(&mut self) {
+        self.ended = Some((self.sender.take(), std::mem::take(&mut self.recipients)));
     }
 
     pub(crate) fn reset(&mut self) {
@@ -460,7 +451,7 @@ impl Session {
                 Flow::Continue
             }
         };
-        self.reset();
+        self.end_transaction();
         flow
     }
 
