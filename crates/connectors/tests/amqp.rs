@@ -66,7 +66,10 @@ async fn confirm_wait_returns_ack_and_the_queue_holds_the_message_with_its_messa
     let lua = common::lua();
     hermod_policy::scope::enter(
         &lua,
-        [("SPOOL-AMQP-1".to_string(), b"bin\x00\xff".as_slice())],
+        [(
+            "SPOOL-AMQP-1".to_string(),
+            bytes::Bytes::from_static(b"bin\x00\xff"),
+        )],
     );
     lua.globals().set("QUEUE", q.name.as_str()).unwrap();
     let (status, second_wait): (Table, String) = common::run(

@@ -66,7 +66,10 @@ async fn send_returns_partition_and_offset_and_the_record_carries_the_message_id
     let lua = common::lua();
     hermod_policy::scope::enter(
         &lua,
-        [("SPOOL-KAFKA-1".to_string(), b"mail\xff".as_slice())],
+        [(
+            "SPOOL-KAFKA-1".to_string(),
+            bytes::Bytes::from_static(b"mail\xff"),
+        )],
     );
     lua.globals().set("TOPIC", topic.as_str()).unwrap();
     let (partition, offset): (i32, i64) = common::run(

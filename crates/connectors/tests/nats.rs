@@ -28,7 +28,13 @@ async fn publish_returns_the_pub_ack_and_the_stream_holds_the_message_with_its_m
     let subject = common::unique("hermod.test.ack").replace('_', ".");
     let stream = stream_for(&subject).await;
     let lua = common::lua();
-    hermod_policy::scope::enter(&lua, [("SPOOL-ID-1".to_string(), b"hello\xff".as_slice())]);
+    hermod_policy::scope::enter(
+        &lua,
+        [(
+            "SPOOL-ID-1".to_string(),
+            bytes::Bytes::from_static(b"hello\xff"),
+        )],
+    );
     lua.globals().set("SUBJECT", subject.as_str()).unwrap();
     let (first, second): (Table, Table) = common::run(
         &lua,
@@ -68,7 +74,10 @@ async fn policy_supplied_msg_id_wins_over_the_default() {
     let subject = common::unique("hermod.test.own").replace('_', ".");
     let stream = stream_for(&subject).await;
     let lua = common::lua();
-    hermod_policy::scope::enter(&lua, [("SPOOL-ID-2".to_string(), b"x".as_slice())]);
+    hermod_policy::scope::enter(
+        &lua,
+        [("SPOOL-ID-2".to_string(), bytes::Bytes::from_static(b"x"))],
+    );
     lua.globals().set("SUBJECT", subject.as_str()).unwrap();
     let seq: u64 = common::run(
         &lua,

@@ -38,11 +38,26 @@ pub enum HookMessageError {
     },
 }
 
-/// Build the hook message for `record` (logging.md §5 step 4). `text` is
-/// the rendered `per_record` template, if the hook has one for this type;
-/// otherwise the data is the JSON line.
+/// The record as the JSON line a hook message carries (and, without its
+/// newline, as meta `log_record`). Local logs selecting the same fields
+/// write this same line instead of serialising the record again.
+pub fn hook_line(record: &LogRecord) -> Result<Bytes, HookMessageError> {
+    record
+        .to_json_line()
+        .map(Bytes::from)
+        .map_err(|source| HookMessageError::Serialize {
+            id: record.id.clone(),
+            source,
+        })
+}
+
+/// Build the hook message for `record` (logging.md §5 step 4) from its
+/// `line` (see [`hook_line`]). `text` is the rendered `per_record`
+/// template, if the hook has one for this type; otherwise the data is the
+/// JSON line.
 pub fn build_hook_message(
     record: &LogRecord,
+    line: Bytes,
     text: Option<String>,
     sender: EnvelopeAddress,
     recipients: Vec<EnvelopeAddress>,
@@ -50,13 +65,8 @@ pub fn build_hook_message(
     if recipients.is_empty() {
         return Err(HookMessageError::NoRecipient(record.id.clone()));
     }
-    let ser = |source| HookMessageError::Serialize {
-        id: record.id.clone(),
-        source,
-    };
-    // Serialised once: the JSON line is the data, and without its newline it
-    // is also meta `log_record`, parsed only if something reads it.
-    let line = Bytes::from(record.to_json_line().map_err(ser)?);
+    // Without its newline the line is also meta `log_record`, parsed only
+    // if something reads it.
     let record_json = line.slice(..line.len().saturating_sub(1));
     let data = match text {
         Some(t) => Bytes::from(t),

@@ -16,7 +16,7 @@ mod template;
 use std::path::PathBuf;
 
 pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
-pub use hook::{build_hook_message, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
+pub use hook::{build_hook_message, hook_line, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
 pub use tail::{tail, tail_until, TailOptions};

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{is_enabled, LocalLogConfig, LogHookConfig, PerRecordConfig};
-use crate::hook::{build_hook_message, HookSink, LOG_RECORD_PROTOCOL};
+use crate::hook::{build_hook_message, hook_line, HookSink, LOG_RECORD_PROTOCOL};
 use crate::record::{LogRecord, PeerAddress, RecordType, Response};
 use crate::rejection::rejection_record;
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
@@ -44,6 +44,9 @@ struct Selection {
     per_record: HashMap<RecordType, PerRecordConfig>,
     meta: Vec<Pattern>,
     headers: Vec<Pattern>,
+    /// Loggers with the same key select the same fields, so one record
+    /// (and one JSON line) serves them all.
+    key: usize,
 }
 
 impl Selection {
@@ -51,11 +54,18 @@ impl Selection {
         per_record: &HashMap<RecordType, PerRecordConfig>,
         meta: &[String],
         headers: &[String],
+        keys: &mut Vec<(Vec<String>, Vec<String>)>,
     ) -> Self {
+        let fields = (meta.to_vec(), headers.to_vec());
+        let key = keys.iter().position(|k| *k == fields).unwrap_or_else(|| {
+            keys.push(fields);
+            keys.len() - 1
+        });
         Self {
             per_record: per_record.clone(),
             meta: meta.iter().map(|s| Pattern::parse(s)).collect(),
             headers: headers.iter().map(|s| Pattern::parse(s)).collect(),
+            key,
         }
     }
 
@@ -63,11 +73,26 @@ impl Selection {
         is_enabled(&self.per_record, kind)
     }
 
-    fn record(&self, base: &LogRecord, meta: &Map<String, Value>, msg: &Message) -> LogRecord {
-        let mut r = base.clone();
+    fn fill(&self, r: &mut LogRecord, meta: &Map<String, Value>, msg: &Message) {
         r.meta = select_meta(meta, &self.meta);
         r.headers = select_headers(msg, &self.headers);
-        r
+    }
+}
+
+/// A record for the loggers of one field selection, and its JSON line once
+/// a log hook has needed it.
+struct Prepared {
+    key: usize,
+    record: LogRecord,
+    line: Option<Result<bytes::Bytes, String>>,
+}
+
+impl Prepared {
+    fn line(&mut self) -> Result<bytes::Bytes, String> {
+        let record = &self.record;
+        self.line
+            .get_or_insert_with(|| hook_line(record).map_err(|e| e.to_string()))
+            .clone()
     }
 }
 
@@ -76,6 +101,9 @@ struct LocalSink {
     select: Selection,
     /// `filter_event`: the policy event asked, per message, whether to log.
     filter_event: Option<String>,
+    /// Record types this logger renders with a template (on its writer
+    /// thread); every other type may be handed over as a ready JSON line.
+    templated: Vec<RecordType>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -120,23 +148,30 @@ impl Logger {
                 return Err(LogError::DuplicateHook(h.name.clone()));
             }
         }
+        let mut keys = Vec::new();
         let mut locals = Vec::with_capacity(local.len());
         for cfg in &local {
             cfg.validate().map_err(LogError::Config)?;
             prepare_dir(&cfg.log_dir)?;
+            let templates = RecordTemplates::compile("kumo.configure_local_logs", &cfg.per_record)
+                .map_err(LogError::Config)?;
+            let templated = RecordType::ALL
+                .into_iter()
+                .filter(|k| templates.covers(*k))
+                .collect();
             let settings = SegmentSettings {
                 dir: cfg.log_dir.clone(),
                 level: cfg.compression_level,
                 max_file_size: cfg.max_file_size,
                 max_age: cfg.max_segment_duration,
-                templates: RecordTemplates::compile("kumo.configure_local_logs", &cfg.per_record)
-                    .map_err(LogError::Config)?,
+                templates,
             };
             let tx = spawn_writer(settings, cfg.back_pressure)?;
             locals.push(LocalSink {
                 dir: cfg.log_dir.clone(),
-                select: Selection::new(&cfg.per_record, &cfg.meta, &cfg.headers),
+                select: Selection::new(&cfg.per_record, &cfg.meta, &cfg.headers, &mut keys),
                 filter_event: cfg.filter_event.clone(),
+                templated,
                 tx,
             });
         }
@@ -150,7 +185,7 @@ impl Logger {
                 Ok(HookLogger {
                     name: h.name.clone(),
                     deferred_spool: h.deferred_spool,
-                    select: Selection::new(&h.per_record, &h.meta, &h.headers),
+                    select: Selection::new(&h.per_record, &h.meta, &h.headers, &mut keys),
                     templates: RecordTemplates::compile("kumo.configure_log_hook", &h.per_record)
                         .map_err(LogError::Config)?,
                     back_pressure: bp,
@@ -208,61 +243,138 @@ impl Logger {
             tracing::debug!(id = %ev.message.id(), kind = %ev.kind, "log record after shutdown dropped");
             return;
         }
-        let reception_protocol = ev
-            .message
+        let kind = ev.kind;
+        let msg = ev.message.clone();
+        let reception_protocol = msg
             .get_meta("reception_protocol")
             .and_then(|v| v.as_str().map(str::to_string));
         let feeds_hooks = reception_protocol.as_deref() != Some(LOG_RECORD_PROTOCOL);
-        let wants_local = inner.locals.iter().any(|l| l.select.wants(ev.kind));
-        let wants_hook = feeds_hooks && inner.hooks.iter().any(|h| h.select.wants(ev.kind));
-        if !wants_local && !wants_hook {
-            return;
-        }
-        let base = base_record(&ev, reception_protocol, &inner.node_id);
-        // Copying the whole meta map is only worth it when some logger selects from it.
-        let selects_meta = inner.locals.iter().any(|l| !l.select.meta.is_empty())
-            || inner.hooks.iter().any(|h| !h.select.meta.is_empty());
-        let meta = if selects_meta {
-            ev.message.meta()
-        } else {
-            Map::new()
-        };
-
-        for local in inner.locals.iter().filter(|l| l.select.wants(ev.kind)) {
+        let mut locals = Vec::with_capacity(inner.locals.len());
+        for local in inner.locals.iter().filter(|l| l.select.wants(kind)) {
             if let Some(event) = &local.filter_event {
-                if !inner.filter_allows(event, &ev.message).await {
+                if !inner.filter_allows(event, &msg).await {
                     continue;
                 }
             }
-            let rec = local.select.record(&base, &meta, &ev.message);
-            if local.tx.send(Command::Record(Box::new(rec))).await.is_err() {
-                tracing::warn!(dir = %local.dir.display(), id = %base.id, "local logger has stopped; record dropped");
+            locals.push(local);
+        }
+        let hooks: Vec<&HookLogger> = if feeds_hooks {
+            inner
+                .hooks
+                .iter()
+                .filter(|h| h.select.wants(kind))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if locals.is_empty() && hooks.is_empty() {
+            return;
+        }
+        let sink = match (hooks.is_empty(), inner.sink.get()) {
+            (true, _) => None,
+            (false, Some(sink)) => Some(sink),
+            (false, None) => {
+                tracing::warn!(id = %msg.id(), "log hooks are configured but no hook sink is set; hook records dropped");
+                None
+            }
+        };
+        let hooks = if sink.is_some() { hooks } else { Vec::new() };
+        if locals.is_empty() && hooks.is_empty() {
+            return;
+        }
+
+        // One record per distinct field selection, the last built by moving
+        // the base record rather than copying it: usually there is one.
+        let mut keys: Vec<usize> = locals
+            .iter()
+            .map(|l| l.select.key)
+            .chain(hooks.iter().map(|h| h.select.key))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let selects_meta = locals.iter().any(|l| !l.select.meta.is_empty())
+            || hooks.iter().any(|h| !h.select.meta.is_empty());
+        // Copying the whole meta map is only worth it when some logger selects from it.
+        let meta = if selects_meta { msg.meta() } else { Map::new() };
+        let mut base = Some(base_record(ev, reception_protocol, &inner.node_id));
+        let mut records: Vec<Prepared> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let Some(b) = (if i + 1 == keys.len() {
+                base.take()
+            } else {
+                base.clone()
+            }) else {
+                break;
+            };
+            let mut record = b;
+            let selection = locals
+                .iter()
+                .map(|l| &l.select)
+                .chain(hooks.iter().map(|h| &h.select))
+                .find(|s| s.key == *key);
+            if let Some(sel) = selection {
+                sel.fill(&mut record, &meta, &msg);
+            }
+            records.push(Prepared {
+                key: *key,
+                record,
+                line: None,
+            });
+        }
+
+        if let Some(sink) = sink {
+            for hook in &hooks {
+                let Some(p) = records.iter_mut().find(|p| p.key == hook.select.key) else {
+                    continue;
+                };
+                let Ok(permit) = hook.permits.clone().acquire_owned().await else {
+                    continue;
+                };
+                let line = match p.line() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(hook = %hook.name, error = %e, "log hook record dropped");
+                        continue;
+                    }
+                };
+                let text = match hook.templates.render(&p.record) {
+                    Some(Ok(text)) => Some(text),
+                    Some(Err(e)) => {
+                        tracing::error!(hook = %hook.name, id = %p.record.id, error = %e,
+                            "log template failed; the hook message carries the JSON record instead");
+                        None
+                    }
+                    None => None,
+                };
+                match build_hook_message(&p.record, line, text, msg.sender(), msg.recipients()) {
+                    Ok(m) => sink.submit(&hook.name, hook.deferred_spool, m, permit),
+                    Err(e) => {
+                        tracing::error!(hook = %hook.name, error = %e, "log hook record dropped")
+                    }
+                }
             }
         }
-        if !wants_hook {
-            return;
-        }
-        let Some(sink) = inner.sink.get() else {
-            tracing::warn!(id = %base.id, "log hooks are configured but no hook sink is set; record dropped");
-            return;
-        };
-        for hook in inner.hooks.iter().filter(|h| h.select.wants(ev.kind)) {
-            let Ok(permit) = hook.permits.clone().acquire_owned().await else {
+
+        for (i, local) in locals.iter().enumerate() {
+            let key = local.select.key;
+            let Some(pos) = records.iter().position(|p| p.key == key) else {
                 continue;
             };
-            let rec = hook.select.record(&base, &meta, &ev.message);
-            let text = match hook.templates.render(&rec) {
-                Some(Ok(text)) => Some(text),
-                Some(Err(e)) => {
-                    tracing::error!(hook = %hook.name, id = %rec.id, error = %e,
-                        "log template failed; the hook message carries the JSON record instead");
-                    None
+            let cmd = match &records[pos].line {
+                Some(Ok(line)) if !local.templated.contains(&kind) => Command::Line(line.clone()),
+                _ => {
+                    // The last local logger of this selection takes the record itself.
+                    let later = locals[i + 1..].iter().any(|l| l.select.key == key);
+                    let record = if later {
+                        records[pos].record.clone()
+                    } else {
+                        records.swap_remove(pos).record
+                    };
+                    Command::Record(Box::new(record))
                 }
-                None => None,
             };
-            match build_hook_message(&rec, text, ev.message.sender(), ev.message.recipients()) {
-                Ok(msg) => sink.submit(&hook.name, hook.deferred_spool, msg, permit),
-                Err(e) => tracing::error!(hook = %hook.name, error = %e, "log hook record dropped"),
+            if local.tx.send(cmd).await.is_err() {
+                tracing::warn!(dir = %local.dir.display(), id = %msg.id(), "local logger has stopped; record dropped");
             }
         }
     }
@@ -364,39 +476,39 @@ impl Inner {
     }
 }
 
-fn base_record(ev: &LogEvent, reception_protocol: Option<String>, node_id: &str) -> LogRecord {
+fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) -> LogRecord {
     let now = Utc::now();
-    let created: DateTime<Utc> = ev.message.created().into();
     let msg = &ev.message;
+    let created: DateTime<Utc> = msg.created().into();
     LogRecord {
         kind: ev.kind,
         id: msg.id().to_string(),
         sender: msg.sender().to_string(),
         recipient: msg.recipients().iter().map(|r| r.to_string()).collect(),
-        queue: ev.queue.clone(),
-        site: ev.site.clone(),
+        queue: ev.queue,
+        site: ev.site,
         size: msg.data_len() as u64,
-        response: ev.response.clone(),
-        peer_address: ev.peer_address.clone(),
+        response: ev.response,
+        peer_address: ev.peer_address,
         timestamp: now.timestamp(),
         event_time: now,
         created: created.timestamp(),
         created_time: created,
         num_attempts: ev.num_attempts,
         bounce_classification: "Uncategorized".into(),
-        egress_pool: ev.egress_pool.clone(),
-        egress_source: ev.egress_source.clone(),
+        egress_pool: ev.egress_pool,
+        egress_source: ev.egress_source,
         source_address: None,
         feedback_report: None,
         meta: Map::new(),
         headers: Map::new(),
-        delivery_protocol: ev.delivery_protocol.clone(),
+        delivery_protocol: ev.delivery_protocol,
         reception_protocol,
         nodeid: node_id.to_string(),
-        tls_cipher: ev.tls_cipher.clone(),
-        tls_protocol_version: ev.tls_protocol_version.clone(),
+        tls_cipher: ev.tls_cipher,
+        tls_protocol_version: ev.tls_protocol_version,
         tls_peer_subject_name: None,
         provider_name: None,
-        session_id: ev.session_id.clone(),
+        session_id: ev.session_id,
     }
 }

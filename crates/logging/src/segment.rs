@@ -24,6 +24,9 @@ const BATCH: usize = 1024;
 
 pub(crate) enum Command {
     Record(Box<LogRecord>),
+    /// A record already serialised as its JSON line (by the log hook that
+    /// needed the same record): written as is, not serialised twice.
+    Line(bytes::Bytes),
     Tick,
     Shutdown(oneshot::Sender<()>),
 }
@@ -149,7 +152,7 @@ impl SegmentWriter {
         }
     }
 
-    fn write(&mut self, record: &LogRecord) {
+    fn write_record(&mut self, record: &LogRecord) {
         let line = match self.settings.templates.render(record) {
             Some(Ok(text)) => Ok(text.into_bytes()),
             Some(Err(e)) => {
@@ -159,19 +162,19 @@ impl SegmentWriter {
             }
             None => record.to_json_line(),
         };
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(id = %record.id, error = %e, "cannot serialise log record");
-                return;
-            }
-        };
+        match line {
+            Ok(l) => self.write(&l),
+            Err(e) => tracing::error!(id = %record.id, error = %e, "cannot serialise log record"),
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
         if self.expired() {
             self.close();
         }
         let max = self.settings.max_file_size;
         let result = self.open().and_then(|seg| {
-            seg.encoder.write_all(&line)?;
+            seg.encoder.write_all(line)?;
             seg.written += line.len() as u64;
             seg.dirty = true;
             Ok(seg.written >= max)
@@ -180,7 +183,7 @@ impl SegmentWriter {
             Ok(true) => self.close(),
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(dir = %self.settings.dir.display(), id = %record.id, error = %e,
+                tracing::error!(dir = %self.settings.dir.display(), error = %e,
                     "failed to write log record; starting a new segment");
                 self.close();
             }
@@ -237,7 +240,8 @@ pub(crate) fn spawn_writer(
                 let small = batch.len() < BATCH;
                 for cmd in batch.drain(..) {
                     match cmd {
-                        Command::Record(r) => writer.write(&r),
+                        Command::Record(r) => writer.write_record(&r),
+                        Command::Line(l) => writer.write(&l),
                         Command::Tick => writer.tick(),
                         Command::Shutdown(ack) => {
                             done = Some(ack);

@@ -71,6 +71,11 @@ impl RecordTemplates {
         }
     }
 
+    /// Whether records of `kind` are rendered rather than written as JSON.
+    pub fn covers(&self, kind: RecordType) -> bool {
+        self.env.is_some() && self.name_for(kind).is_some()
+    }
+
     /// `None` when `kind` has no template (the caller writes JSON). The text
     /// always ends in exactly the newline the template produced, or one added.
     pub fn render(&self, record: &LogRecord) -> Option<Result<String, String>> {

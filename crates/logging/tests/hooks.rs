@@ -247,3 +247,82 @@ async fn a_broken_hook_template_fails_logger_start_naming_the_type() {
     assert!(matches!(e, LogError::Config(_)));
     assert!(e.to_string().contains("per_record.Bounce.template"), "{e}");
 }
+
+/// Every line of every segment in `dir`, decompressed.
+fn raw_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for seg in segments(dir) {
+        let bytes = zstd::decode_all(std::fs::File::open(seg).unwrap()).unwrap();
+        out.extend(
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn local_logs_selecting_the_hooks_fields_write_its_exact_line_and_others_their_own() {
+    let sink = Arc::new(Collect::default());
+    let (same, other, templated) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut same_cfg = LocalLogConfig::new(same.path());
+    same_cfg.meta = vec!["x_tenant".into()];
+    let mut other_cfg = LocalLogConfig::new(other.path());
+    other_cfg.headers = vec!["subject".into()];
+    let mut tpl_cfg = LocalLogConfig::new(templated.path());
+    tpl_cfg.meta = vec!["x_tenant".into()];
+    tpl_cfg.per_record.insert(
+        RecordType::Delivery,
+        PerRecordConfig {
+            template: Some("D {{ id }} {{ meta.x_tenant }}".into()),
+            ..Default::default()
+        },
+    );
+    let log = Logger::new(
+        uuid::Uuid::new_v4(),
+        vec![same_cfg, other_cfg, tpl_cfg],
+        vec![hook("h")],
+        Some(sink.clone()),
+    )
+    .unwrap();
+    let original = message("ESMTP");
+    log.log(event(RecordType::Reception, original.clone()))
+        .await;
+    log.log(event(RecordType::Delivery, original.clone())).await;
+    log.shutdown().await;
+
+    let got = sink.0.lock();
+    let hook_lines: Vec<String> = got
+        .iter()
+        .map(|(_, m)| String::from_utf8(m.data().unwrap().to_vec()).unwrap())
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    assert_eq!(hook_lines.len(), 2);
+    assert_eq!(
+        raw_lines(same.path()),
+        hook_lines,
+        "same selection: the hook's exact lines"
+    );
+
+    let others = read_back(tail_opts(other.path()));
+    assert_eq!(others.len(), 2);
+    for r in &others {
+        assert!(
+            r.meta.is_empty(),
+            "this logger selects no meta: {:?}",
+            r.meta
+        );
+        assert_eq!(r.headers.get("subject"), Some(&json!("hello")));
+    }
+
+    let tpl = raw_lines(templated.path());
+    assert_eq!(tpl.len(), 2);
+    assert_eq!(tpl[0], hook_lines[0], "Reception has no template: JSON");
+    assert_eq!(tpl[1], format!("D {} acme", original.id()));
+}

@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mlua::{FromLua, Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, Value, VmState};
+use mlua::{
+    FromLua, Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, Thread, ThreadStatus,
+    Value, VmState,
+};
 
 use crate::errors::{caller_location, located, CallError};
 use crate::startup::Phase;
@@ -151,6 +154,15 @@ pub(crate) fn install_time_limit(lua: &Lua) {
     lua.set_hook(limit_triggers(), time_limit_hook);
 }
 
+/// Coroutines whose call finished, kept for the next call: creating one per
+/// call (a new Lua thread and its stack, and later its collection) was a
+/// visible share of every event call, and log hooks make one per record.
+#[derive(Default)]
+struct IdleThreads(Vec<Thread>);
+
+/// Enough for the calls one context runs at once; more are simply dropped.
+const MAX_IDLE_THREADS: usize = 32;
+
 /// Run `f` as its own coroutine with the time-limit hook: mlua's async calls
 /// run on threads that do not inherit the main state's hook.
 pub(crate) async fn run_limited(
@@ -158,9 +170,29 @@ pub(crate) async fn run_limited(
     f: &Function,
     args: impl IntoLuaMulti,
 ) -> mlua::Result<MultiValue> {
-    let thread = lua.create_thread(f.clone())?;
+    let idle = lua
+        .app_data_mut::<IdleThreads>()
+        .and_then(|mut t| t.0.pop());
+    let thread = match idle {
+        // A reset that fails (it reports errors of to-be-closed variables)
+        // leaves that thread unused.
+        Some(t) if t.reset(f.clone()).is_ok() => t,
+        _ => lua.create_thread(f.clone())?,
+    };
     thread.set_hook(limit_triggers(), time_limit_hook);
-    thread.into_async::<MultiValue>(args).await
+    let result = thread.clone().into_async::<MultiValue>(args).await;
+    // Only a thread that ran to its end is clean; one that failed or was
+    // cancelled mid-call is left to the garbage collector.
+    if result.is_ok() && thread.status() == ThreadStatus::Finished {
+        match lua.app_data_mut::<IdleThreads>() {
+            Some(mut idle) if idle.0.len() < MAX_IDLE_THREADS => idle.0.push(thread),
+            Some(_) => {}
+            None => {
+                lua.set_app_data(IdleThreads(vec![thread]));
+            }
+        }
+    }
+    result
 }
 
 /// Call `event` in this context with KumoMTA's semantics: a single event's

@@ -251,6 +251,36 @@ async fn an_infinite_loop_is_stopped_by_the_time_limit() {
 }
 
 #[tokio::test]
+async fn calls_on_reused_coroutines_keep_the_time_limit_and_their_own_arguments() {
+    let (_dir, path) = write_policy(
+        r#"
+        kumo.on('echo', function(x) return x * 2 end)
+        kumo.on('fail', function() error('boom') end)
+        kumo.on('spin', function() while true do end end)
+        "#,
+    );
+    let mut opts = EngineOptions::new(&path);
+    opts.call_time_limit = Duration::from_millis(300);
+    let (engine, _) = Engine::start(opts).await.unwrap();
+    // Finished calls leave their coroutines for reuse; each later call must
+    // still see only its own argument, and errors must not poison reuse.
+    for i in 0..20 {
+        assert_eq!(engine.call::<i64>("echo", i).await.unwrap(), Some(i * 2));
+        if i % 5 == 0 {
+            assert!(matches!(
+                engine.call::<i64>("fail", ()).await,
+                Err(CallError::Lua(_))
+            ));
+        }
+    }
+    match engine.call::<mlua::Value>("spin", ()).await {
+        Err(CallError::Lua(text)) => assert!(text.contains("time limit"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine.call::<i64>("echo", 21).await.unwrap(), Some(42));
+}
+
+#[tokio::test]
 async fn policy_extras_log_hooks_is_shipped_in_the_binary() {
     let (engine, _d, _) = start(
         r#"

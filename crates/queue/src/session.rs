@@ -107,7 +107,7 @@ async fn call_constructor(
             return Connection::Failed(e.to_string());
         }
         let data = entry.message.data().unwrap_or_default();
-        scope::enter(lua, [(entry.message.id().to_string(), data.as_ref())]);
+        scope::enter(lua, [(entry.message.id().to_string(), data)]);
     }
     let r = ctx.call::<Value>(&cfg.constructor, args).await;
     if bind {
@@ -218,16 +218,14 @@ async fn send(
             )))
         }
     };
-    let datas: Vec<_> = batch
-        .iter()
-        .map(|e| e.message.data().unwrap_or_default())
-        .collect();
     scope::enter(
         lua,
-        batch
-            .iter()
-            .zip(&datas)
-            .map(|(e, d)| (e.message.id().to_string(), d.as_ref())),
+        batch.iter().map(|e| {
+            (
+                e.message.id().to_string(),
+                e.message.data().unwrap_or_default(),
+            )
+        }),
     );
     let r = if use_batch {
         match lua.create_sequence_from(batch.iter().map(|e| e.message.clone())) {

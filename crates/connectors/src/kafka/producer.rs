@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn policy_header_named_like_the_id_header_suppresses_the_default() {
         let lua = Lua::new();
-        hermod_policy::scope::enter(&lua, [("ID1".to_string(), b"x".as_slice())]);
+        hermod_policy::scope::enter(&lua, [("ID1".to_string(), bytes::Bytes::from_static(b"x"))]);
         let mut headers = BTreeMap::new();
         headers.insert("Hermod-Message-Id".to_string(), LuaBytes(b"mine".to_vec()));
         let rec = Record {
