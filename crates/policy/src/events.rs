@@ -235,3 +235,36 @@ pub(crate) async fn call<R: FromLua>(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(lua: &Lua) -> usize {
+        lua.app_data_ref::<IdleThreads>().map_or(0, |t| t.0.len())
+    }
+
+    #[tokio::test]
+    async fn a_finished_call_leaves_its_coroutine_for_the_next_and_a_failed_one_does_not() {
+        let lua = Lua::new();
+        let double: Function = lua
+            .load("return function(x) return x * 2 end")
+            .eval()
+            .unwrap();
+        let fail: Function = lua
+            .load("return function() error('no') end")
+            .eval()
+            .unwrap();
+
+        let r = run_limited(&lua, &double, 4).await.unwrap();
+        assert_eq!(r.into_iter().next().and_then(|v| v.as_i64()), Some(8));
+        assert_eq!(idle(&lua), 1, "the finished coroutine is kept");
+
+        let r = run_limited(&lua, &double, 5).await.unwrap();
+        assert_eq!(r.into_iter().next().and_then(|v| v.as_i64()), Some(10));
+        assert_eq!(idle(&lua), 1, "reused, not a second one");
+
+        assert!(run_limited(&lua, &fail, ()).await.is_err());
+        assert_eq!(idle(&lua), 0, "the failed call's coroutine is not reused");
+    }
+}
