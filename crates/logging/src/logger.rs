@@ -258,7 +258,8 @@ impl Logger {
             }
             locals.push(local);
         }
-        let hooks: Vec<&HookLogger> = if feeds_hooks {
+        let sink = inner.sink.get();
+        let mut hooks: Vec<&HookLogger> = if feeds_hooks {
             inner
                 .hooks
                 .iter()
@@ -267,18 +268,10 @@ impl Logger {
         } else {
             Vec::new()
         };
-        if locals.is_empty() && hooks.is_empty() {
-            return;
+        if !hooks.is_empty() && sink.is_none() {
+            tracing::warn!(id = %msg.id(), "log hooks are configured but no hook sink is set; hook records dropped");
+            hooks.clear();
         }
-        let sink = match (hooks.is_empty(), inner.sink.get()) {
-            (true, _) => None,
-            (false, Some(sink)) => Some(sink),
-            (false, None) => {
-                tracing::warn!(id = %msg.id(), "log hooks are configured but no hook sink is set; hook records dropped");
-                None
-            }
-        };
-        let hooks = if sink.is_some() { hooks } else { Vec::new() };
         if locals.is_empty() && hooks.is_empty() {
             return;
         }
@@ -323,6 +316,7 @@ impl Logger {
         }
 
         if let Some(sink) = sink {
+            // Hooks first: the local loggers of their selection reuse the line.
             for hook in &hooks {
                 let Some(p) = records.iter_mut().find(|p| p.key == hook.select.key) else {
                     continue;
