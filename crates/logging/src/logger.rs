@@ -88,6 +88,20 @@ struct Prepared {
 }
 
 impl Prepared {
+    fn new(
+        sel: &Selection,
+        mut record: LogRecord,
+        meta: &Map<String, Value>,
+        msg: &Message,
+    ) -> Self {
+        sel.fill(&mut record, meta, msg);
+        Self {
+            key: sel.key,
+            record,
+            line: None,
+        }
+    }
+
     fn line(&mut self) -> Result<bytes::Bytes, String> {
         let record = &self.record;
         self.line
@@ -272,48 +286,31 @@ impl Logger {
             tracing::warn!(id = %msg.id(), "log hooks are configured but no hook sink is set; hook records dropped");
             hooks.clear();
         }
-        if locals.is_empty() && hooks.is_empty() {
-            return;
-        }
 
         // One record per distinct field selection, the last built by moving
         // the base record rather than copying it: usually there is one.
-        let mut keys: Vec<usize> = locals
+        let mut selections: Vec<&Selection> = Vec::with_capacity(locals.len() + hooks.len());
+        for sel in locals
             .iter()
-            .map(|l| l.select.key)
-            .chain(hooks.iter().map(|h| h.select.key))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let selects_meta = locals.iter().any(|l| !l.select.meta.is_empty())
-            || hooks.iter().any(|h| !h.select.meta.is_empty());
+            .map(|l| &l.select)
+            .chain(hooks.iter().map(|h| &h.select))
+        {
+            if !selections.iter().any(|s| s.key == sel.key) {
+                selections.push(sel);
+            }
+        }
+        let Some((last, rest)) = selections.split_last() else {
+            return; // no logger takes this record
+        };
+        let selects_meta = selections.iter().any(|s| !s.meta.is_empty());
         // Copying the whole meta map is only worth it when some logger selects from it.
         let meta = if selects_meta { msg.meta() } else { Map::new() };
-        let mut base = Some(base_record(ev, reception_protocol, &inner.node_id));
-        let mut records: Vec<Prepared> = Vec::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            let Some(b) = (if i + 1 == keys.len() {
-                base.take()
-            } else {
-                base.clone()
-            }) else {
-                break;
-            };
-            let mut record = b;
-            let selection = locals
-                .iter()
-                .map(|l| &l.select)
-                .chain(hooks.iter().map(|h| &h.select))
-                .find(|s| s.key == *key);
-            if let Some(sel) = selection {
-                sel.fill(&mut record, &meta, &msg);
-            }
-            records.push(Prepared {
-                key: *key,
-                record,
-                line: None,
-            });
+        let base = base_record(ev, reception_protocol, &inner.node_id);
+        let mut records: Vec<Prepared> = Vec::with_capacity(selections.len());
+        for sel in rest {
+            records.push(Prepared::new(sel, base.clone(), &meta, &msg));
         }
+        records.push(Prepared::new(last, base, &meta, &msg));
 
         if let Some(sink) = sink {
             // Hooks first: the local loggers of their selection reuse the line.
