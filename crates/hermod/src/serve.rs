@@ -77,8 +77,9 @@ fn install_metrics(engine: &Arc<Engine>, logger: &Logger, spool: &Spool) {
     hermod_metrics::set_source(hermod_metrics::Source::SpoolMessagesWritten, move || {
         s.stats().messages_written
     });
-    hermod_policy::metrics_hook::set_event_latency_observer(|event, d| {
-        hermod_metrics::lua_event_latency(event).observe_duration(d)
+    hermod_policy::metrics_hook::set_event_latency_observer(|event| {
+        let h = hermod_metrics::lua_event_latency(event);
+        Box::new(move |d| h.observe_duration(d))
     });
     hermod_metrics::set_source(
         hermod_metrics::Source::LuaLoadCount,
@@ -155,7 +156,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("borrowing a Lua context for spool enumeration")?;
     let enumerated_event = ctx.has_handler("spool_message_enumerated");
-    for msg in enumeration.into_messages() {
+    for msg in enumeration {
         if enumerated_event {
             if let Err(e) = ctx
                 .call::<hermod_policy::mlua::Value>("spool_message_enumerated", msg.clone())

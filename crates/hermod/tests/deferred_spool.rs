@@ -1,13 +1,15 @@
-//! `configure_log_hook{deferred_spool = true}`: hook messages are queued
-//! without a spool write, and a clean shutdown spools the ones still queued
-//! so that they are delivered after the restart.
+//! Hook messages in the spool. With `configure_log_hook{deferred_spool =
+//! true}` they are queued without a spool write, and a clean shutdown spools
+//! the ones still queued so that they are delivered after the restart.
+//! Without it they are spooled before they are queued, as one meta record
+//! that carries the data, and a restart restores them exactly.
 
 mod support_durability;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support_durability::{inject, rtype, wait_logs, Server, PRELUDE};
+use support_durability::{inject, rid, rtype, wait_logs, Server, PRELUDE};
 
 fn policy() -> String {
     format!(
@@ -15,7 +17,7 @@ fn policy() -> String {
         r#"
 local HOLD = os.getenv 'HOOK_HOLD' == '1'
 kumo.on('pre_init', function()
-  kumo.configure_log_hook { name = 'events', deferred_spool = true }
+  kumo.configure_log_hook { name = 'events', deferred_spool = os.getenv 'HOOK_SPOOLED' ~= '1' }
 end)
 kumo.on('should_enqueue_log_record', function(msg, hook_name)
   msg:set_meta('queue', 'hooks')
@@ -119,4 +121,67 @@ async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_aft
         40,
         "each held record delivered once"
     );
+}
+
+/// The hook messages' Maildir files, read back as the records they carry.
+fn hook_files(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let Ok(rd) = std::fs::read_dir(dir.join("hooks/new")) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_hook_messages_held_at_shutdown_are_delivered_after_restart_as_their_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOOK_SPOOLED", "1"),
+        ("HOOK_HOLD", "1"),
+        ("HERMOD_SESSION_IDLE_TIMEOUT", "120s"),
+    ];
+    let mut server = Server::start(tmp.path(), &policy(), &env);
+    inject(server.smtp, "user@example.com", 20, "held").await;
+    wait_logs(
+        &server,
+        Duration::from_secs(40),
+        "20 mail deliveries",
+        |recs| count(recs, false, "Delivery") >= 20,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 20 mails, then each of their 40 records as one write (meta only).
+    assert_eq!(spool_writes(&server).await, 60.0);
+    assert!(server.sigterm().success());
+
+    let released = [("HOOK_SPOOLED", "1"), ("HOOK_HOLD", "0")];
+    let server = Server::start(tmp.path(), &policy(), &released);
+    let recs = wait_logs(
+        &server,
+        Duration::from_secs(40),
+        "40 hook deliveries after restart",
+        |recs| count(recs, true, "Delivery") >= 40,
+    )
+    .await;
+    assert_eq!(
+        count(&recs, true, "Delivery"),
+        40,
+        "each record delivered once"
+    );
+    let files = hook_files(tmp.path());
+    assert_eq!(files.len(), 40);
+    for data in files {
+        assert_eq!(
+            data.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "one JSON line"
+        );
+        assert!(data.ends_with(b"\n"));
+        let carried: Value = serde_json::from_slice(&data).expect("a JSON record");
+        let local = recs
+            .iter()
+            .find(|r| !is_hook(r) && rid(r) == rid(&carried) && rtype(r) == rtype(&carried))
+            .unwrap_or_else(|| panic!("no local record for {carried}"));
+        assert_eq!(&carried, local, "the restored message carries its record");
+    }
 }

@@ -106,6 +106,43 @@ async fn reject_500_in_send_logs_bounce_and_removes_the_message_from_the_spool()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_send_batch_removes_every_message_of_the_batch_from_the_spool() {
+    let mut server = Server::start(&scenario(
+        "",
+        r#"
+  local conn = {}
+  function conn:send_batch(msgs) return '250 took ' .. #msgs end
+  return conn"#,
+    )
+    .replace(
+        "custom_lua = { constructor = 'make.test' }",
+        "custom_lua = { constructor = 'make.test', batch_size = 10, max_batch_latency = '500ms' }",
+    ))
+    .await;
+    let ids = inject(&server, 6).await;
+    let records = server
+        .wait_for_records(WAIT, "6 Delivery records", |r| {
+            records_of(r, "Delivery", &ids).len() == 6
+        })
+        .await;
+    for (id, rs) in by_id(&records, &ids) {
+        assert_eq!(kinds(&rs), ["Reception", "Delivery"], "{id}");
+        assert!(
+            rs[1]["response"]["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("250 took ")),
+            "{}",
+            rs[1]
+        );
+    }
+    assert_eq!(
+        spooled_after_restart(&mut server).await,
+        0,
+        "delivered messages must be gone from the spool"
+    );
+}
+
 /// RabbitMQ answers a publish with `basic.nack` when the target queue has
 /// `x-overflow = reject-publish` and is at `x-max-length` (here 0): a genuine
 /// broker Nack, which the B2 shape turns into `kumo.reject(500, json)`.

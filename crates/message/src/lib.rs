@@ -10,10 +10,12 @@ mod id;
 pub mod lua;
 mod message;
 pub mod queue_name;
+mod spool_record;
 pub mod trace;
 
 pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
 pub use address::{AddressError, EnvelopeAddress};
 pub use id::{IdError, SpoolId};
-pub use message::{Message, MessageError, SpoolRecord};
+pub use message::{Message, MessageError, SpoolWrite};
 pub use queue_name::QueueNameComponents;
+pub use spool_record::{SpoolRecord, LOG_RECORD_KEY};

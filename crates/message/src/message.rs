@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::headers::{self, HeaderError};
 use crate::queue_name::{QueueNameComponents, QueueNameError};
-use crate::{EnvelopeAddress, SpoolId};
+use crate::spool_record::{MetaRef, OneOrManyRef, SpoolRecordRef, LOG_RECORD_KEY};
+use crate::{EnvelopeAddress, SpoolId, SpoolRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -38,6 +39,9 @@ struct Inner {
     /// whole record as meta `log_record`; most are never read, so the text
     /// (usually the message data itself) is parsed only when a reader asks.
     lazy: Option<LazyMeta>,
+    /// The stored version keeps its data inside meta (`data_is_log_record`):
+    /// the data spool has no copy, so the bytes must stay in memory.
+    data_in_meta: bool,
 }
 
 struct LazyMeta {
@@ -61,6 +65,61 @@ impl Inner {
             self.materialize();
         }
     }
+
+    /// The data is the lazy `log_record` text plus its newline, in the same
+    /// buffer (how log hooks build their messages, and how a restart
+    /// restores them), so the spool can keep one copy.
+    fn data_is_log_record_line(&self) -> bool {
+        match (&self.data, &self.lazy) {
+            (Some(d), Some(l)) => {
+                l.key == LOG_RECORD_KEY
+                    && d.len() == l.json.len() + 1
+                    && d.as_ptr() == l.json.as_ptr()
+                    && d.last() == Some(&b'\n')
+            }
+            _ => false,
+        }
+    }
+
+    /// The spool record as JSON, serialised in place: a log-hook message's
+    /// meta holds the whole record, and copying that tree only to serialise
+    /// it cost as much as the serialisation itself. Returns whether the data
+    /// is embedded (`data_is_log_record`), which needs a valid lazy value.
+    fn record_json(&mut self) -> (Vec<u8>, bool) {
+        let text = self.lazy.as_ref().map(|l| (l.key, l.json.clone()));
+        // Checked, not parsed into a tree (far cheaper); a value that fails
+        // the check is materialised (as null) rather than spooled as is.
+        let lazy = text
+            .as_ref()
+            .and_then(|(key, json)| Some((*key, serde_json::from_slice::<&RawValue>(json).ok()?)));
+        if lazy.is_none() {
+            self.materialize();
+        }
+        let embed = lazy.is_some() && self.data_is_log_record_line();
+        let record = SpoolRecordRef {
+            sender: &self.sender,
+            recipient: OneOrManyRef(&self.recipients),
+            meta: MetaRef {
+                meta: &self.meta,
+                lazy,
+            },
+            schedule: self.schedule(),
+            data_is_log_record: embed,
+        };
+        // Serialising plain strings and a JSON map cannot fail.
+        (serde_json::to_vec(&record).unwrap_or_default(), embed)
+    }
+}
+
+/// What storing a message must write; see [`Message::spool_write`].
+#[derive(Debug)]
+pub struct SpoolWrite {
+    /// New bytes for the data spool, if they changed (or must move there).
+    pub data: Option<Bytes>,
+    /// The new meta record, if it changed.
+    pub meta: Option<Vec<u8>>,
+    /// The record carries the data itself; pass to [`Message::mark_stored`].
+    pub data_in_meta: bool,
 }
 
 /// A message. Cheap to clone: clones share one state, which is what lets a
@@ -69,55 +128,6 @@ impl Inner {
 pub struct Message {
     id: SpoolId,
     inner: Arc<Mutex<Inner>>,
-}
-
-/// What is stored in the meta spool, matching KumoMTA's on-disk meta JSON.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SpoolRecord {
-    pub sender: EnvelopeAddress,
-    #[serde(with = "one_or_many")]
-    pub recipient: Vec<EnvelopeAddress>,
-    #[serde(default)]
-    pub meta: Map<String, Value>,
-    #[serde(default)]
-    pub schedule: Option<Value>,
-}
-
-/// [`SpoolRecord`]'s serialised form, borrowing from the message.
-#[derive(serde::Serialize)]
-struct SpoolRecordRef<'a> {
-    sender: &'a EnvelopeAddress,
-    recipient: OneOrManyRef<'a>,
-    meta: MetaRef<'a>,
-    schedule: Option<Value>,
-}
-
-/// The meta map plus a lazy value written as its JSON text.
-struct MetaRef<'a> {
-    meta: &'a Map<String, Value>,
-    lazy: Option<(&'static str, &'a RawValue)>,
-}
-
-impl serde::Serialize for MetaRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.meta.len() + usize::from(self.lazy.is_some())))?;
-        for (k, v) in self.meta {
-            map.serialize_entry(k, v)?;
-        }
-        if let Some((k, v)) = self.lazy {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-struct OneOrManyRef<'a>(&'a [EnvelopeAddress]);
-
-impl serde::Serialize for OneOrManyRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        one_or_many::serialize(self.0, s)
-    }
 }
 
 impl Inner {
@@ -131,32 +141,6 @@ impl Inner {
             .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs());
         Some(serde_json::json!({ "attempts": self.num_attempts, "due": due }))
-    }
-}
-
-mod one_or_many {
-    use super::EnvelopeAddress;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[EnvelopeAddress], s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            [one] => one.serialize(s),
-            many => many.serialize(s),
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(EnvelopeAddress),
-        Many(Vec<EnvelopeAddress>),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvelopeAddress>, D::Error> {
-        Ok(match OneOrMany::deserialize(d)? {
-            OneOrMany::One(a) => vec![a],
-            OneOrMany::Many(v) => v,
-        })
     }
 }
 
@@ -181,11 +165,14 @@ impl Message {
                 data_dirty: true,
                 persisted: false,
                 lazy: None,
+                data_in_meta: false,
             })),
         }
     }
 
-    /// Rebuild a message from its spool record; `data` may be left unloaded.
+    /// Rebuild a message from its spool record; `data` may be left unloaded,
+    /// except for a record with `data_is_log_record`, whose data (from
+    /// [`SpoolRecord::embedded_data`]) is not in the data spool.
     pub fn from_spool(id: SpoolId, record: SpoolRecord, data: Option<Bytes>) -> Self {
         // Hermod persists the attempt count and due time (KumoMTA does not),
         // so a message waiting for a retry keeps its schedule across restarts.
@@ -198,19 +185,31 @@ impl Message {
             .and_then(|s| s.get("due"))
             .and_then(|v| v.as_u64())
             .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let mut meta = record.meta;
+        let mut lazy = None;
+        let data_in_meta = record.data_is_log_record && data.is_some();
+        if let (true, Some(d)) = (data_in_meta, &data) {
+            // The value and the data share one buffer again, as when built.
+            meta.shift_remove(LOG_RECORD_KEY);
+            lazy = Some(LazyMeta {
+                key: LOG_RECORD_KEY,
+                json: d.slice(..d.len().saturating_sub(1)),
+            });
+        }
         Self {
             id,
             inner: Arc::new(Mutex::new(Inner {
                 sender: record.sender,
                 recipients: record.recipient,
-                meta: record.meta,
+                meta,
                 data,
                 num_attempts,
                 due,
                 meta_dirty: false,
                 data_dirty: false,
                 persisted: true,
-                lazy: None,
+                lazy,
+                data_in_meta,
             })),
         }
     }
@@ -315,10 +314,12 @@ impl Message {
         self.inner.lock().data = Some(data);
     }
 
-    /// Drop the in-memory bytes while the message waits; they remain in the spool.
+    /// Drop the in-memory bytes while the message waits, if the data spool
+    /// holds them. Bytes kept inside meta stay: they share the lazy
+    /// `log_record`'s buffer, so dropping them would free nothing.
     pub fn unload_data(&self) {
         let mut g = self.inner.lock();
-        if !g.data_dirty {
+        if !g.data_dirty && !g.data_in_meta {
             g.data = None;
         }
     }
@@ -353,12 +354,18 @@ impl Message {
         self.inner.lock().data_dirty
     }
 
-    /// Called by the spool once the current state is durably stored.
-    pub fn mark_clean(&self) {
+    /// Called by the spool once `spool_write`'s result is durably stored.
+    pub fn mark_stored(&self, data_in_meta: bool) {
         let mut g = self.inner.lock();
         g.meta_dirty = false;
         g.data_dirty = false;
         g.persisted = true;
+        g.data_in_meta = data_in_meta;
+    }
+
+    /// Mark the current state stored with its data in the data spool.
+    pub fn mark_clean(&self) {
+        self.mark_stored(false);
     }
 
     /// False for a message that was never stored (a log-hook message with
@@ -373,9 +380,9 @@ impl Message {
         Ok(QueueNameComponents::compute(&g.meta, domain.as_deref())?)
     }
 
-    /// The spool record as a value; the spool itself uses `spool_record_json`.
+    /// The spool record as a value; the spool itself uses `spool_write`.
     #[cfg(test)]
-    fn spool_record(&self) -> SpoolRecord {
+    pub(crate) fn spool_record(&self) -> SpoolRecord {
         let mut g = self.inner.lock();
         g.materialize();
         SpoolRecord {
@@ -383,6 +390,7 @@ impl Message {
             recipient: g.recipients.clone(),
             meta: g.meta.clone(),
             schedule: g.schedule(),
+            data_is_log_record: false,
         }
     }
 
@@ -391,31 +399,34 @@ impl Message {
         self.inner.lock().meta_dirty = true;
     }
 
-    /// The spool record as JSON, serialised from the message in place: a
-    /// log-hook message's meta holds the whole record, and copying that tree
-    /// only to serialise it cost as much as the serialisation itself.
-    pub fn spool_record_json(&self) -> Vec<u8> {
+    /// What must be written to store the message, or `None` if the spool
+    /// already holds its current state. A log-hook message whose data is its
+    /// `log_record` line is written once, as meta alone.
+    pub fn spool_write(&self) -> Result<Option<SpoolWrite>, MessageError> {
         let mut g = self.inner.lock();
-        let text = g.lazy.as_ref().map(|l| (l.key, l.json.clone()));
-        // Checked, not parsed into a tree (far cheaper); a value that fails
-        // the check is materialised (as null) rather than spooled as is.
-        let lazy = text
-            .as_ref()
-            .and_then(|(key, json)| Some((*key, serde_json::from_slice::<&RawValue>(json).ok()?)));
-        if lazy.is_none() {
-            g.materialize();
+        if !g.meta_dirty && !g.data_dirty {
+            return Ok(None);
         }
-        let record = SpoolRecordRef {
-            sender: &g.sender,
-            recipient: OneOrManyRef(&g.recipients),
-            meta: MetaRef {
-                meta: &g.meta,
-                lazy,
-            },
-            schedule: g.schedule(),
+        let (meta, embed) = g.record_json();
+        // The data spool must get the bytes when they changed, or when the
+        // stored version kept them in meta and this one cannot.
+        let data = if !embed && (g.data_dirty || g.data_in_meta) {
+            Some(g.data.clone().ok_or(MessageError::DataNotLoaded)?)
+        } else {
+            None
         };
-        // Serialising plain strings and a JSON map cannot fail.
-        serde_json::to_vec(&record).unwrap_or_default()
+        let meta_needed = g.meta_dirty || g.data_dirty || embed != g.data_in_meta;
+        Ok(Some(SpoolWrite {
+            data,
+            meta: meta_needed.then_some(meta),
+            data_in_meta: embed,
+        }))
+    }
+
+    /// The meta record alone (tests compare it with [`SpoolRecord`]).
+    #[cfg(test)]
+    pub(crate) fn spool_record_json(&self) -> Vec<u8> {
+        self.inner.lock().record_json().0
     }
 
     pub fn parse_spool_record(bytes: &[u8]) -> Result<SpoolRecord, MessageError> {
@@ -493,96 +504,6 @@ mod tests {
         m2.set_meta("queue", json!("q"));
         assert_eq!(m.get_meta("queue"), Some(json!("q")));
         assert_eq!(m.queue_name().unwrap(), "q");
-    }
-
-    #[test]
-    fn spool_record_round_trips_and_uses_a_string_for_one_recipient() {
-        let m = msg();
-        m.set_meta("x_a", json!([1, 2]));
-        let bytes = m.spool_record_json();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(v["recipient"], json!("b@Nats"));
-        let rec = Message::parse_spool_record(&bytes).unwrap();
-        let back = Message::from_spool(m.id(), rec, None);
-        assert_eq!(back.queue_name().unwrap(), "nats");
-        assert_eq!(back.get_meta("x_a"), Some(json!([1, 2])));
-        assert!(matches!(back.data(), Err(MessageError::DataNotLoaded)));
-    }
-
-    #[test]
-    fn retry_schedule_survives_a_spool_round_trip() {
-        let m = msg();
-        m.set_num_attempts(3);
-        let due = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
-        m.set_due(Some(due));
-        let rec = Message::parse_spool_record(&m.spool_record_json()).unwrap();
-        let back = Message::from_spool(m.id(), rec, None);
-        assert_eq!(back.num_attempts(), 3);
-        assert_eq!(back.due(), Some(due));
-    }
-
-    #[test]
-    fn spool_json_written_in_place_equals_the_spool_record_serialised() {
-        let m = msg();
-        m.set_recipients(vec![
-            EnvelopeAddress::parse("c@x.example").unwrap(),
-            EnvelopeAddress::parse("d@y.example").unwrap(),
-        ]);
-        m.set_meta(
-            "log_record",
-            json!({"type": "Delivery", "recipient": ["c", "d"]}),
-        );
-        m.set_num_attempts(2);
-        assert_eq!(
-            m.spool_record_json(),
-            serde_json::to_vec(&m.spool_record()).unwrap()
-        );
-        let v: Value = serde_json::from_slice(&m.spool_record_json()).unwrap();
-        assert_eq!(v["recipient"], json!(["c@x.example", "d@y.example"]));
-        assert_eq!(v["schedule"]["attempts"], 2);
-    }
-
-    #[test]
-    fn lazy_json_meta_reads_back_parsed_and_is_spooled_as_an_object() {
-        let m = msg();
-        m.set_meta("x", json!(1));
-        m.set_meta_json_lazy(
-            "log_record",
-            Bytes::from_static(br#"{"type":"Delivery","n":[1,2]}"#),
-        );
-        let spooled: Value = serde_json::from_slice(&m.spool_record_json()).unwrap();
-        assert_eq!(
-            spooled["meta"]["log_record"],
-            json!({"type": "Delivery", "n": [1, 2]})
-        );
-        assert_eq!(spooled["meta"]["x"], json!(1));
-        assert_eq!(m.meta().len(), 2, "the whole map includes the lazy value");
-        assert_eq!(m.get_meta("log_record").unwrap()["n"], json!([1, 2]));
-        assert_eq!(
-            m.spool_record_json(),
-            serde_json::to_vec(&m.spool_record()).unwrap(),
-            "spooled the same before and after it was parsed"
-        );
-    }
-
-    #[test]
-    fn set_meta_replaces_a_lazy_value_and_a_bad_one_is_spooled_as_null() {
-        let m = msg();
-        m.set_meta_json_lazy("log_record", Bytes::from_static(b"{\"a\":1}"));
-        m.set_meta("log_record", json!("replaced"));
-        assert_eq!(m.get_meta("log_record"), Some(json!("replaced")));
-        let bad = msg();
-        bad.set_meta_json_lazy("log_record", Bytes::from_static(b"{not json"));
-        let spooled: Value = serde_json::from_slice(&bad.spool_record_json()).unwrap();
-        assert_eq!(spooled["meta"]["log_record"], Value::Null);
-    }
-
-    #[test]
-    fn corrupt_spool_records_are_reported() {
-        assert!(matches!(
-            Message::parse_spool_record(b"{nope"),
-            Err(MessageError::Corrupt(_))
-        ));
     }
 
     #[test]

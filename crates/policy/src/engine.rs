@@ -229,6 +229,20 @@ impl Context {
         r
     }
 
+    /// Prepare `event` for many calls in a row; `None` if it has no handler.
+    /// Other events must not be called in between: they replace
+    /// `_KUMO_CURRENT_EVENT`.
+    pub fn prepare(&self, event: &str) -> Result<Option<PreparedEvent<'_>>, CallError> {
+        Ok(
+            events::prepare(self.lua(), event)?.map(|handlers| PreparedEvent {
+                ctx: self,
+                event: event.to_string(),
+                handlers,
+                latency: crate::metrics_hook::latency_observer(event),
+            }),
+        )
+    }
+
     /// Call a Lua function (e.g. a connection object's `send`) under the
     /// per-call time limit, mapping errors like event calls do.
     pub async fn call_function(
@@ -255,6 +269,33 @@ impl Context {
     /// Convert a Rust value into Lua in this context.
     pub fn to_lua<T: serde::Serialize>(&self, v: &T) -> mlua::Result<Value> {
         self.lua().to_value(v)
+    }
+}
+
+/// An event's handlers looked up once for many calls; see [`Context::prepare`].
+pub struct PreparedEvent<'a> {
+    ctx: &'a Context,
+    event: String,
+    handlers: events::Prepared,
+    latency: Option<crate::metrics_hook::Latency>,
+}
+
+impl PreparedEvent<'_> {
+    /// Call the event once, as [`Context::call`] would.
+    pub async fn call<R: FromLua>(
+        &self,
+        args: impl IntoLuaMulti + Clone,
+    ) -> Result<Option<R>, CallError> {
+        let started = Instant::now();
+        let limit = self.ctx.engine.opts.call_time_limit;
+        let r = self
+            .handlers
+            .call::<R>(self.ctx.lua(), &self.event, args, limit)
+            .await;
+        if let Some(observe) = &self.latency {
+            observe(started.elapsed());
+        }
+        r
     }
 }
 

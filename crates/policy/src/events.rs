@@ -195,15 +195,16 @@ pub(crate) async fn run_limited(
     result
 }
 
-/// Call `event` in this context with KumoMTA's semantics: a single event's
-/// handler result is returned as is (nil if it returned nothing); multiple
-/// events chain and the first handler that returns at least one value wins.
-pub(crate) async fn call<R: FromLua>(
-    lua: &Lua,
-    event: &str,
-    args: impl IntoLuaMulti + Clone,
-    limit: Duration,
-) -> Result<Option<R>, CallError> {
+/// An event's handlers, looked up once: a caller with many calls of one
+/// event in a row (the log-hook worker, once per record) pays the lookup,
+/// the handler list and the `_KUMO_CURRENT_EVENT` global once.
+pub(crate) struct Prepared {
+    funcs: Vec<Function>,
+    multiple: bool,
+}
+
+/// Look up `event`'s handlers and mark it current; `None` if it has none.
+pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallError> {
     let lerr = |e: mlua::Error| CallError::from_lua(&e);
     let list = handlers(lua)
         .and_then(|h| h.get::<Option<Table>>(event))
@@ -215,25 +216,57 @@ pub(crate) async fn call<R: FromLua>(
         .sequence_values::<Function>()
         .collect::<mlua::Result<_>>()
         .map_err(lerr)?;
-    let multiple = is_multiple(event);
     lua.globals()
         .set("_KUMO_CURRENT_EVENT", event)
         .map_err(lerr)?;
-    for f in funcs {
-        let _deadline = CallDeadline::start(lua, limit);
-        let rets: MultiValue = run_limited(lua, &f, args.clone()).await.map_err(lerr)?;
-        if multiple && rets.is_empty() {
-            continue;
+    Ok(Some(Prepared {
+        funcs,
+        multiple: is_multiple(event),
+    }))
+}
+
+impl Prepared {
+    /// Run the handlers with KumoMTA's semantics: a single event's handler
+    /// result is returned as is (nil if it returned nothing); multiple
+    /// events chain and the first handler that returns a value wins.
+    pub(crate) async fn call<R: FromLua>(
+        &self,
+        lua: &Lua,
+        event: &str,
+        args: impl IntoLuaMulti + Clone,
+        limit: Duration,
+    ) -> Result<Option<R>, CallError> {
+        for f in &self.funcs {
+            let _deadline = CallDeadline::start(lua, limit);
+            let rets: MultiValue = run_limited(lua, f, args.clone())
+                .await
+                .map_err(|e| CallError::from_lua(&e))?;
+            if self.multiple && rets.is_empty() {
+                continue;
+            }
+            let first = rets.into_iter().next().unwrap_or(Value::Nil);
+            return R::from_lua(first, lua).map(Some).map_err(|e| {
+                CallError::Lua(format!(
+                    "event '{event}' handler returned a value of the wrong type: {}",
+                    crate::errors::describe(&e)
+                ))
+            });
         }
-        let first = rets.into_iter().next().unwrap_or(Value::Nil);
-        return R::from_lua(first, lua).map(Some).map_err(|e| {
-            CallError::Lua(format!(
-                "event '{event}' handler returned a value of the wrong type: {}",
-                crate::errors::describe(&e)
-            ))
-        });
+        Ok(None)
     }
-    Ok(None)
+}
+
+/// Call `event` in this context once (see [`Prepared::call`]).
+pub(crate) async fn call<R: FromLua>(
+    lua: &Lua,
+    event: &str,
+    args: impl IntoLuaMulti + Clone,
+    limit: Duration,
+) -> Result<Option<R>, CallError> {
+    match prepare(lua, event)? {
+        Some(p) => p.call(lua, event, args, limit).await,
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

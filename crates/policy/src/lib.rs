@@ -16,7 +16,7 @@ pub mod queue_config;
 pub mod scope;
 pub mod startup;
 
-pub use engine::{Context, Engine, EngineOptions, LegacyMode, Registrar};
+pub use engine::{Context, Engine, EngineOptions, LegacyMode, PreparedEvent, Registrar};
 pub use errors::{CallError, PolicyError, Reject};
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
 pub use mlua;

@@ -281,6 +281,54 @@ async fn calls_on_reused_coroutines_keep_the_time_limit_and_their_own_arguments(
 }
 
 #[tokio::test]
+async fn a_prepared_event_chains_its_handlers_on_every_call_like_a_single_call() {
+    let (_dir, path) = write_policy(
+        r#"
+        kumo.on('should_enqueue_log_record', function(n)
+          if n % 3 == 0 then return end
+          if n % 5 == 0 then error('five') end
+          return _KUMO_CURRENT_EVENT .. ':first:' .. n
+        end)
+        kumo.on('should_enqueue_log_record', function(n) return 'second:' .. n end)
+        kumo.on('spin', function() while true do end end)
+        "#,
+    );
+    let mut opts = EngineOptions::new(&path);
+    opts.call_time_limit = Duration::from_millis(300);
+    let (engine, _) = Engine::start(opts).await.unwrap();
+    let ctx = engine.context().await.unwrap();
+    assert!(ctx.prepare("no_such_event").unwrap().is_none());
+    let event = ctx
+        .prepare("should_enqueue_log_record")
+        .unwrap()
+        .expect("handlers");
+    for n in 1..=10i64 {
+        let got = event.call::<String>(n).await;
+        match n {
+            // The first handler declined: the chain goes on to the second.
+            3 | 6 | 9 => assert_eq!(
+                got.unwrap().as_deref(),
+                Some(format!("second:{n}").as_str())
+            ),
+            // An error stops the chain for this call only.
+            5 | 10 => assert!(
+                matches!(got, Err(CallError::Lua(ref t)) if t.contains("five")),
+                "{got:?}"
+            ),
+            _ => assert_eq!(
+                got.unwrap().as_deref(),
+                Some(format!("should_enqueue_log_record:first:{n}").as_str())
+            ),
+        }
+    }
+    drop(event);
+    match ctx.call::<mlua::Value>("spin", ()).await {
+        Err(CallError::Lua(text)) => assert!(text.contains("time limit"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn policy_extras_log_hooks_is_shipped_in_the_binary() {
     let (engine, _d, _) = start(
         r#"

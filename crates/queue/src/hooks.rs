@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use hermod_logging::{HookPermit, HookSink};
 use hermod_message::Message;
 use hermod_policy::mlua::Value;
-use hermod_policy::Context;
+use hermod_policy::PreparedEvent;
 use tokio::sync::mpsc;
 
 use crate::manager::QueueManager;
@@ -96,9 +96,19 @@ async fn decide(qm: &QueueManager, jobs: Vec<Job>) -> Vec<(Job, Arc<ScheduledQue
             return Vec::new();
         }
     };
+    // Every record of the round calls the same event: look it up once.
+    let event = match ctx.prepare("should_enqueue_log_record") {
+        Ok(Some(e)) => e,
+        // No handler declines every record.
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, records = jobs.len(), "log hook records not queued: should_enqueue_log_record");
+            return Vec::new();
+        }
+    };
     let mut wanted = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match route(qm, &ctx, &job).await {
+        match route(qm, &event, &job).await {
             Ok(Some(sq)) => wanted.push((job, sq)),
             Ok(None) => {}
             Err(e) => tracing::error!(hook = %job.hook, error = %e, "log hook message not queued"),
@@ -110,14 +120,11 @@ async fn decide(qm: &QueueManager, jobs: Vec<Job>) -> Vec<(Job, Arc<ScheduledQue
 /// `Ok(None)`: the handler declined or the message goes to the `null` queue.
 async fn route(
     qm: &QueueManager,
-    ctx: &Context,
+    event: &PreparedEvent<'_>,
     job: &Job,
 ) -> Result<Option<Arc<ScheduledQueue>>, String> {
-    let r = ctx
-        .call::<Value>(
-            "should_enqueue_log_record",
-            (job.msg.clone(), job.hook.to_string()),
-        )
+    let r = event
+        .call::<Value>((job.msg.clone(), job.hook.to_string()))
         .await
         .map_err(|e| format!("should_enqueue_log_record: {e}"))?;
     let wanted = match r {

@@ -67,14 +67,17 @@ fn event(
 }
 
 fn remove(qm: &QueueManager, msg: &Message) {
-    if !msg.is_persisted() {
-        return;
-    }
-    // Not awaited: the final record is already logged, and a removal that
+    remove_all(qm, std::slice::from_ref(msg));
+}
+
+/// Remove messages whose final record is logged, in one spool request.
+fn remove_all(qm: &QueueManager, msgs: &[Message]) {
+    let ids = msgs.iter().filter(|m| m.is_persisted()).map(|m| m.id());
+    // Not awaited: the final records are already logged, and a removal that
     // does not reach disk can only cause a re-delivery after a crash (which
     // brokers deduplicate by message id), never a loss.
-    if let Err(e) = qm.spool().remove_detached(msg.id()) {
-        tracing::error!(id = %msg.id(), error = %e, "spool removal failed after final disposition");
+    if let Err(e) = qm.spool().remove_detached(ids) {
+        tracing::error!(messages = msgs.len(), error = %e, "spool removal failed after final disposition");
     }
 }
 
@@ -85,11 +88,38 @@ pub async fn delivered(
     info: &AttemptInfo,
     content: String,
 ) {
-    let resp = Response::new(200, None, &content);
+    log_delivery(qm, &msg, sq, info, Response::new(200, None, &content)).await;
+    remove(qm, &msg);
+}
+
+/// Messages delivered together (one `send_batch` call): each gets its
+/// Delivery record, then all leave the spool in one request.
+pub async fn delivered_all(
+    qm: &QueueManager,
+    delivered: impl IntoIterator<Item = (Message, Arc<ScheduledQueue>)>,
+    info: &AttemptInfo,
+    content: &str,
+) {
+    let resp = Response::new(200, None, content);
+    let mut msgs = Vec::new();
+    for (msg, sq) in delivered {
+        log_delivery(qm, &msg, &sq, info, resp.clone()).await;
+        msgs.push(msg);
+    }
+    remove_all(qm, &msgs);
+}
+
+async fn log_delivery(
+    qm: &QueueManager,
+    msg: &Message,
+    sq: &ScheduledQueue,
+    info: &AttemptInfo,
+    resp: Response,
+) {
     qm.logger()
         .log(event(
             RecordType::Delivery,
-            &msg,
+            msg,
             &sq.name,
             Some(info),
             resp,
@@ -97,7 +127,6 @@ pub async fn delivered(
         ))
         .await;
     hermod_metrics::delivered(&info.service).inc();
-    remove(qm, &msg);
 }
 
 pub async fn bounced(

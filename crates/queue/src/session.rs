@@ -338,8 +338,16 @@ async fn object_session(
                 Err(_) => true,
                 Ok(_) => false,
             };
-            for e in chunk {
-                dispose(qm, e, info, &r).await;
+            match &r {
+                Ok(text) => {
+                    let done = chunk.into_iter().map(|e| (e.message, e.queue));
+                    outcome::delivered_all(qm, done, info, text).await;
+                }
+                Err(_) => {
+                    for e in chunk {
+                        dispose(qm, e, info, &r).await;
+                    }
+                }
             }
             if end {
                 close(ctx, conn).await;

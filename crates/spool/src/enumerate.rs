@@ -11,9 +11,10 @@ use rocksdb::{WriteBatch, WriteOptions};
 use crate::db::{cf, Dbs, DATA_CF, META_CF};
 use crate::error::SpoolError;
 
-/// The valid messages found in the spool, with their data not loaded.
+/// The valid messages found in the spool. Their data stays in the data
+/// spool, except for records that carry it themselves (`data_is_log_record`).
 pub struct Enumeration {
-    entries: std::vec::IntoIter<(SpoolId, SpoolRecord)>,
+    entries: std::vec::IntoIter<Message>,
     corrupt: Vec<SpoolError>,
     corrupt_moved: usize,
     corrupt_left: usize,
@@ -42,15 +43,10 @@ impl Enumeration {
     pub fn orphans_removed(&self) -> usize {
         self.orphans_removed
     }
-
-    /// The remaining entries as messages whose data stays in the spool.
-    pub fn into_messages(self) -> impl Iterator<Item = Message> {
-        self.map(|(id, rec)| Message::from_spool(id, rec, None))
-    }
 }
 
 impl Iterator for Enumeration {
-    type Item = (SpoolId, SpoolRecord);
+    type Item = Message;
     fn next(&mut self) -> Option<Self::Item> {
         self.entries.next()
     }
@@ -144,13 +140,19 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
     })
 }
 
-fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<(SpoolId, SpoolRecord), String> {
+fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<Message, String> {
     let id = SpoolId::from_slice(key).map_err(|e| format!("bad key: {e}"))?;
     let record = Message::parse_spool_record(meta).map_err(|e| format!("unreadable meta: {e}"))?;
+    if record.data_is_log_record {
+        // The record is the data; a data-spool entry beside it would be an
+        // older version, which the next store or the removal deletes.
+        let data = SpoolRecord::embedded_data(meta)?;
+        return Ok(Message::from_spool(id, record, Some(data)));
+    }
     if !has_data {
         return Err("message data is missing".into());
     }
-    Ok((id, record))
+    Ok(Message::from_spool(id, record, None))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -126,26 +126,20 @@ impl Spool {
         rx.await.map_err(|_| SpoolError::Closed)?
     }
 
-    /// What must be written for `msg`, or `None` if it is already clean.
-    fn op_for(msg: &Message) -> Result<Option<Op>, SpoolError> {
-        let data_dirty = msg.is_data_dirty();
-        let meta_dirty = msg.is_meta_dirty();
-        if !data_dirty && !meta_dirty {
-            return Ok(None);
-        }
-        let data = if data_dirty {
-            Some(msg.data().map_err(|e| SpoolError::Message {
-                id: msg.id(),
-                reason: e.to_string(),
-            })?)
-        } else {
-            None
-        };
-        let meta = meta_dirty.then(|| msg.spool_record_json());
-        Ok(Some(Op::Put {
+    /// What must be written for `msg` (and whether its data then lives in
+    /// meta), or `None` if it is already clean.
+    fn op_for(msg: &Message) -> Result<Option<(Op, bool)>, SpoolError> {
+        let write = msg.spool_write().map_err(|e| SpoolError::Message {
             id: msg.id(),
-            data,
-            meta,
+            reason: e.to_string(),
+        })?;
+        Ok(write.map(|w| {
+            let op = Op::Put {
+                id: msg.id(),
+                data: w.data,
+                meta: w.meta,
+            };
+            (op, w.data_in_meta)
         }))
     }
 
@@ -155,11 +149,11 @@ impl Spool {
     /// Edits made to the message while the write is in flight are marked
     /// clean too; callers store a message only once its edits are done.
     pub async fn store(&self, msg: &Message) -> Result<(), SpoolError> {
-        let Some(op) = Self::op_for(msg)? else {
+        let Some((op, data_in_meta)) = Self::op_for(msg)? else {
             return Ok(());
         };
         self.submit(vec![op]).await?;
-        msg.mark_clean();
+        msg.mark_stored(data_in_meta);
         Ok(())
     }
 
@@ -171,9 +165,9 @@ impl Spool {
         let mut pending = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
             match Self::op_for(m) {
-                Ok(Some(op)) => {
+                Ok(Some((op, data_in_meta))) => {
                     ops.push(op);
-                    pending.push(i);
+                    pending.push((i, data_in_meta));
                     results.push(Ok(()));
                 }
                 Ok(None) => results.push(Ok(())),
@@ -184,9 +178,9 @@ impl Spool {
             return results;
         }
         let outcome = self.submit(ops).await;
-        for i in pending {
+        for (i, data_in_meta) in pending {
             match &outcome {
-                Ok(()) => msgs[i].mark_clean(),
+                Ok(()) => msgs[i].mark_stored(data_in_meta),
                 Err(e) => results[i] = Err(e.clone()),
             }
         }
@@ -198,19 +192,24 @@ impl Spool {
         self.submit(vec![Op::Remove { id }]).await
     }
 
-    /// Queue a removal without waiting for it (delivery sessions use this so
-    /// that a delivered message does not hold its session). A failure is
-    /// logged by the writer; the message would then be re-delivered after a
-    /// restart, never lost.
-    pub fn remove_detached(&self, id: SpoolId) -> Result<(), SpoolError> {
+    /// Queue removals without waiting for them (delivery sessions use this so
+    /// that delivered messages do not hold their session). All the ids go in
+    /// one request, so a delivered batch costs the writer one wake-up. A
+    /// failure is logged by the writer; the messages would then be
+    /// re-delivered after a restart, never lost.
+    pub fn remove_detached(
+        &self,
+        ids: impl IntoIterator<Item = SpoolId>,
+    ) -> Result<(), SpoolError> {
+        let ops: Vec<Op> = ids.into_iter().map(|id| Op::Remove { id }).collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
         let (reply, _ignored) = oneshot::channel();
         let tx = self.inner.tx.lock();
         let tx = tx.as_ref().ok_or(SpoolError::Closed)?;
-        tx.send(Cmd::Write(Request {
-            ops: vec![Op::Remove { id }],
-            reply,
-        }))
-        .map_err(|_| SpoolError::Closed)
+        tx.send(Cmd::Write(Request { ops, reply }))
+            .map_err(|_| SpoolError::Closed)
     }
 
     /// Read a message's bytes on the blocking pool.

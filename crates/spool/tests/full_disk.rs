@@ -145,7 +145,7 @@ async fn full_disk_round_trip(shared: bool) {
     let ids: Vec<_> = spool
         .enumerate()
         .expect("enumerate")
-        .map(|(id, _)| id)
+        .map(|m| m.id())
         .collect();
     assert!(
         ids.contains(&stored_id) && ids.contains(&big.id()),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::{bounded, message, raw_db};
-use hermod_message::{Message, SpoolId};
+use hermod_message::{Message, SpoolId, LOG_RECORD_KEY};
 use hermod_spool::{Spool, SpoolDefinition, SpoolError, SpoolName, SpoolOptions, Threshold};
 use serde_json::json;
 
@@ -42,11 +42,12 @@ async fn store_reopen_enumerate(open: impl Fn() -> Spool) {
     assert_eq!(found.orphans_removed(), 0);
     let found: Vec<_> = found.collect();
     assert_eq!(found.len(), 500);
-    for (id, rec) in found {
+    for msg in found {
+        let id = msg.id();
         let want = expected.get(&id).expect("enumerated id was stored");
-        assert_eq!(rec.sender, want.sender());
-        assert_eq!(rec.recipient, want.recipients());
-        assert_eq!(rec.meta, want.meta());
+        assert_eq!(msg.sender(), want.sender());
+        assert_eq!(msg.recipients(), want.recipients());
+        assert_eq!(msg.meta(), want.meta());
         let data = spool.load_data(id).await.expect("data");
         assert_eq!(data, want.data().expect("original data"));
     }
@@ -132,16 +133,75 @@ async fn clean_messages_are_not_rewritten_and_meta_only_changes_keep_data() {
     drop(spool);
 
     let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
-    let msgs: Vec<Message> = spool
-        .enumerate()
-        .expect("enumerate")
-        .into_messages()
-        .collect();
+    let msgs: Vec<Message> = spool.enumerate().expect("enumerate").collect();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].get_meta("queue"), Some(json!("elsewhere")));
     assert!(!msgs[0].is_data_loaded(), "enumeration must not load data");
     let data = bounded(spool.load_data(m.id())).await.expect("data kept");
     assert!(data.starts_with(b"Subject: message 1"));
+    spool.shutdown().await;
+}
+
+/// A message shaped like a log hook's: its data is its meta `log_record`
+/// text plus a newline, in one buffer.
+fn hook_message(i: usize) -> Message {
+    let line = bytes::Bytes::from(format!("{{\"type\":\"Delivery\",\"n\":{i},\"x\":1.50}}\n"));
+    let m = message(i, 10);
+    m.set_data(line.clone());
+    m.set_meta_json_lazy(LOG_RECORD_KEY, line.slice(..line.len() - 1));
+    m
+}
+
+#[tokio::test]
+async fn a_log_hook_message_is_stored_without_a_data_copy_and_restored_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let hook = hook_message(1);
+    let plain = message(2, 300);
+    let results = bounded(spool.store_many(&[hook.clone(), plain.clone()])).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let err = bounded(spool.load_data(hook.id()))
+        .await
+        .expect_err("the data spool holds no copy");
+    assert!(matches!(err, SpoolError::NotFound(_)), "{err:?}");
+    hook.unload_data();
+    assert!(
+        hook.is_data_loaded(),
+        "bytes only the meta holds stay loaded"
+    );
+    spool.shutdown().await;
+    drop(spool);
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen");
+    let found = spool.enumerate().expect("enumerate");
+    assert_eq!((found.corrupt_moved(), found.orphans_removed()), (0, 0));
+    let back: HashMap<SpoolId, Message> = found.map(|m| (m.id(), m)).collect();
+    let restored = &back[&hook.id()];
+    assert_eq!(restored.data().expect("loaded"), hook.data().unwrap());
+    assert_eq!(
+        restored.get_meta(LOG_RECORD_KEY),
+        hook.get_meta(LOG_RECORD_KEY)
+    );
+    assert!(!back[&plain.id()].is_data_loaded());
+
+    // Edited after the restart, the record no longer matches the data: the
+    // data moves to the data spool, and a second restart still finds it.
+    restored.set_meta(LOG_RECORD_KEY, json!("edited"));
+    bounded(spool.store(restored)).await.expect("store edited");
+    bounded(spool.remove(plain.id())).await.expect("remove");
+    spool.shutdown().await;
+    drop(spool);
+
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("reopen again");
+    let msgs: Vec<Message> = spool.enumerate().expect("enumerate").collect();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].get_meta(LOG_RECORD_KEY), Some(json!("edited")));
+    let data = bounded(spool.load_data(hook.id()))
+        .await
+        .expect("data stored");
+    assert_eq!(data, hook.data().unwrap());
+    bounded(spool.remove(hook.id())).await.expect("remove");
+    assert_eq!(spool.enumerate().expect("enumerate").len(), 0);
     spool.shutdown().await;
 }
 
@@ -166,7 +226,7 @@ async fn removed_messages_are_gone_after_reopen() {
         0,
         "removal must delete data as well as meta"
     );
-    let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
+    let mut ids: Vec<SpoolId> = found.map(|m| m.id()).collect();
     ids.sort();
     let mut want = vec![msgs[0].id(), msgs[2].id(), msgs[4].id()];
     want.sort();
@@ -250,7 +310,7 @@ async fn corrupt_entries_are_moved_aside_and_logged_and_orphans_removed() {
     let mut want_reported = vec![garbage.to_string(), no_data.to_string()];
     want_reported.sort();
     assert_eq!(reported, want_reported);
-    let mut ids: Vec<SpoolId> = found.map(|(id, _)| id).collect();
+    let mut ids: Vec<SpoolId> = found.map(|m| m.id()).collect();
     ids.sort();
     let mut want: Vec<SpoolId> = good.iter().map(Message::id).collect();
     want.sort();
@@ -368,8 +428,9 @@ async fn detached_removals_are_applied_before_shutdown_completes_and_cost_no_fsy
         r.expect("store");
     }
     let syncs_before = spool.stats().wal_syncs;
-    spool.remove_detached(msgs[0].id()).expect("queue removal");
-    spool.remove_detached(msgs[2].id()).expect("queue removal");
+    spool
+        .remove_detached([msgs[0].id(), msgs[2].id()])
+        .expect("queue removals");
     spool.shutdown().await;
     assert_eq!(
         spool.stats().wal_syncs,
@@ -382,7 +443,7 @@ async fn detached_removals_are_applied_before_shutdown_completes_and_cost_no_fsy
     let mut ids: Vec<SpoolId> = spool
         .enumerate()
         .expect("enumerate")
-        .map(|(id, _)| id)
+        .map(|m| m.id())
         .collect();
     ids.sort();
     let mut want = vec![msgs[1].id(), msgs[3].id()];
