@@ -86,11 +86,12 @@ async fn deferred_hook_messages_are_delivered_without_a_spool_write() {
     assert!(server.sigterm().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_after_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let hold = [("HOOK_HOLD", "1"), ("HERMOD_SESSION_IDLE_TIMEOUT", "120s")];
-    let mut server = Server::start(tmp.path(), &policy(), &hold);
+/// Start with the hook queue held (its sessions wait for a batch that never
+/// fills), send 20 mails, and wait until their records are queued.
+async fn hold_records(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut held = vec![("HOOK_HOLD", "1"), ("HERMOD_SESSION_IDLE_TIMEOUT", "120s")];
+    held.extend_from_slice(env);
+    let server = Server::start(dir, &policy(), &held);
     inject(server.smtp, "user@example.com", 20, "held").await;
     wait_logs(
         &server,
@@ -101,14 +102,15 @@ async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_aft
     .await;
     // The Delivery records' hook messages are queued right after the records.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(server.sigterm().success());
-    let stderr = server.stderr_text();
-    assert!(
-        stderr.contains("stored deferred log hook messages at shutdown"),
-        "{stderr}"
-    );
+    server
+}
 
-    let server = Server::start(tmp.path(), &policy(), &[("HOOK_HOLD", "0")]);
+/// Restart with the hook queue released; every held record is delivered
+/// exactly once. Returns the records logged after the restart.
+async fn release_records(dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Value> {
+    let mut released = vec![("HOOK_HOLD", "0")];
+    released.extend_from_slice(env);
+    let server = Server::start(dir, &policy(), &released);
     let recs = wait_logs(
         &server,
         Duration::from_secs(40),
@@ -121,6 +123,20 @@ async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_aft
         40,
         "each held record delivered once"
     );
+    recs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_hook_messages_queued_at_shutdown_are_spooled_and_delivered_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = hold_records(tmp.path(), &[]).await;
+    assert!(server.sigterm().success());
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("stored deferred log hook messages at shutdown"),
+        "{stderr}"
+    );
+    release_records(tmp.path(), &[]).await;
 }
 
 /// The hook messages' Maildir files, read back as the records they carry.
@@ -135,39 +151,13 @@ fn hook_files(dir: &std::path::Path) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_hook_messages_held_at_shutdown_are_delivered_after_restart_as_their_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let env = [
-        ("HOOK_SPOOLED", "1"),
-        ("HOOK_HOLD", "1"),
-        ("HERMOD_SESSION_IDLE_TIMEOUT", "120s"),
-    ];
-    let mut server = Server::start(tmp.path(), &policy(), &env);
-    inject(server.smtp, "user@example.com", 20, "held").await;
-    wait_logs(
-        &server,
-        Duration::from_secs(40),
-        "20 mail deliveries",
-        |recs| count(recs, false, "Delivery") >= 20,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spooled = [("HOOK_SPOOLED", "1")];
+    let mut server = hold_records(tmp.path(), &spooled).await;
     // 20 mails, then each of their 40 records as one write (meta only).
     assert_eq!(spool_writes(&server).await, 60.0);
     assert!(server.sigterm().success());
 
-    let released = [("HOOK_SPOOLED", "1"), ("HOOK_HOLD", "0")];
-    let server = Server::start(tmp.path(), &policy(), &released);
-    let recs = wait_logs(
-        &server,
-        Duration::from_secs(40),
-        "40 hook deliveries after restart",
-        |recs| count(recs, true, "Delivery") >= 40,
-    )
-    .await;
-    assert_eq!(
-        count(&recs, true, "Delivery"),
-        40,
-        "each record delivered once"
-    );
+    let recs = release_records(tmp.path(), &spooled).await;
     let files = hook_files(tmp.path());
     assert_eq!(files.len(), 40);
     for data in files {

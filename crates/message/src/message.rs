@@ -483,11 +483,12 @@ impl std::fmt::Debug for Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn msg() -> Message {
+    /// A small message for unit tests of this crate.
+    pub(crate) fn msg() -> Message {
         Message::new(
             SpoolId::new(),
             EnvelopeAddress::parse("a@example.com").unwrap(),

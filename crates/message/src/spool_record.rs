@@ -122,6 +122,7 @@ mod one_or_many {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::tests::msg;
     use crate::{Message, MessageError, SpoolId};
     use serde_json::json;
 
@@ -218,16 +219,6 @@ mod tests {
                 .data_is_log_record
         );
         assert!(SpoolRecord::embedded_data(meta).is_err());
-    }
-
-    fn msg() -> Message {
-        Message::new(
-            SpoolId::new(),
-            EnvelopeAddress::parse("a@example.com").unwrap(),
-            vec![EnvelopeAddress::parse("b@Nats").unwrap()],
-            Map::new(),
-            &b"Subject: x\r\n\r\nbody"[..],
-        )
     }
 
     #[test]
