@@ -77,9 +77,8 @@ fn install_metrics(engine: &Arc<Engine>, logger: &Logger, spool: &Spool) {
     hermod_metrics::set_source(hermod_metrics::Source::SpoolMessagesWritten, move || {
         s.stats().messages_written
     });
-    hermod_policy::metrics_hook::set_event_latency_observer(|event| {
-        let h = hermod_metrics::lua_event_latency(event);
-        Box::new(move |d| h.observe_duration(d))
+    hermod_policy::metrics_hook::set_event_latency_observer(|event, d| {
+        hermod_metrics::lua_event_latency(event).observe_duration(d)
     });
     hermod_metrics::set_source(
         hermod_metrics::Source::LuaLoadCount,

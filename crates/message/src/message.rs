@@ -186,16 +186,18 @@ impl Message {
             .and_then(|v| v.as_u64())
             .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
         let mut meta = record.meta;
-        let mut lazy = None;
-        let data_in_meta = record.data_is_log_record && data.is_some();
-        if let (true, Some(d)) = (data_in_meta, &data) {
-            // The value and the data share one buffer again, as when built.
-            meta.shift_remove(LOG_RECORD_KEY);
-            lazy = Some(LazyMeta {
-                key: LOG_RECORD_KEY,
-                json: d.slice(..d.len().saturating_sub(1)),
-            });
-        }
+        // The value and the data share one buffer again, as when built.
+        let lazy = match &data {
+            Some(d) if record.data_is_log_record => {
+                meta.shift_remove(LOG_RECORD_KEY);
+                Some(LazyMeta {
+                    key: LOG_RECORD_KEY,
+                    json: d.slice(..d.len().saturating_sub(1)),
+                })
+            }
+            _ => None,
+        };
+        let data_in_meta = lazy.is_some();
         Self {
             id,
             inner: Arc::new(Mutex::new(Inner {
@@ -407,7 +409,12 @@ impl Message {
         if !g.meta_dirty && !g.data_dirty {
             return Ok(None);
         }
-        let (meta, embed) = g.record_json();
+        // A data-only change of data kept in the data spool leaves the
+        // record as it is; anything touching data kept (or to be kept) in
+        // the record rewrites it.
+        let rewrite = g.meta_dirty || g.data_in_meta || g.data_is_log_record_line();
+        let record = rewrite.then(|| g.record_json());
+        let embed = record.as_ref().is_some_and(|(_, embed)| *embed);
         // The data spool must get the bytes when they changed, or when the
         // stored version kept them in meta and this one cannot.
         let data = if !embed && (g.data_dirty || g.data_in_meta) {
@@ -415,10 +422,9 @@ impl Message {
         } else {
             None
         };
-        let meta_needed = g.meta_dirty || g.data_dirty || embed != g.data_in_meta;
         Ok(Some(SpoolWrite {
             data,
-            meta: meta_needed.then_some(meta),
+            meta: record.map(|(meta, _)| meta),
             data_in_meta: embed,
         }))
     }

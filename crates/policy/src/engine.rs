@@ -238,7 +238,6 @@ impl Context {
                 ctx: self,
                 event: event.to_string(),
                 handlers,
-                latency: crate::metrics_hook::latency_observer(event),
             }),
         )
     }
@@ -277,7 +276,6 @@ pub struct PreparedEvent<'a> {
     ctx: &'a Context,
     event: String,
     handlers: events::Prepared,
-    latency: Option<crate::metrics_hook::Latency>,
 }
 
 impl PreparedEvent<'_> {
@@ -292,9 +290,7 @@ impl PreparedEvent<'_> {
             .handlers
             .call::<R>(self.ctx.lua(), &self.event, args, limit)
             .await;
-        if let Some(observe) = &self.latency {
-            observe(started.elapsed());
-        }
+        crate::metrics_hook::event_latency(&self.event, started.elapsed());
         r
     }
 }

@@ -6,10 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 static LOADS: AtomicU64 = AtomicU64::new(0);
-/// Observes one event's call latency.
-pub type Latency = Box<dyn Fn(Duration) + Send + Sync>;
-/// Resolves an event's observer, once per call or once for many calls.
-type Observer = fn(&str) -> Latency;
+type Observer = fn(&str, Duration);
 static OBSERVER: OnceLock<Observer> = OnceLock::new();
 
 pub(crate) fn context_loaded() {
@@ -18,13 +15,8 @@ pub(crate) fn context_loaded() {
 
 pub(crate) fn event_latency(event: &str, d: Duration) {
     if let Some(f) = OBSERVER.get() {
-        f(event)(d);
+        f(event, d);
     }
-}
-
-/// The latency observer of one event, if one is installed.
-pub(crate) fn latency_observer(event: &str) -> Option<Latency> {
-    OBSERVER.get().map(|f| f(event))
 }
 
 /// How many Lua contexts have been loaded since start (`lua_load_count`).
