@@ -106,8 +106,14 @@ impl Inner {
             schedule: self.schedule(),
             data_is_log_record: embed,
         };
+        // Sized for the lazy text plus the envelope and small meta, so a
+        // hook message's record is written without growing the buffer.
+        let mut out = Vec::with_capacity(text.as_ref().map_or(0, |(_, j)| j.len()) + 512);
         // Serialising plain strings and a JSON map cannot fail.
-        (serde_json::to_vec(&record).unwrap_or_default(), embed)
+        if serde_json::to_writer(&mut out, &record).is_err() {
+            out.clear();
+        }
+        (out, embed)
     }
 }
 

@@ -293,6 +293,29 @@ impl PreparedEvent<'_> {
         crate::metrics_hook::event_latency(&self.event, started.elapsed());
         r
     }
+
+    /// See [`events::LogHookPlan`]; `None` if some handler is Lua code.
+    pub fn log_hook_plan(&self) -> Option<events::LogHookPlan> {
+        self.handlers.log_hook_plan()
+    }
+
+    /// Call `should_enqueue_log_record(msg, hook)` as [`PreparedEvent::call`]
+    /// would. Routers of the built-in `policy-extras.log_hooks` helper that
+    /// have no `filter` take effect here without a Lua call.
+    pub async fn call_log_hook(
+        &self,
+        msg: &hermod_message::Message,
+        hook: &str,
+    ) -> Result<Option<Value>, CallError> {
+        let started = Instant::now();
+        let limit = self.ctx.engine.opts.call_time_limit;
+        let r = self
+            .handlers
+            .call_log_hook(self.ctx.lua(), msg, hook, limit)
+            .await;
+        crate::metrics_hook::event_latency(&self.event, started.elapsed());
+        r
+    }
 }
 
 impl Drop for Context {

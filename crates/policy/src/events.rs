@@ -8,6 +8,8 @@ use mlua::{
     Value, VmState,
 };
 
+use hermod_message::Message;
+
 use crate::errors::{caller_location, located, CallError};
 use crate::startup::Phase;
 
@@ -195,12 +197,70 @@ pub(crate) async fn run_limited(
     result
 }
 
+/// What the built-in `policy-extras.log_hooks` router does when it has no
+/// `filter`: decline other hooks' records, else set meta `queue` and
+/// accept. The engine applies it directly, without a Lua call per record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LogHookRoute {
+    pub hook: String,
+    pub queue: String,
+}
+
+/// The routers marked in this context, by the identity of their function.
+#[derive(Default)]
+struct LogHookRoutes(HashMap<usize, LogHookRoute>);
+
+/// `mark_route(fn, hook_name, queue_name)`, handed only to the built-in
+/// helper's chunk: `fn` must behave exactly as [`LogHookRoute`] says.
+pub(crate) fn mark_log_hook_route(
+    lua: &Lua,
+    (f, hook, queue): (Function, String, String),
+) -> mlua::Result<()> {
+    if lua.app_data_ref::<LogHookRoutes>().is_none() {
+        lua.set_app_data(LogHookRoutes::default());
+    }
+    if let Some(mut routes) = lua.app_data_mut::<LogHookRoutes>() {
+        // The handler table keeps `f` alive, so its address stays its own.
+        routes
+            .0
+            .insert(f.to_pointer() as usize, LogHookRoute { hook, queue });
+    }
+    Ok(())
+}
+
+/// A `should_enqueue_log_record` chain made only of marked routers. The
+/// policy cannot change after start-up, so one context's chain holds for
+/// all, and applying it needs no Lua context at all.
+#[derive(Clone, Debug)]
+pub struct LogHookPlan(Vec<LogHookRoute>);
+
+impl LogHookPlan {
+    /// The chain's answer for `hook`: `Some(true)` with meta `queue` set by
+    /// the first router of that hook, `None` when every router declines.
+    pub fn route(&self, msg: &Message, hook: &str) -> Option<bool> {
+        let r = self.0.iter().find(|r| r.hook == hook)?;
+        msg.set_meta("queue", serde_json::Value::String(r.queue.clone()));
+        Some(true)
+    }
+}
+
+fn route_of(lua: &Lua, f: &Function) -> Option<LogHookRoute> {
+    lua.app_data_ref::<LogHookRoutes>()
+        .and_then(|r| r.0.get(&(f.to_pointer() as usize)).cloned())
+}
+
 /// An event's handlers, looked up once: a caller with many calls of one
 /// event in a row (the log-hook worker, once per record) pays the lookup,
 /// the handler list and the `_KUMO_CURRENT_EVENT` global once.
 pub(crate) struct Prepared {
-    funcs: Vec<Function>,
+    funcs: Vec<(Function, Option<LogHookRoute>)>,
     multiple: bool,
+}
+
+/// What one handler of a chain said.
+enum Step {
+    Declined,
+    Returned(Value),
 }
 
 /// Look up `event`'s handlers and mark it current; `None` if it has none.
@@ -212,8 +272,14 @@ pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallEr
     let Some(list) = list else {
         return Ok(None);
     };
-    let funcs: Vec<Function> = list
+    let funcs: Vec<(Function, Option<LogHookRoute>)> = list
         .sequence_values::<Function>()
+        .map(|f| {
+            f.map(|f| {
+                let route = route_of(lua, &f);
+                (f, route)
+            })
+        })
         .collect::<mlua::Result<_>>()
         .map_err(lerr)?;
     lua.globals()
@@ -226,6 +292,34 @@ pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallEr
 }
 
 impl Prepared {
+    async fn step(
+        &self,
+        lua: &Lua,
+        f: &Function,
+        args: impl IntoLuaMulti,
+        limit: Duration,
+    ) -> Result<Step, CallError> {
+        let _deadline = CallDeadline::start(lua, limit);
+        let rets: MultiValue = run_limited(lua, f, args)
+            .await
+            .map_err(|e| CallError::from_lua(&e))?;
+        if self.multiple && rets.is_empty() {
+            return Ok(Step::Declined);
+        }
+        Ok(Step::Returned(
+            rets.into_iter().next().unwrap_or(Value::Nil),
+        ))
+    }
+
+    fn convert<R: FromLua>(lua: &Lua, event: &str, v: Value) -> Result<Option<R>, CallError> {
+        R::from_lua(v, lua).map(Some).map_err(|e| {
+            CallError::Lua(format!(
+                "event '{event}' handler returned a value of the wrong type: {}",
+                crate::errors::describe(&e)
+            ))
+        })
+    }
+
     /// Run the handlers with KumoMTA's semantics: a single event's handler
     /// result is returned as is (nil if it returned nothing); multiple
     /// events chain and the first handler that returns a value wins.
@@ -236,21 +330,45 @@ impl Prepared {
         args: impl IntoLuaMulti + Clone,
         limit: Duration,
     ) -> Result<Option<R>, CallError> {
-        for f in &self.funcs {
-            let _deadline = CallDeadline::start(lua, limit);
-            let rets: MultiValue = run_limited(lua, f, args.clone())
-                .await
-                .map_err(|e| CallError::from_lua(&e))?;
-            if self.multiple && rets.is_empty() {
-                continue;
+        for (f, _) in &self.funcs {
+            if let Step::Returned(v) = self.step(lua, f, args.clone(), limit).await? {
+                return Self::convert(lua, event, v);
             }
-            let first = rets.into_iter().next().unwrap_or(Value::Nil);
-            return R::from_lua(first, lua).map(Some).map_err(|e| {
-                CallError::Lua(format!(
-                    "event '{event}' handler returned a value of the wrong type: {}",
-                    crate::errors::describe(&e)
-                ))
-            });
+        }
+        Ok(None)
+    }
+
+    /// The chain as a [`LogHookPlan`], if every handler is a marked router.
+    pub(crate) fn log_hook_plan(&self) -> Option<LogHookPlan> {
+        self.funcs
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(LogHookPlan)
+    }
+
+    /// [`Prepared::call`] for `should_enqueue_log_record(msg, hook_name)`,
+    /// with the same chain, where a marked router takes effect without
+    /// entering Lua; the message becomes a Lua object only for a Lua handler.
+    pub(crate) async fn call_log_hook(
+        &self,
+        lua: &Lua,
+        msg: &Message,
+        hook: &str,
+        limit: Duration,
+    ) -> Result<Option<Value>, CallError> {
+        for (f, route) in &self.funcs {
+            let step = match route {
+                Some(r) if r.hook != hook => Step::Declined,
+                Some(r) => {
+                    msg.set_meta("queue", serde_json::Value::String(r.queue.clone()));
+                    Step::Returned(Value::Boolean(true))
+                }
+                None => self.step(lua, f, (msg.clone(), hook), limit).await?,
+            };
+            if let Step::Returned(v) = step {
+                return Ok(Some(v));
+            }
         }
         Ok(None)
     }
@@ -275,6 +393,43 @@ mod tests {
 
     fn idle(lua: &Lua) -> usize {
         lua.app_data_ref::<IdleThreads>().map_or(0, |t| t.0.len())
+    }
+
+    #[tokio::test]
+    async fn only_the_helpers_routers_without_a_filter_are_applied_without_lua() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.lua");
+        std::fs::write(
+            &path,
+            r#"
+            kumo.configure_log_hook = function() end
+            kumo.on('should_enqueue_log_record', function() end)
+            local log_hooks = require 'policy-extras.log_hooks'
+            log_hooks:new { name = 'plain', constructor = function() return {} end }
+            log_hooks:new { name = 'f', constructor = function() return {} end,
+                            filter = function() return false end }
+            "#,
+        )
+        .unwrap();
+        let (engine, _) = crate::Engine::start(crate::EngineOptions::new(&path))
+            .await
+            .unwrap();
+        let ctx = engine.context().await.unwrap();
+        let prepared = prepare(ctx.lua(), "should_enqueue_log_record")
+            .unwrap()
+            .unwrap();
+        let routes: Vec<_> = prepared.funcs.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(
+            routes,
+            vec![
+                None,
+                Some(LogHookRoute {
+                    hook: "plain".into(),
+                    queue: "plain.log_hook".into()
+                }),
+                None
+            ]
+        );
     }
 
     #[tokio::test]

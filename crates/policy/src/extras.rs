@@ -29,9 +29,12 @@ pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
         let chunk_name = format!("=[builtin {name}]");
         let source = *source;
         let loader = lua.create_function(move |lua, _: mlua::MultiValue| {
+            // The module's private capabilities travel as chunk arguments,
+            // so no policy can reach them through `kumo`.
+            let mark_route = lua.create_function(crate::events::mark_log_hook_route)?;
             lua.load(source)
                 .set_name(chunk_name.as_str())
-                .call::<mlua::Value>(())
+                .call::<mlua::Value>(mark_route)
         })?;
         preload.set(*name, loader)?;
     }

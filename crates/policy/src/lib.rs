@@ -18,6 +18,7 @@ pub mod startup;
 
 pub use engine::{Context, Engine, EngineOptions, LegacyMode, PreparedEvent, Registrar};
 pub use errors::{CallError, PolicyError, Reject};
+pub use events::LogHookPlan;
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
 pub use mlua;
 pub use queue_config::{ProtocolConfig, QueueConfig};

@@ -347,3 +347,125 @@ async fn policy_extras_log_hooks_is_shipped_in_the_binary() {
         Some("function".into())
     );
 }
+
+fn hook_message(meta: serde_json::Value) -> hermod_message::Message {
+    let addr = |s: &str| hermod_message::EnvelopeAddress::parse(s).unwrap();
+    let serde_json::Value::Object(meta) = meta else {
+        panic!("meta must be an object")
+    };
+    hermod_message::Message::new(
+        hermod_message::SpoolId::new(),
+        addr("sender@example.com"),
+        vec![addr("rcpt@example.com")],
+        meta,
+        "{}\n",
+    )
+}
+
+#[tokio::test]
+async fn log_hook_routers_give_the_same_answer_without_lua_as_through_lua() {
+    let (_dir, path) = write_policy(
+        r#"
+        kumo.configure_log_hook = function() end
+        -- A user handler ahead of the helpers: its veto must still win.
+        kumo.on('should_enqueue_log_record', function(msg, hook)
+          if msg:get_meta('veto') then return false end
+        end)
+        local log_hooks = require 'policy-extras.log_hooks'
+        log_hooks:new { name = 'plain', constructor = function() return {} end }
+        log_hooks:new {
+          name = 'filtered',
+          constructor = function() return {} end,
+          filter = function(msg, hook) return msg:get_meta('skip') == true end,
+        }
+        "#,
+    );
+    let (engine, _) = Engine::start(EngineOptions::new(&path)).await.unwrap();
+    let ctx = engine.context().await.unwrap();
+    let event = ctx
+        .prepare("should_enqueue_log_record")
+        .unwrap()
+        .expect("handlers");
+    let cases = [
+        ("plain", serde_json::json!({})),
+        ("plain", serde_json::json!({"veto": true})),
+        ("plain", serde_json::json!({"skip": true})),
+        ("filtered", serde_json::json!({})),
+        ("filtered", serde_json::json!({"skip": true})),
+        ("nobody's", serde_json::json!({})),
+    ];
+    let mut answers = Vec::new();
+    for (hook, meta) in cases {
+        let through_lua = hook_message(meta.clone());
+        let direct = hook_message(meta);
+        let lua_answer = event
+            .call::<mlua::Value>((through_lua.clone(), hook))
+            .await
+            .unwrap();
+        let answer = event.call_log_hook(&direct, hook).await.unwrap();
+        let queue = direct.get_meta("queue");
+        assert_eq!(
+            format!("{answer:?}"),
+            format!("{lua_answer:?}"),
+            "hook {hook}"
+        );
+        assert_eq!(queue, through_lua.get_meta("queue"), "hook {hook}");
+        answers.push((answer.and_then(|v| v.as_boolean()), queue));
+    }
+    assert!(
+        event.log_hook_plan().is_none(),
+        "a chain with Lua handlers needs Lua for every record"
+    );
+    let q = |s: &str| Some(serde_json::Value::String(s.into()));
+    assert_eq!(
+        answers,
+        vec![
+            (Some(true), q("plain.log_hook")),
+            (Some(false), None),
+            (Some(true), q("plain.log_hook")),
+            (Some(true), q("filtered.log_hook")),
+            (Some(false), None),
+            (None, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_chain_of_only_helper_routers_becomes_a_plan_that_answers_like_lua() {
+    let (_dir, path) = write_policy(
+        r#"
+        kumo.configure_log_hook = function() end
+        local log_hooks = require 'policy-extras.log_hooks'
+        log_hooks:new { name = 'one', constructor = function() return {} end }
+        log_hooks:new { name = 'two', constructor = function() return {} end }
+        "#,
+    );
+    let (engine, _) = Engine::start(EngineOptions::new(&path)).await.unwrap();
+    let ctx = engine.context().await.unwrap();
+    let event = ctx
+        .prepare("should_enqueue_log_record")
+        .unwrap()
+        .expect("handlers");
+    let plan = event.log_hook_plan().expect("only helper routers");
+    for hook in ["one", "two", "three"] {
+        let through_lua = hook_message(serde_json::json!({}));
+        let planned = hook_message(serde_json::json!({}));
+        let lua_answer = event
+            .call::<Option<bool>>((through_lua.clone(), hook))
+            .await
+            .unwrap()
+            .flatten();
+        assert_eq!(plan.route(&planned, hook), lua_answer, "hook {hook}");
+        assert_eq!(
+            planned.get_meta("queue"),
+            through_lua.get_meta("queue"),
+            "hook {hook}"
+        );
+    }
+    let routed = hook_message(serde_json::json!({}));
+    assert_eq!(plan.route(&routed, "two"), Some(true));
+    assert_eq!(
+        routed.get_meta("queue"),
+        Some(serde_json::Value::String("two.log_hook".into()))
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use hermod_logging::{HookPermit, HookSink};
 use hermod_message::Message;
 use hermod_policy::mlua::Value;
-use hermod_policy::PreparedEvent;
+use hermod_policy::LogHookPlan;
 use tokio::sync::mpsc;
 
 use crate::manager::QueueManager;
@@ -69,10 +69,15 @@ impl HookSink for HookBridge {
 
 async fn worker(qm: QueueManager, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_ROUND);
+    // Learnt from the first round that has handlers; see `LogHookPlan`.
+    let mut plan: Option<LogHookPlan> = None;
     while rx.recv_many(&mut jobs, MAX_ROUND).await > 0 {
         let round = std::mem::take(&mut jobs);
         let short = round.len() < MAX_ROUND;
-        let wanted = decide(&qm, round).await;
+        let wanted = match &plan {
+            Some(p) => decide_by_plan(&qm, p, round).await,
+            None => decide(&qm, round, &mut plan).await,
+        };
         if !wanted.is_empty() {
             // Spooling waits for an fsync; the next round's Lua calls need not.
             let qm = qm.clone();
@@ -87,8 +92,14 @@ async fn worker(qm: QueueManager, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 /// Run `should_enqueue_log_record` for each job; keep the wanted ones with
-/// their scheduled queue. Refused jobs release their permit here.
-async fn decide(qm: &QueueManager, jobs: Vec<Job>) -> Vec<(Job, Arc<ScheduledQueue>)> {
+/// their scheduled queue. Refused jobs release their permit here. When the
+/// handlers are only the helper's routers, `plan` learns them, and later
+/// rounds go through [`decide_by_plan`] without borrowing a Lua context.
+async fn decide(
+    qm: &QueueManager,
+    jobs: Vec<Job>,
+    plan: &mut Option<LogHookPlan>,
+) -> Vec<(Job, Arc<ScheduledQueue>)> {
     let ctx = match qm.engine().context().await {
         Ok(c) => c,
         Err(e) => {
@@ -106,28 +117,52 @@ async fn decide(qm: &QueueManager, jobs: Vec<Job>) -> Vec<(Job, Arc<ScheduledQue
             return Vec::new();
         }
     };
+    *plan = event.log_hook_plan();
     let mut wanted = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match route(qm, &event, &job).await {
-            Ok(Some(sq)) => wanted.push((job, sq)),
-            Ok(None) => {}
-            Err(e) => tracing::error!(hook = %job.hook, error = %e, "log hook message not queued"),
-        }
+        let answer = event
+            .call_log_hook(&job.msg, &job.hook)
+            .await
+            .map_err(|e| format!("should_enqueue_log_record: {e}"));
+        keep_if_wanted(qm, answer, job, &mut wanted).await;
     }
     wanted
 }
 
-/// `Ok(None)`: the handler declined or the message goes to the `null` queue.
+async fn decide_by_plan(
+    qm: &QueueManager,
+    plan: &LogHookPlan,
+    jobs: Vec<Job>,
+) -> Vec<(Job, Arc<ScheduledQueue>)> {
+    let mut wanted = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let answer = plan.route(&job.msg, &job.hook).map(Value::Boolean);
+        keep_if_wanted(qm, Ok(answer), job, &mut wanted).await;
+    }
+    wanted
+}
+
+async fn keep_if_wanted(
+    qm: &QueueManager,
+    answer: Result<Option<Value>, String>,
+    job: Job,
+    wanted: &mut Vec<(Job, Arc<ScheduledQueue>)>,
+) {
+    match route(qm, answer, &job).await {
+        Ok(Some(sq)) => wanted.push((job, sq)),
+        Ok(None) => {}
+        Err(e) => tracing::error!(hook = %job.hook, error = %e, "log hook message not queued"),
+    }
+}
+
+/// The queue a handler's answer sends `job` to. `Ok(None)`: the handler
+/// declined or the message goes to the `null` queue.
 async fn route(
     qm: &QueueManager,
-    event: &PreparedEvent<'_>,
+    answer: Result<Option<Value>, String>,
     job: &Job,
 ) -> Result<Option<Arc<ScheduledQueue>>, String> {
-    let r = event
-        .call::<Value>((job.msg.clone(), job.hook.to_string()))
-        .await
-        .map_err(|e| format!("should_enqueue_log_record: {e}"))?;
-    let wanted = match r {
+    let wanted = match answer? {
         None | Some(Value::Nil) => false,
         Some(Value::Boolean(b)) => b,
         Some(other) => {

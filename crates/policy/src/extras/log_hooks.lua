@@ -1,6 +1,10 @@
 -- policy-extras.log_hooks: route log records to a custom_lua destination.
 -- Written for Hermod from the documented behaviour of KumoMTA's helper.
 local kumo = require 'kumo'
+-- Given by the loader: tells the engine that a handler is exactly the
+-- filterless router below, so the log-hook worker may apply its effect
+-- without entering Lua for every record.
+local mark_route = ...
 
 local M = {}
 local registered = {}
@@ -33,19 +37,24 @@ function M:new(params)
     kumo.configure_log_hook(merge(params.log_parameters, { name = name }))
   end)
 
-  kumo.on('should_enqueue_log_record', function(msg, hook_name)
+  local filter = params.filter
+  local function route(msg, hook_name)
     if hook_name ~= name then
       return
     end
     -- Records about hook messages never reach this handler (Hermod does
     -- not feed them to hooks), so there is no loop to break here, and the
     -- record need not be converted into a Lua table for every call.
-    if params.filter and params.filter(msg, hook_name) then
+    if filter and filter(msg, hook_name) then
       return false
     end
     msg:set_meta('queue', queue_name)
     return true
-  end)
+  end
+  kumo.on('should_enqueue_log_record', route)
+  if not filter and mark_route then
+    mark_route(route, name, queue_name)
+  end
 
   kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
     if domain ~= queue_name then
