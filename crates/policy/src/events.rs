@@ -206,6 +206,18 @@ pub(crate) struct LogHookRoute {
     pub queue: String,
 }
 
+impl LogHookRoute {
+    /// The router's answer: `None` (declined) for another hook's record,
+    /// else meta `queue` is set and the record is wanted.
+    fn apply(&self, msg: &Message, hook: &str) -> Option<bool> {
+        if self.hook != hook {
+            return None;
+        }
+        msg.set_meta("queue", serde_json::Value::String(self.queue.clone()));
+        Some(true)
+    }
+}
+
 /// The routers marked in this context, by the identity of their function.
 #[derive(Default)]
 struct LogHookRoutes(HashMap<usize, LogHookRoute>);
@@ -238,15 +250,8 @@ impl LogHookPlan {
     /// The chain's answer for `hook`: `Some(true)` with meta `queue` set by
     /// the first router of that hook, `None` when every router declines.
     pub fn route(&self, msg: &Message, hook: &str) -> Option<bool> {
-        let r = self.0.iter().find(|r| r.hook == hook)?;
-        msg.set_meta("queue", serde_json::Value::String(r.queue.clone()));
-        Some(true)
+        self.0.iter().find_map(|r| r.apply(msg, hook))
     }
-}
-
-fn route_of(lua: &Lua, f: &Function) -> Option<LogHookRoute> {
-    lua.app_data_ref::<LogHookRoutes>()
-        .and_then(|r| r.0.get(&(f.to_pointer() as usize)).cloned())
 }
 
 /// An event's handlers, looked up once: a caller with many calls of one
@@ -272,16 +277,23 @@ pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallEr
     let Some(list) = list else {
         return Ok(None);
     };
+    let routes = lua.app_data_ref::<LogHookRoutes>();
+    let route_of = |f: &Function| {
+        routes
+            .as_ref()
+            .and_then(|r| r.0.get(&(f.to_pointer() as usize)).cloned())
+    };
     let funcs: Vec<(Function, Option<LogHookRoute>)> = list
         .sequence_values::<Function>()
         .map(|f| {
             f.map(|f| {
-                let route = route_of(lua, &f);
+                let route = route_of(&f);
                 (f, route)
             })
         })
         .collect::<mlua::Result<_>>()
         .map_err(lerr)?;
+    drop(routes);
     lua.globals()
         .set("_KUMO_CURRENT_EVENT", event)
         .map_err(lerr)?;
@@ -359,11 +371,10 @@ impl Prepared {
     ) -> Result<Option<Value>, CallError> {
         for (f, route) in &self.funcs {
             let step = match route {
-                Some(r) if r.hook != hook => Step::Declined,
-                Some(r) => {
-                    msg.set_meta("queue", serde_json::Value::String(r.queue.clone()));
-                    Step::Returned(Value::Boolean(true))
-                }
+                Some(r) => match r.apply(msg, hook) {
+                    Some(wanted) => Step::Returned(Value::Boolean(wanted)),
+                    None => Step::Declined,
+                },
                 None => self.step(lua, f, (msg.clone(), hook), limit).await?,
             };
             if let Step::Returned(v) = step {

@@ -364,7 +364,7 @@ fn hook_message(meta: serde_json::Value) -> hermod_message::Message {
 
 #[tokio::test]
 async fn log_hook_routers_give_the_same_answer_without_lua_as_through_lua() {
-    let (_dir, path) = write_policy(
+    let (engine, _dir, _) = start(
         r#"
         kumo.configure_log_hook = function() end
         -- A user handler ahead of the helpers: its veto must still win.
@@ -379,8 +379,10 @@ async fn log_hook_routers_give_the_same_answer_without_lua_as_through_lua() {
           filter = function(msg, hook) return msg:get_meta('skip') == true end,
         }
         "#,
-    );
-    let (engine, _) = Engine::start(EngineOptions::new(&path)).await.unwrap();
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
     let ctx = engine.context().await.unwrap();
     let event = ctx
         .prepare("should_enqueue_log_record")
@@ -432,15 +434,17 @@ async fn log_hook_routers_give_the_same_answer_without_lua_as_through_lua() {
 
 #[tokio::test]
 async fn a_chain_of_only_helper_routers_becomes_a_plan_that_answers_like_lua() {
-    let (_dir, path) = write_policy(
+    let (engine, _dir, _) = start(
         r#"
         kumo.configure_log_hook = function() end
         local log_hooks = require 'policy-extras.log_hooks'
         log_hooks:new { name = 'one', constructor = function() return {} end }
         log_hooks:new { name = 'two', constructor = function() return {} end }
         "#,
-    );
-    let (engine, _) = Engine::start(EngineOptions::new(&path)).await.unwrap();
+    )
+    .await
+    .map_err(|e| e.0)
+    .unwrap();
     let ctx = engine.context().await.unwrap();
     let event = ctx
         .prepare("should_enqueue_log_record")
