@@ -2,7 +2,7 @@
 //! (through `HookSink`) offers to `should_enqueue_log_record`.
 
 use bytes::Bytes;
-use hermod_message::{EnvelopeAddress, Message, SpoolId};
+use hermod_message::{EnvelopeAddress, JsonLine, Message, SpoolId, LOG_RECORD_KEY};
 use serde_json::Value;
 
 use crate::record::LogRecord;
@@ -41,10 +41,9 @@ pub enum HookMessageError {
 /// The record as the JSON line a hook message carries (and, without its
 /// newline, as meta `log_record`). Local logs selecting the same fields
 /// write this same line instead of serialising the record again.
-pub fn hook_line(record: &LogRecord) -> Result<Bytes, HookMessageError> {
+pub fn hook_line(record: &LogRecord) -> Result<JsonLine, HookMessageError> {
     record
         .to_json_line()
-        .map(Bytes::from)
         .map_err(|source| HookMessageError::Serialize {
             id: record.id.clone(),
             source,
@@ -57,7 +56,7 @@ pub fn hook_line(record: &LogRecord) -> Result<Bytes, HookMessageError> {
 /// JSON line.
 pub fn build_hook_message(
     record: &LogRecord,
-    line: Bytes,
+    line: JsonLine,
     text: Option<String>,
     sender: EnvelopeAddress,
     recipients: Vec<EnvelopeAddress>,
@@ -65,12 +64,9 @@ pub fn build_hook_message(
     if recipients.is_empty() {
         return Err(HookMessageError::NoRecipient(record.id.clone()));
     }
-    // Without its newline the line is also meta `log_record`, parsed only
-    // if something reads it.
-    let record_json = line.slice(..line.len().saturating_sub(1));
     let data = match text {
         Some(t) => Bytes::from(t),
-        None => line,
+        None => line.line().clone(),
     };
     let mut meta = record.meta.clone();
     meta.insert(
@@ -78,6 +74,8 @@ pub fn build_hook_message(
         Value::String(LOG_RECORD_PROTOCOL.into()),
     );
     let msg = Message::new(SpoolId::new(), sender, recipients, meta, data);
-    msg.set_meta_json_lazy("log_record", record_json);
+    // Without its newline the line is also meta `log_record`, parsed only
+    // if something reads it.
+    msg.set_meta_json_line(LOG_RECORD_KEY, &line);
     Ok(msg)
 }

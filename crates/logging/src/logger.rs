@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use hermod_message::{Message, RejectionInfo};
+use hermod_message::{JsonLine, Message, RejectionInfo};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -84,7 +84,7 @@ impl Selection {
 struct Prepared {
     key: usize,
     record: LogRecord,
-    line: Option<Result<bytes::Bytes, String>>,
+    line: Option<Result<JsonLine, String>>,
 }
 
 impl Prepared {
@@ -102,7 +102,7 @@ impl Prepared {
         }
     }
 
-    fn line(&mut self) -> Result<bytes::Bytes, String> {
+    fn line(&mut self) -> Result<JsonLine, String> {
         let record = &self.record;
         self.line
             .get_or_insert_with(|| hook_line(record).map_err(|e| e.to_string()))
@@ -352,7 +352,9 @@ impl Logger {
                 continue;
             };
             let cmd = match &records[pos].line {
-                Some(Ok(line)) if !local.templated.contains(&kind) => Command::Line(line.clone()),
+                Some(Ok(line)) if !local.templated.contains(&kind) => {
+                    Command::Line(line.line().clone())
+                }
                 _ => {
                     // The last local logger of this selection takes the record itself.
                     let later = locals[i + 1..].iter().any(|l| l.select.key == key);

@@ -154,13 +154,13 @@ impl SegmentWriter {
 
     fn write_record(&mut self, record: &LogRecord) {
         let line = match self.settings.templates.render(record) {
-            Some(Ok(text)) => Ok(text.into_bytes()),
+            Some(Ok(text)) => Ok(bytes::Bytes::from(text)),
             Some(Err(e)) => {
                 // The record is still worth keeping; the operator sees why it is JSON.
                 tracing::error!(id = %record.id, error = %e, "log template failed; writing the JSON record instead");
-                record.to_json_line()
+                record.to_json_line().map(|l| l.line().clone())
             }
-            None => record.to_json_line(),
+            None => record.to_json_line().map(|l| l.line().clone()),
         };
         match line {
             Ok(l) => self.write(&l),

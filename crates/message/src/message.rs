@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::headers::{self, HeaderError};
 use crate::queue_name::{QueueNameComponents, QueueNameError};
-use crate::spool_record::{MetaRef, OneOrManyRef, SpoolRecordRef, LOG_RECORD_KEY};
-use crate::{EnvelopeAddress, SpoolId, SpoolRecord};
+use crate::spool_record::{write_record, RecordParts, LOG_RECORD_KEY};
+use crate::{EnvelopeAddress, JsonLine, SpoolId, SpoolRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -42,11 +42,18 @@ struct Inner {
     /// The stored version keeps its data inside meta (`data_is_log_record`):
     /// the data spool has no copy, so the bytes must stay in memory.
     data_in_meta: bool,
+    /// Some stored version put bytes in the data spool, so removing the
+    /// message must delete them there too. Log-hook messages never do,
+    /// and skipping their pointless data-spool deletions is measurable.
+    data_spooled: bool,
 }
 
 struct LazyMeta {
     key: &'static str,
     json: Bytes,
+    /// Known to be valid JSON (serialised by Hermod, or parsed from the
+    /// spool); anything else is checked before it is spooled.
+    valid: bool,
 }
 
 impl Inner {
@@ -86,31 +93,31 @@ impl Inner {
     /// it cost as much as the serialisation itself. Returns whether the data
     /// is embedded (`data_is_log_record`), which needs a valid lazy value.
     fn record_json(&mut self) -> (Vec<u8>, bool) {
-        let text = self.lazy.as_ref().map(|l| (l.key, l.json.clone()));
-        // Checked, not parsed into a tree (far cheaper); a value that fails
-        // the check is materialised (as null) rather than spooled as is.
-        let lazy = text
-            .as_ref()
-            .and_then(|(key, json)| Some((*key, serde_json::from_slice::<&RawValue>(json).ok()?)));
-        if lazy.is_none() {
+        // A lazy value not known to be valid is checked (far cheaper than
+        // parsing it into a tree); one that fails is materialised (as null)
+        // rather than spooled as is.
+        let valid = self.lazy.as_ref().is_some_and(|l| {
+            l.valid || serde_json::from_slice::<&RawValue>(&l.json).is_ok()
+        });
+        if !valid {
             self.materialize();
         }
-        let embed = lazy.is_some() && self.data_is_log_record_line();
-        let record = SpoolRecordRef {
+        let embed = valid && self.data_is_log_record_line();
+        let lazy = self.lazy.as_ref().map(|l| (l.key, &l.json[..]));
+        // Sized for the lazy text plus the envelope and small meta, so a
+        // hook message's record is written without growing the buffer.
+        let mut out = Vec::with_capacity(lazy.map_or(0, |(_, j)| j.len()) + 512);
+        let parts = RecordParts {
             sender: &self.sender,
-            recipient: OneOrManyRef(&self.recipients),
-            meta: MetaRef {
-                meta: &self.meta,
-                lazy,
-            },
+            recipients: &self.recipients,
+            meta: &self.meta,
+            lazy,
             schedule: self.schedule(),
             data_is_log_record: embed,
         };
-        // Sized for the lazy text plus the envelope and small meta, so a
-        // hook message's record is written without growing the buffer.
-        let mut out = Vec::with_capacity(text.as_ref().map_or(0, |(_, j)| j.len()) + 512);
-        // Serialising plain strings and a JSON map cannot fail.
-        if serde_json::to_writer(&mut out, &record).is_err() {
+        // Writing addresses, JSON values and known-valid text into memory
+        // cannot fail.
+        if write_record(&mut out, &parts).is_err() {
             out.clear();
         }
         (out, embed)
@@ -172,6 +179,7 @@ impl Message {
                 persisted: false,
                 lazy: None,
                 data_in_meta: false,
+                data_spooled: false,
             })),
         }
     }
@@ -199,6 +207,8 @@ impl Message {
                 Some(LazyMeta {
                     key: LOG_RECORD_KEY,
                     json: d.slice(..d.len().saturating_sub(1)),
+                    // The whole record was parsed to get here.
+                    valid: true,
                 })
             }
             _ => None,
@@ -218,6 +228,7 @@ impl Message {
                 persisted: true,
                 lazy,
                 data_in_meta,
+                data_spooled: !data_in_meta,
             })),
         }
     }
@@ -272,15 +283,25 @@ impl Message {
     }
 
     /// Set meta `key` to the JSON value `json` without parsing it: it is
-    /// parsed on first read and written to the spool as it is. The caller
-    /// guarantees `json` is one valid JSON value.
+    /// parsed on first read and written to the spool as it is, once checked.
     pub fn set_meta_json_lazy(&self, key: &'static str, json: Bytes) {
+        self.set_lazy(key, json, false);
+    }
+
+    /// Set meta `key` to `line`'s JSON value, unparsed like
+    /// [`Message::set_meta_json_lazy`] but never checked again. A message
+    /// whose data is `line` itself keeps one copy of it in the spool.
+    pub fn set_meta_json_line(&self, key: &'static str, line: &JsonLine) {
+        self.set_lazy(key, line.json(), true);
+    }
+
+    fn set_lazy(&self, key: &'static str, json: Bytes, valid: bool) {
         let mut g = self.inner.lock();
         if g.lazy.as_ref().is_some_and(|l| l.key != key) {
             g.materialize();
         }
         g.meta.shift_remove(key);
-        g.lazy = Some(LazyMeta { key, json });
+        g.lazy = Some(LazyMeta { key, json, valid });
         g.meta_dirty = true;
     }
 
@@ -369,6 +390,7 @@ impl Message {
         g.data_dirty = false;
         g.persisted = true;
         g.data_in_meta = data_in_meta;
+        g.data_spooled |= !data_in_meta;
     }
 
     /// Mark the current state stored with its data in the data spool.
@@ -380,6 +402,12 @@ impl Message {
     /// `deferred_spool`): it has no spool entry to remove.
     pub fn is_persisted(&self) -> bool {
         self.inner.lock().persisted
+    }
+
+    /// Whether the data spool may hold bytes of this message; false for a
+    /// message only ever stored with its data inside the meta record.
+    pub fn is_data_spooled(&self) -> bool {
+        self.inner.lock().data_spooled
     }
 
     pub fn queue_name(&self) -> Result<String, MessageError> {

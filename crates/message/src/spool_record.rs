@@ -54,43 +54,52 @@ impl SpoolRecord {
     }
 }
 
-/// [`SpoolRecord`]'s serialised form, borrowing from the message.
-#[derive(serde::Serialize)]
-pub(crate) struct SpoolRecordRef<'a> {
+/// What [`write_record`] writes, borrowed from the message.
+pub(crate) struct RecordParts<'a> {
     pub sender: &'a EnvelopeAddress,
-    pub recipient: OneOrManyRef<'a>,
-    pub meta: MetaRef<'a>,
+    pub recipients: &'a [EnvelopeAddress],
+    pub meta: &'a Map<String, Value>,
+    /// A meta value kept as JSON text, written as it is: the caller knows
+    /// it is one valid JSON value.
+    pub lazy: Option<(&'a str, &'a [u8])>,
     pub schedule: Option<Value>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub data_is_log_record: bool,
 }
 
-/// The meta map plus a lazy value written as its JSON text.
-pub(crate) struct MetaRef<'a> {
-    pub meta: &'a Map<String, Value>,
-    pub lazy: Option<(&'static str, &'a RawValue)>,
-}
-
-impl serde::Serialize for MetaRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.meta.len() + usize::from(self.lazy.is_some())))?;
-        for (k, v) in self.meta {
-            map.serialize_entry(k, v)?;
+/// Append the record as JSON in [`SpoolRecord`]'s shape and field order.
+/// Written field by field because serde_json copies a value's text
+/// verbatim only after parsing it again.
+pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordParts) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"sender\":");
+    serde_json::to_writer(&mut *out, r.sender)?;
+    out.extend_from_slice(b",\"recipient\":");
+    one_or_many::serialize(r.recipients, &mut serde_json::Serializer::new(&mut *out))?;
+    out.extend_from_slice(b",\"meta\":{");
+    let mut first = true;
+    for (k, v) in r.meta {
+        if !first {
+            out.push(b',');
         }
-        if let Some((k, v)) = self.lazy {
-            map.serialize_entry(k, v)?;
+        first = false;
+        serde_json::to_writer(&mut *out, k)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, v)?;
+    }
+    if let Some((k, text)) = r.lazy {
+        if !first {
+            out.push(b',');
         }
-        map.end()
+        serde_json::to_writer(&mut *out, k)?;
+        out.push(b':');
+        out.extend_from_slice(text);
     }
-}
-
-pub(crate) struct OneOrManyRef<'a>(pub &'a [EnvelopeAddress]);
-
-impl serde::Serialize for OneOrManyRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        one_or_many::serialize(self.0, s)
+    out.extend_from_slice(b"},\"schedule\":");
+    serde_json::to_writer(&mut *out, &r.schedule)?;
+    if r.data_is_log_record {
+        out.extend_from_slice(b",\"data_is_log_record\":true");
     }
+    out.push(b'}');
+    Ok(())
 }
 
 mod one_or_many {
@@ -160,8 +169,10 @@ mod tests {
         let meta = w.meta.expect("meta is written");
         m.mark_stored(true);
         assert!(m.spool_write().unwrap().is_none(), "clean after storing");
+        assert!(!m.is_data_spooled(), "removal need not touch the data spool");
 
         let back = restored(&m, &meta);
+        assert!(!back.is_data_spooled());
         // `1.50` would come back as `1.5` from a parsed value: the bytes are cut, not re-serialised.
         assert_eq!(back.data().unwrap(), m.data().unwrap());
         assert_eq!(back.get_meta(LOG_RECORD_KEY).unwrap()["id"], json!("abc"));
@@ -186,6 +197,8 @@ mod tests {
             "the data must now be stored"
         );
         assert!(!w.data_in_meta);
+        edited.mark_stored(w.data_in_meta);
+        assert!(edited.is_data_spooled(), "its removal must delete the data");
         let rec = Message::parse_spool_record(&w.meta.unwrap()).unwrap();
         assert!(!rec.data_is_log_record);
         assert_eq!(rec.meta[LOG_RECORD_KEY], json!("replaced"));

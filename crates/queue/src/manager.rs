@@ -130,18 +130,29 @@ impl QueueManager {
 
     fn ready_queue_for(&self, sq: &Arc<ScheduledQueue>) -> Arc<ReadyQueue> {
         let cfg = sq.config();
+        if let Some(rq) = sq.cached_ready(&cfg) {
+            return rq;
+        }
         let name = ready_queue_name(&sq.components, &cfg);
-        let mut g = self.0.ready.lock();
-        if let Some(rq) = g.get(&name) {
-            rq.set_protocol(cfg.protocol.clone());
-            return rq.clone();
-        }
-        let mut rq = ReadyQueue::new(name.clone(), cfg.protocol.clone());
-        if let Some(t) = self.0.opts.idle_timeout {
-            rq.limits.idle_timeout = t;
-        }
-        let rq = Arc::new(rq);
-        g.insert(name, rq.clone());
+        let rq = {
+            let mut g = self.0.ready.lock();
+            match g.get(&name) {
+                Some(rq) => {
+                    rq.set_protocol(cfg.protocol.clone());
+                    rq.clone()
+                }
+                None => {
+                    let mut rq = ReadyQueue::new(name.clone(), cfg.protocol.clone());
+                    if let Some(t) = self.0.opts.idle_timeout {
+                        rq.limits.idle_timeout = t;
+                    }
+                    let rq = Arc::new(rq);
+                    g.insert(name, rq.clone());
+                    rq
+                }
+            }
+        };
+        sq.remember_ready(cfg, rq.clone());
         rq
     }
 

@@ -72,11 +72,10 @@ fn remove(qm: &QueueManager, msg: &Message) {
 
 /// Remove messages whose final record is logged, in one spool request.
 fn remove_all(qm: &QueueManager, msgs: &[Message]) {
-    let ids = msgs.iter().filter(|m| m.is_persisted()).map(|m| m.id());
     // Not awaited: the final records are already logged, and a removal that
     // does not reach disk can only cause a re-delivery after a crash (which
     // brokers deduplicate by message id), never a loss.
-    if let Err(e) = qm.spool().remove_detached(ids) {
+    if let Err(e) = qm.spool().remove_detached(msgs) {
         tracing::error!(messages = msgs.len(), error = %e, "spool removal failed after final disposition");
     }
 }

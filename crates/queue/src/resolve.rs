@@ -7,13 +7,19 @@ use std::time::Instant;
 use hermod_message::QueueNameComponents;
 use hermod_policy::{CallError, Engine, ProtocolConfig, QueueConfig};
 use mlua::Value;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+
+use crate::ready::ReadyQueue;
 
 /// One scheduled queue (`campaign:tenant@domain!routing_domain`).
 pub struct ScheduledQueue {
     pub name: String,
     pub components: QueueNameComponents,
     state: RwLock<(Arc<QueueConfig>, Instant)>,
+    /// The ready queue this queue fed last and the config it was found for:
+    /// until the config changes, a message needs no name formatting, map
+    /// lookup or protocol copy to find it (that was measurable per message).
+    ready: Mutex<Option<(Arc<QueueConfig>, Arc<ReadyQueue>)>>,
 }
 
 impl ScheduledQueue {
@@ -28,6 +34,18 @@ impl ScheduledQueue {
 
     pub fn update(&self, cfg: QueueConfig) {
         *self.state.write() = (Arc::new(cfg), Instant::now());
+    }
+
+    /// The ready queue remembered for exactly this `cfg`, if any.
+    pub(crate) fn cached_ready(&self, cfg: &Arc<QueueConfig>) -> Option<Arc<ReadyQueue>> {
+        let g = self.ready.lock();
+        g.as_ref()
+            .filter(|(c, _)| Arc::ptr_eq(c, cfg))
+            .map(|(_, rq)| rq.clone())
+    }
+
+    pub(crate) fn remember_ready(&self, cfg: Arc<QueueConfig>, rq: Arc<ReadyQueue>) {
+        *self.ready.lock() = Some((cfg, rq));
     }
 }
 
@@ -65,6 +83,7 @@ pub fn new_scheduled(name: &str, cfg: QueueConfig) -> ScheduledQueue {
         name: name.to_string(),
         components: QueueNameComponents::parse(name),
         state: RwLock::new((Arc::new(cfg), Instant::now())),
+        ready: Mutex::new(None),
     }
 }
 

@@ -189,19 +189,26 @@ impl Spool {
 
     /// Durably remove a message (meta first, so it is never enumerated again).
     pub async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
-        self.submit(vec![Op::Remove { id }]).await
+        self.submit(vec![Op::Remove { id, data: true }]).await
     }
 
     /// Queue removals without waiting for them (delivery sessions use this so
-    /// that delivered messages do not hold their session). All the ids go in
-    /// one request, so a delivered batch costs the writer one wake-up. A
-    /// failure is logged by the writer; the messages would then be
-    /// re-delivered after a restart, never lost.
-    pub fn remove_detached(
+    /// that delivered messages do not hold their session). All the messages
+    /// go in one request, so a delivered batch costs the writer one wake-up.
+    /// Messages never stored are skipped. A failure is logged by the writer;
+    /// the messages would then be re-delivered after a restart, never lost.
+    pub fn remove_detached<'a>(
         &self,
-        ids: impl IntoIterator<Item = SpoolId>,
+        msgs: impl IntoIterator<Item = &'a Message>,
     ) -> Result<(), SpoolError> {
-        let ops: Vec<Op> = ids.into_iter().map(|id| Op::Remove { id }).collect();
+        let ops: Vec<Op> = msgs
+            .into_iter()
+            .filter(|m| m.is_persisted())
+            .map(|m| Op::Remove {
+                id: m.id(),
+                data: m.is_data_spooled(),
+            })
+            .collect();
         if ops.is_empty() {
             return Ok(());
         }

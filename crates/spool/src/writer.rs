@@ -28,6 +28,9 @@ pub(crate) enum Op {
     },
     Remove {
         id: SpoolId,
+        /// The data spool may hold the message's bytes (see
+        /// `Message::is_data_spooled`); when false only meta is deleted.
+        data: bool,
     },
 }
 
@@ -90,6 +93,12 @@ pub(crate) fn run(dbs: Arc<Dbs>, rx: mpsc::Receiver<Cmd>, counters: Arc<Counters
     tracing::debug!("spool writer stopped");
 }
 
+#[derive(Default)]
+struct Last {
+    removed: bool,
+    data: bool,
+}
+
 fn write_opts(sync: bool) -> WriteOptions {
     let mut o = WriteOptions::default();
     o.set_sync(sync);
@@ -100,18 +109,24 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     let ops = || group.iter().flat_map(|r| r.ops.iter());
     // The last operation on an id decides whether its data is deleted: a
     // remove followed by a store of the same id in one group keeps the data.
-    let mut last_is_remove: HashMap<SpoolId, bool> = HashMap::new();
+    // A removal deletes data only where some may be: the remove says so, or
+    // the group itself put data for that id.
+    let mut last: HashMap<SpoolId, Last> = HashMap::new();
     let mut puts = 0u64;
     let mut removes = 0u64;
     for op in ops() {
         match op {
-            Op::Put { id, .. } => {
+            Op::Put { id, data, .. } => {
                 puts += 1;
-                last_is_remove.insert(*id, false);
+                let e = last.entry(*id).or_default();
+                e.removed = false;
+                e.data |= data.is_some();
             }
-            Op::Remove { id } => {
+            Op::Remove { id, data } => {
                 removes += 1;
-                last_is_remove.insert(*id, true);
+                let e = last.entry(*id).or_default();
+                e.removed = true;
+                e.data |= *data;
             }
         }
     }
@@ -134,13 +149,13 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
                     id, meta: Some(m), ..
                 } => b.put_cf(meta_cf, id.as_bytes(), m),
                 Op::Put { meta: None, .. } => {}
-                Op::Remove { id } => b.delete_cf(meta_cf, id.as_bytes()),
+                Op::Remove { id, .. } => b.delete_cf(meta_cf, id.as_bytes()),
             }
         }
     };
     let fill_data_deletes = |b: &mut WriteBatch| {
-        for (id, is_remove) in &last_is_remove {
-            if *is_remove {
+        for (id, l) in &last {
+            if l.removed && l.data {
                 b.delete_cf(data_cf, id.as_bytes());
             }
         }
@@ -266,6 +281,18 @@ mod tests {
         }
     }
 
+    fn remove(id: SpoolId, data: bool) -> Op {
+        Op::Remove { id, data }
+    }
+
+    fn data_deletes_in_memtable(dbs: &Dbs) -> u64 {
+        let data_cf = cf(&dbs.data, DATA_CF).expect("cf");
+        dbs.data
+            .property_int_value_cf(data_cf, "rocksdb.num-deletes-active-mem-table")
+            .expect("property")
+            .expect("known property")
+    }
+
     fn present(dbs: &Dbs, id: SpoolId) -> (bool, bool) {
         let d = dbs
             .data
@@ -285,7 +312,7 @@ mod tests {
             let (kept, removed) = (SpoolId::new(), SpoolId::new());
             let group = vec![
                 request(vec![put(kept, Some(b"body")), put(removed, Some(b"x"))]),
-                request(vec![Op::Remove { id: kept }, Op::Remove { id: removed }]),
+                request(vec![remove(kept, true), remove(removed, true)]),
                 // Re-stored after its removal, meta only: the data must survive.
                 request(vec![put(kept, None)]),
             ];
@@ -296,5 +323,33 @@ mod tests {
             let syncs = counters.wal_syncs.load(Ordering::Relaxed);
             assert_eq!(syncs, if shared { 1 } else { 2 }, "shared={shared}");
         }
+    }
+
+    #[test]
+    fn removing_a_message_without_spooled_data_writes_no_data_spool_deletion() {
+        for shared in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let dbs = open(dir.path(), shared);
+            let counters = Counters::default();
+            let (hook, plain) = (SpoolId::new(), SpoolId::new());
+            let stored = vec![request(vec![put(hook, None), put(plain, Some(b"body"))])];
+            commit(&dbs, &stored, &counters).expect("store");
+            commit(&dbs, &[request(vec![remove(hook, false)])], &counters).expect("remove");
+            assert_eq!(data_deletes_in_memtable(&dbs), 0, "shared={shared}");
+            commit(&dbs, &[request(vec![remove(plain, true)])], &counters).expect("remove");
+            assert_eq!(data_deletes_in_memtable(&dbs), 1, "shared={shared}");
+            assert_eq!(present(&dbs, hook), (false, false), "shared={shared}");
+            assert_eq!(present(&dbs, plain), (false, false), "shared={shared}");
+        }
+    }
+
+    #[test]
+    fn data_put_earlier_in_the_group_is_deleted_even_if_the_remove_expects_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dbs = open(dir.path(), false);
+        let id = SpoolId::new();
+        let group = vec![request(vec![put(id, Some(b"body"))]), request(vec![remove(id, false)])];
+        commit(&dbs, &group, &Counters::default()).expect("commit");
+        assert_eq!(present(&dbs, id), (false, false));
     }
 }

@@ -429,7 +429,7 @@ async fn detached_removals_are_applied_before_shutdown_completes_and_cost_no_fsy
     }
     let syncs_before = spool.stats().wal_syncs;
     spool
-        .remove_detached([msgs[0].id(), msgs[2].id()])
+        .remove_detached([&msgs[0], &msgs[2]])
         .expect("queue removals");
     spool.shutdown().await;
     assert_eq!(

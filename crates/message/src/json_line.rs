@@ -1,0 +1,49 @@
+//! A JSON value with its line ending, as serde_json wrote it.
+
+use bytes::Bytes;
+
+/// One JSON value followed by `\n`, in one shared buffer: how a log record
+/// travels as a log line and as a hook message's data and `log_record` meta.
+///
+/// Only serialisation makes one, so its text is valid JSON by construction
+/// and the spool stores it without parsing it again; checking each hook
+/// message's record cost about as much as writing it to the spool.
+#[derive(Debug, Clone)]
+pub struct JsonLine(Bytes);
+
+impl JsonLine {
+    /// Serialise `value` compactly into a buffer of at least `capacity`
+    /// bytes (sized well, the line is written without reallocating).
+    pub fn serialize<T: serde::Serialize + ?Sized>(
+        value: &T,
+        capacity: usize,
+    ) -> Result<Self, serde_json::Error> {
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut out, value)?;
+        out.push(b'\n');
+        Ok(Self(Bytes::from(out)))
+    }
+
+    /// The whole line, newline included.
+    pub fn line(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The JSON text without its newline, sharing the line's buffer.
+    pub fn json(&self) -> Bytes {
+        self.0.slice(..self.0.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_is_the_compact_value_and_a_newline_in_one_buffer() {
+        let l = JsonLine::serialize(&serde_json::json!({"a": [1, "x"]}), 4).unwrap();
+        assert_eq!(&l.line()[..], b"{\"a\":[1,\"x\"]}\n");
+        assert_eq!(&l.json()[..], b"{\"a\":[1,\"x\"]}");
+        assert_eq!(l.json().as_ptr(), l.line().as_ptr());
+    }
+}
