@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod hook;
+mod line;
 mod logger;
 pub mod record;
 mod rejection;

@@ -6,12 +6,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use hermod_message::JsonLine;
 use serde_json::{Map, Value};
-
-/// Records are about 750-900 bytes: one buffer of this size holds a line
-/// without growing (growing it from serde_json's default took three reallocations).
-const LINE_CAPACITY: usize = 1536;
 
 /// What happened to the message. `Any` is only a `per_record` config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -207,13 +202,6 @@ pub struct LogRecord {
     pub provider_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-}
-
-impl LogRecord {
-    /// Compact JSON followed by `\n`: the unit written to files and hook messages.
-    pub fn to_json_line(&self) -> Result<JsonLine, serde_json::Error> {
-        JsonLine::serialize(self, LINE_CAPACITY)
-    }
 }
 
 mod one_or_many {

@@ -5,9 +5,10 @@ use bytes::Bytes;
 /// One JSON value followed by `\n`, in one shared buffer: how a log record
 /// travels as a log line and as a hook message's data and `log_record` meta.
 ///
-/// Only serialisation makes one, so its text is valid JSON by construction
-/// and the spool stores it without parsing it again; checking each hook
-/// message's record cost about as much as writing it to the spool.
+/// Only a serialiser makes one (serde_json, or a writer whose output tests
+/// compare with serde_json's), so its text is valid JSON and the spool
+/// stores it without parsing it again: checking each hook message's record
+/// cost about as much as writing it to the spool.
 #[derive(Debug, Clone)]
 pub struct JsonLine(Bytes);
 
@@ -20,6 +21,24 @@ impl JsonLine {
     ) -> Result<Self, serde_json::Error> {
         let mut out = Vec::with_capacity(capacity);
         serde_json::to_writer(&mut out, value)?;
+        out.push(b'\n');
+        Ok(Self(Bytes::from(out)))
+    }
+
+    /// Wrap what `write` appends to a buffer of `capacity` bytes: one JSON
+    /// value, which the caller's tests prove matches serde_json's output
+    /// (debug builds check that it parses). The newline is added here.
+    pub fn from_writer<E>(
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut out = Vec::with_capacity(capacity);
+        write(&mut out)?;
+        debug_assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_ok(),
+            "JsonLine::from_writer was given invalid JSON: {}",
+            String::from_utf8_lossy(&out)
+        );
         out.push(b'\n');
         Ok(Self(Bytes::from(out)))
     }

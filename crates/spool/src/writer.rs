@@ -19,6 +19,9 @@ use crate::error::SpoolError;
 /// Stop draining once a group holds this much, bounding memory and the
 /// latency of the requests that arrived first.
 const MAX_GROUP_BYTES: usize = 32 << 20;
+/// A batch entry's bytes besides its value: tag, column family, key and
+/// the varint lengths.
+const OP_OVERHEAD: usize = 32;
 
 pub(crate) enum Op {
     Put {
@@ -114,16 +117,21 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     let mut last: HashMap<SpoolId, Last> = HashMap::new();
     let mut puts = 0u64;
     let mut removes = 0u64;
+    // Batches sized up front: growing one copies everything written so far.
+    let (mut data_bytes, mut meta_bytes) = (0usize, 0usize);
     for op in ops() {
         match op {
-            Op::Put { id, data, .. } => {
+            Op::Put { id, data, meta } => {
                 puts += 1;
+                data_bytes += data.as_ref().map_or(0, |d| d.len() + OP_OVERHEAD);
+                meta_bytes += meta.as_ref().map_or(0, |m| m.len() + OP_OVERHEAD);
                 let e = last.entry(*id).or_default();
                 e.removed = false;
                 e.data |= data.is_some();
             }
             Op::Remove { id, data } => {
                 removes += 1;
+                meta_bytes += OP_OVERHEAD;
                 let e = last.entry(*id).or_default();
                 e.removed = true;
                 e.data |= *data;
@@ -175,7 +183,7 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
 
     if dbs.shared {
         // One batch: data, then meta, then data deletions, applied atomically.
-        let mut all = WriteBatch::default();
+        let mut all = WriteBatch::with_capacity_bytes(data_bytes + meta_bytes);
         fill_data_puts(&mut all);
         fill_meta_ops(&mut all);
         fill_data_deletes(&mut all);
@@ -186,7 +194,7 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     } else {
         // Data first: meta is the commit point, so a crash in between leaves
         // only orphaned data, which start-up deletes.
-        let mut data_puts = WriteBatch::default();
+        let mut data_puts = WriteBatch::with_capacity_bytes(data_bytes);
         fill_data_puts(&mut data_puts);
         let wrote_data = !data_puts.is_empty();
         if wrote_data {
@@ -195,7 +203,7 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
                 .map_err(|e| SpoolError::from_rocks("data spool write", e))?;
             count_sync(1);
         }
-        let mut meta_ops = WriteBatch::default();
+        let mut meta_ops = WriteBatch::with_capacity_bytes(meta_bytes);
         fill_meta_ops(&mut meta_ops);
         if !meta_ops.is_empty() {
             if let Err(e) = dbs.meta.write_opt(meta_ops, &sync) {
