@@ -127,9 +127,9 @@ fn response(out: &mut Vec<u8>, r: &Response) -> Result {
 /// 0x20; a string without them is copied as it is.
 fn string(out: &mut Vec<u8>, s: &str) -> Result {
     // Folded without an early exit so that the compiler vectorises it.
-    let needs_escape = s
-        .bytes()
-        .fold(false, |acc, b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if !needs_escape {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -215,7 +215,8 @@ mod tests {
         });
         r.source_address = Some(json!({"address": "10.0.0.2", "protocol": null}));
         r.feedback_report = Some(json!([1, "two"]));
-        r.meta.insert("k\"ey".into(), json!({"nested": [true, 1.5, null]}));
+        r.meta
+            .insert("k\"ey".into(), json!({"nested": [true, 1.5, null]}));
         r.headers.insert("Subject".into(), json!("héllo\u{1}"));
         r.egress_pool = None;
         r.delivery_protocol = None;

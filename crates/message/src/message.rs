@@ -96,9 +96,10 @@ impl Inner {
         // A lazy value not known to be valid is checked (far cheaper than
         // parsing it into a tree); one that fails is materialised (as null)
         // rather than spooled as is.
-        let valid = self.lazy.as_ref().is_some_and(|l| {
-            l.valid || serde_json::from_slice::<&RawValue>(&l.json).is_ok()
-        });
+        let valid = self
+            .lazy
+            .as_ref()
+            .is_some_and(|l| l.valid || serde_json::from_slice::<&RawValue>(&l.json).is_ok());
         if !valid {
             self.materialize();
         }

@@ -169,7 +169,10 @@ mod tests {
         let meta = w.meta.expect("meta is written");
         m.mark_stored(true);
         assert!(m.spool_write().unwrap().is_none(), "clean after storing");
-        assert!(!m.is_data_spooled(), "removal need not touch the data spool");
+        assert!(
+            !m.is_data_spooled(),
+            "removal need not touch the data spool"
+        );
 
         let back = restored(&m, &meta);
         assert!(!back.is_data_spooled());

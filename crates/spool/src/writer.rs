@@ -356,7 +356,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dbs = open(dir.path(), false);
         let id = SpoolId::new();
-        let group = vec![request(vec![put(id, Some(b"body"))]), request(vec![remove(id, false)])];
+        let group = vec![
+            request(vec![put(id, Some(b"body"))]),
+            request(vec![remove(id, false)]),
+        ];
         commit(&dbs, &group, &Counters::default()).expect("commit");
         assert_eq!(present(&dbs, id), (false, false));
     }
