@@ -190,7 +190,15 @@ impl ReadyQueue {
         if self.paused_until().is_some() {
             return 1;
         }
-        let n = self.len() as f64;
+        // A batching session takes up to `batch_size` messages per call, so
+        // the pool is sized by batches waiting, not by messages: sized by
+        // messages, a burst of log-hook records started a session (and a Lua
+        // context) for every few of them, and each sent smaller batches.
+        let per_call = match &*self.protocol.read() {
+            ProtocolConfig::CustomLua(c) => c.batch_size.max(1),
+            _ => 1,
+        };
+        let n = self.len().div_ceil(per_call) as f64;
         let limit = self.limits.connection_limit as f64;
         let curve = (limit * (1.0 - (-0.023 * n).exp())).ceil();
         (n.min(curve) as usize).min(self.limits.connection_limit)
@@ -417,6 +425,28 @@ mod tests {
             rq.push(entry(&sq));
         }
         assert_eq!(rq.wanted_sessions(), rq.limits.connection_limit);
+    }
+
+    #[test]
+    fn a_batching_queue_wants_sessions_for_its_batches_not_its_messages() {
+        let (rq, sq) = queue(Duration::from_secs(5));
+        let lua = mlua::Lua::new();
+        let v: mlua::Value = lua
+            .load("return { protocol = { custom_lua = { constructor = 'make.x', batch_size = 100 } } }")
+            .eval()
+            .unwrap();
+        let cfg: QueueConfig = hermod_policy::config::from_lua_strict(&lua, v, "t").unwrap();
+        rq.set_protocol(cfg.protocol);
+        for _ in 0..512 {
+            rq.push(entry(&sq));
+        }
+        // Six batches of up to 100: at most six sessions, where messages alone would ask for 32.
+        let wanted = rq.wanted_sessions();
+        assert!((1..=6).contains(&wanted), "{wanted}");
+        for _ in 0..5000 {
+            rq.push(entry(&sq));
+        }
+        assert!(rq.wanted_sessions() <= rq.limits.connection_limit);
     }
 
     #[test]
