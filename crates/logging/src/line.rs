@@ -81,26 +81,18 @@ impl LogRecord {
         out.extend_from_slice(b",\"nodeid\":");
         string(out, &self.nodeid)?;
         // Omitted when absent, as the struct's `skip_serializing_if` says.
-        if let Some(v) = &self.tls_cipher {
-            out.extend_from_slice(b",\"tls_cipher\":");
-            string(out, v)?;
-        }
-        if let Some(v) = &self.tls_protocol_version {
-            out.extend_from_slice(b",\"tls_protocol_version\":");
-            string(out, v)?;
-        }
+        present_string(out, b",\"tls_cipher\":", self.tls_cipher.as_deref())?;
+        present_string(
+            out,
+            b",\"tls_protocol_version\":",
+            self.tls_protocol_version.as_deref(),
+        )?;
         if let Some(v) = &self.tls_peer_subject_name {
             out.extend_from_slice(b",\"tls_peer_subject_name\":");
             value(out, v)?;
         }
-        if let Some(v) = &self.provider_name {
-            out.extend_from_slice(b",\"provider_name\":");
-            string(out, v)?;
-        }
-        if let Some(v) = &self.session_id {
-            out.extend_from_slice(b",\"session_id\":");
-            string(out, v)?;
-        }
+        present_string(out, b",\"provider_name\":", self.provider_name.as_deref())?;
+        present_string(out, b",\"session_id\":", self.session_id.as_deref())?;
         out.push(b'}');
         Ok(())
     }
@@ -147,6 +139,17 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) -> Result {
             out.extend_from_slice(b"null");
             Ok(())
         }
+    }
+}
+
+/// `key` (with its comma and colon) and the string, or nothing when absent.
+fn present_string(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) -> Result {
+    match s {
+        Some(s) => {
+            out.extend_from_slice(key);
+            string(out, s)
+        }
+        None => Ok(()),
     }
 }
 

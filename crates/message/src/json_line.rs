@@ -1,30 +1,18 @@
-//! A JSON value with its line ending, as serde_json wrote it.
+//! A JSON value with its line ending, as a serialiser wrote it.
 
 use bytes::Bytes;
 
 /// One JSON value followed by `\n`, in one shared buffer: how a log record
 /// travels as a log line and as a hook message's data and `log_record` meta.
 ///
-/// Only a serialiser makes one (serde_json, or a writer whose output tests
-/// compare with serde_json's), so its text is valid JSON and the spool
+/// Only a serialiser makes one (a writer whose output tests compare with
+/// serde_json's), so its text is valid JSON and the spool
 /// stores it without parsing it again: checking each hook message's record
 /// cost about as much as writing it to the spool.
 #[derive(Debug, Clone)]
 pub struct JsonLine(Bytes);
 
 impl JsonLine {
-    /// Serialise `value` compactly into a buffer of at least `capacity`
-    /// bytes (sized well, the line is written without reallocating).
-    pub fn serialize<T: serde::Serialize + ?Sized>(
-        value: &T,
-        capacity: usize,
-    ) -> Result<Self, serde_json::Error> {
-        let mut out = Vec::with_capacity(capacity);
-        serde_json::to_writer(&mut out, value)?;
-        out.push(b'\n');
-        Ok(Self(Bytes::from(out)))
-    }
-
     /// Wrap what `write` appends to a buffer of `capacity` bytes: one JSON
     /// value, which the caller's tests prove matches serde_json's output
     /// (debug builds check that it parses). The newline is added here.
@@ -60,7 +48,8 @@ mod tests {
 
     #[test]
     fn a_json_line_is_the_compact_value_and_a_newline_in_one_buffer() {
-        let l = JsonLine::serialize(&serde_json::json!({"a": [1, "x"]}), 4).unwrap();
+        let value = serde_json::json!({"a": [1, "x"]});
+        let l = JsonLine::from_writer(4, |out| serde_json::to_writer(out, &value)).unwrap();
         assert_eq!(&l.line()[..], b"{\"a\":[1,\"x\"]}\n");
         assert_eq!(&l.json()[..], b"{\"a\":[1,\"x\"]}");
         assert_eq!(l.json().as_ptr(), l.line().as_ptr());
