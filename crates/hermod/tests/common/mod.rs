@@ -32,12 +32,25 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a SIGTERM'd server may take before it is SIGKILLed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to port 0 and released).
+/// A port on 127.0.0.1 that was free a moment ago (bound and released).
+///
+/// Taken below Linux's ephemeral range (32768 and up), from a counter per
+/// test process: a port the kernel handed out for `bind(0)` could be given
+/// to another test's outgoing connection before the server bound it, and
+/// start-up then failed with "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOW} and {}", LOW + SPAN)
 }
 
 /// A name no other test (or earlier run) uses: `<prefix>_<pid>_<nanos>_<n>`.
