@@ -197,16 +197,28 @@ impl Broker {
         }
     }
 
-    /// Drop the messages of the AMQP queue; the streams and topics are read as deltas instead.
+    /// Drop the messages of the AMQP queue or the JetStream stream; counts are deltas, so
+    /// nothing else notices (a stream keeps its sequence numbers). The topic is not purged.
     pub async fn purge(&self) -> Result<u64> {
         match self {
+            Broker::Nats { js, stream, .. } => {
+                let s = js
+                    .get_stream(stream)
+                    .await
+                    .with_context(|| format!("JetStream stream {stream}"))?;
+                let r = s
+                    .purge()
+                    .await
+                    .with_context(|| format!("purge of stream {stream}"))?;
+                Ok(r.purged)
+            }
             Broker::Amqp { channel, queue, .. } => Ok(u64::from(
                 channel
                     .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                     .await
                     .with_context(|| format!("purge of queue {queue}"))?,
             )),
-            _ => bail!("purge is only supported for amqp"),
+            _ => bail!("purge is only supported for amqp and nats"),
         }
     }
 

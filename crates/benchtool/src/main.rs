@@ -69,7 +69,9 @@ enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         timeout_secs: f64,
     },
-    /// Empty the example AMQP queue (nothing consumes it, so runs would pile up in RabbitMQ).
+    /// Empty the example AMQP queue (nothing consumes it, so runs would pile up in RabbitMQ)
+    /// or the example stream (at its size limit, every publish makes NATS discard old data,
+    /// which takes CPU from the server being measured).
     Purge { broker: Kind },
     /// Publish `messages` messages with up to `window` acknowledgements outstanding.
     Ceiling {

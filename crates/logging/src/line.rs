@@ -9,8 +9,8 @@
 //! byte for byte what serde_json makes of the `LogRecord` struct, which the
 //! tests below check for every field's shapes.
 
-use chrono::SecondsFormat;
-use hermod_message::JsonLine;
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use hermod_message::{write_json_str, JsonLine};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -115,21 +115,8 @@ fn response(out: &mut Vec<u8>, r: &Response) -> Result {
     Ok(())
 }
 
-/// A JSON string. serde_json escapes exactly `"`, `\` and bytes below
-/// 0x20; a string without them is copied as it is.
 fn string(out: &mut Vec<u8>, s: &str) -> Result {
-    // Folded without an early exit so that the compiler vectorises it.
-    let needs_escape = s.bytes().fold(false, |acc, b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        value(out, s)
-    }
+    write_json_str(out, s)
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) -> Result {
@@ -162,11 +149,41 @@ fn map(out: &mut Vec<u8>, m: &Map<String, Value>) -> Result {
     }
 }
 
-/// RFC 3339 with nanoseconds and `Z`: digits and `-:.TZ`, never escaped.
-fn time(out: &mut Vec<u8>, t: &chrono::DateTime<chrono::Utc>) {
-    out.push(b'"');
-    out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
-    out.push(b'"');
+/// RFC 3339 with nanoseconds and `Z`, as chrono's
+/// `to_rfc3339_opts(SecondsFormat::Nanos, true)` writes it: digits and
+/// `-:.TZ`, never escaped. Written digit by digit because chrono's
+/// formatter cost about 750 instructions per timestamp, two per record.
+fn time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    // Each accessor of a DateTime converts to local time first; the naive
+    // UTC value is the same instant without that.
+    let t = t.naive_utc();
+    let (year, nanos) = (t.year(), t.nanosecond());
+    // Outside four-digit years chrono adds a sign, and a leap second shows
+    // as second 60: rare enough to leave to chrono.
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        out.push(b'"');
+        let t = t.and_utc().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'"');
+        return;
+    }
+    let mut buf = *b"\"0000-00-00T00:00:00.000000000Z\"";
+    digits(&mut buf[1..5], year as u32);
+    digits(&mut buf[6..8], t.month());
+    digits(&mut buf[9..11], t.day());
+    digits(&mut buf[12..14], t.hour());
+    digits(&mut buf[15..17], t.minute());
+    digits(&mut buf[18..20], t.second());
+    digits(&mut buf[21..30], nanos);
+    out.extend_from_slice(&buf);
+}
+
+/// `n` in decimal, right-aligned in `dst`, which is already zero-filled.
+fn digits(dst: &mut [u8], mut n: u32) {
+    for d in dst.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result {
@@ -234,5 +251,35 @@ mod tests {
         r.response.enhanced_code = None;
         r.response.command = None;
         assert_same_as_serde(&r);
+    }
+
+    #[test]
+    fn timestamps_are_written_exactly_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let mut stamps: Vec<DateTime<Utc>> = vec![
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.timestamp_opt(1_767_225_600, 123_456_789).unwrap(),
+            Utc.timestamp_opt(951_782_400, 1).unwrap(), // 2000-02-29
+            Utc.timestamp_opt(253_402_300_799, 999_999_999).unwrap(), // 9999-12-31
+            Utc.timestamp_opt(253_402_300_800, 0).unwrap(), // year 10000
+            Utc.timestamp_opt(-62_167_219_200, 5).unwrap(), // year 0
+            Utc.timestamp_opt(-62_167_219_201, 5).unwrap(), // year -1
+            // A leap second: chrono keeps it as nanoseconds past 10^9.
+            Utc.timestamp_opt(1_483_228_799, 1_500_000_000).unwrap(),
+        ];
+        // A spread of ordinary instants over two centuries.
+        let mut x: i64 = 1;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let secs = (x >> 1).rem_euclid(6_311_390_400) - 1_000_000_000;
+            let nanos = (x as u64 >> 33) as u32 % 1_000_000_000;
+            stamps.push(Utc.timestamp_opt(secs, nanos).unwrap());
+        }
+        for t in stamps {
+            let mut got = Vec::new();
+            time(&mut got, &t);
+            let want = format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::Nanos, true));
+            assert_eq!(String::from_utf8(got).unwrap(), want);
+        }
     }
 }

@@ -17,7 +17,7 @@ pub mod trace;
 pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
 pub use address::{AddressError, EnvelopeAddress};
 pub use id::{IdError, SpoolId};
-pub use json_line::JsonLine;
+pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};
 pub use queue_name::QueueNameComponents;
 pub use spool_record::{SpoolRecord, LOG_RECORD_KEY};

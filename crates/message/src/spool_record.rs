@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::json_line::write_json_str;
 use crate::EnvelopeAddress;
 
 /// The meta key whose text a log-hook message's data repeats.
@@ -71,9 +72,21 @@ pub(crate) struct RecordParts<'a> {
 /// verbatim only after parsing it again.
 pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordParts) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"sender\":");
-    serde_json::to_writer(&mut *out, r.sender)?;
+    write_json_str(out, r.sender.email())?;
     out.extend_from_slice(b",\"recipient\":");
-    one_or_many::serialize(r.recipients, &mut serde_json::Serializer::new(&mut *out))?;
+    match r.recipients {
+        [one] => write_json_str(out, one.email())?,
+        many => {
+            out.push(b'[');
+            for (i, a) in many.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, a.email())?;
+            }
+            out.push(b']');
+        }
+    }
     out.extend_from_slice(b",\"meta\":{");
     let mut first = true;
     for (k, v) in r.meta {
@@ -81,15 +94,18 @@ pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordParts) -> serde_json::Re
             out.push(b',');
         }
         first = false;
-        serde_json::to_writer(&mut *out, k)?;
+        write_json_str(out, k)?;
         out.push(b':');
-        serde_json::to_writer(&mut *out, v)?;
+        match v {
+            Value::String(s) => write_json_str(out, s)?,
+            other => serde_json::to_writer(&mut *out, other)?,
+        }
     }
     if let Some((k, text)) = r.lazy {
         if !first {
             out.push(b',');
         }
-        serde_json::to_writer(&mut *out, k)?;
+        write_json_str(out, k)?;
         out.push(b':');
         out.extend_from_slice(text);
     }
@@ -274,6 +290,9 @@ mod tests {
             "log_record",
             json!({"type": "Delivery", "recipient": ["c", "d"]}),
         );
+        m.set_meta("plain", json!("text"));
+        m.set_meta("needs \"escaping\"", json!("tab\tquote\"back\\slash\u{1}"));
+        m.set_meta("number", json!(1.5));
         m.set_num_attempts(2);
         assert_eq!(
             m.spool_record_json(),

@@ -114,7 +114,8 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     // remove followed by a store of the same id in one group keeps the data.
     // A removal deletes data only where some may be: the remove says so, or
     // the group itself put data for that id.
-    let mut last: HashMap<SpoolId, Last> = HashMap::new();
+    // Sized up front: growing it rehashed every id several times per group.
+    let mut last: HashMap<SpoolId, Last> = HashMap::with_capacity(ops().count());
     let mut puts = 0u64;
     let mut removes = 0u64;
     // Batches sized up front: growing one copies everything written so far.
