@@ -476,8 +476,9 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
     LogRecord {
         kind: ev.kind,
         id: msg.id().to_string(),
-        sender: msg.sender().to_string(),
-        recipient: msg.recipients().iter().map(|r| r.to_string()).collect(),
+        // Moved out of the message's copies: no Display formatting, no second copy.
+        sender: msg.sender().into(),
+        recipient: msg.recipients().into_iter().map(String::from).collect(),
         queue: ev.queue,
         site: ev.site,
         size: msg.data_len() as u64,

@@ -76,7 +76,11 @@ impl Default for SpoolId {
 
 impl fmt::Display for SpoolId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.simple())
+        // Encoded in one step: formatting through `simple()`'s own Display
+        // went through the formatter twice, and every log record and spool
+        // key prints an id.
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        f.pad(self.0.simple().encode_lower(&mut buf))
     }
 }
 
@@ -111,6 +115,8 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(s.parse::<SpoolId>().unwrap(), id);
+        assert_eq!(s, id.0.simple().to_string());
+        assert_eq!(format!("{id:>34}"), format!("  {s}"), "width is honoured");
     }
 
     #[test]
