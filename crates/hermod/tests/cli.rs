@@ -2,6 +2,7 @@
 //! `file:line: message`, every shipped example passes it, `--version` and
 //! `--help` work, and `logs tail --type` filters records.
 
+mod common;
 mod support_durability;
 
 use std::path::{Path, PathBuf};

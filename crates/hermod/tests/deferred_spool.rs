@@ -5,6 +5,7 @@
 //! that carries the data, and a restart (even after SIGKILL) restores them
 //! exactly.
 
+mod common;
 mod support_durability;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! a full spool disk yields 451 without taking the server down, and a
 //! graceful shutdown under load loses no log record.
 
+mod common;
 mod support_durability;
 
 use std::collections::HashSet;

@@ -2,6 +2,7 @@
 //! the Maildir, and malformed requests get a specific JSON error while the
 //! server keeps serving.
 
+mod common;
 mod support_durability;
 
 use std::time::{Duration, Instant};

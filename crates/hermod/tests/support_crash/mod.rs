@@ -15,35 +15,15 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Upper bound for start-up of any process the suite runs.
 pub const STARTUP: Duration = Duration::from_secs(30);
 
-/// A port nothing listens on right now (bind :0, read it, release it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
-}
-
-/// A name no other test (or earlier run) uses; valid as a NATS stream name
-/// and subject token.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+// Ports and names come from `common`, which every test binary including
+// this module also includes: one allocator per process, so two support
+// modules cannot hand the same port to two servers.
+pub use crate::common::{free_port, unique};
 
 /// Wait until something accepts TCP connections on `addr`, or `child` exits.
 pub fn wait_listening(

@@ -8,7 +8,6 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,28 +22,10 @@ pub fn hermod_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hermod")
 }
 
-/// A port nothing listens on right now (bind :0, read it, release it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
-}
-
-/// A name no other test (or earlier run) uses.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+// Ports and names come from `common`, which every test binary including
+// this module also includes: one allocator per process, so two support
+// modules cannot hand the same port to two servers.
+pub use crate::common::{free_port, unique};
 
 /// P0 with the listen addresses and spool path taken from the environment
 /// the guard sets, so parallel tests never share a port or a directory.
