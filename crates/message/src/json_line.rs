@@ -43,7 +43,7 @@ impl JsonLine {
 }
 
 /// Append `s` as a JSON string, byte for byte as serde_json writes it.
-/// serde_json escapes exactly `"`, `\\` and bytes below 0x20, one byte at a
+/// serde_json escapes exactly `"`, `\` and bytes below 0x20, one byte at a
 /// time; nearly every string in a record or spool entry has none of them,
 /// and such a string is copied as it is.
 #[inline]
