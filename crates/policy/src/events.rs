@@ -208,13 +208,13 @@ pub(crate) struct LogHookRoute {
 
 impl LogHookRoute {
     /// The router's answer: `None` (declined) for another hook's record,
-    /// else meta `queue` is set and the record is wanted.
-    fn apply(&self, msg: &Message, hook: &str) -> Option<bool> {
+    /// else meta `queue` is set and the record is wanted in that queue.
+    fn apply(&self, msg: &Message, hook: &str) -> Option<&str> {
         if self.hook != hook {
             return None;
         }
         msg.set_meta("queue", serde_json::Value::String(self.queue.clone()));
-        Some(true)
+        Some(&self.queue)
     }
 }
 
@@ -247,9 +247,10 @@ pub(crate) fn mark_log_hook_route(
 pub struct LogHookPlan(Vec<LogHookRoute>);
 
 impl LogHookPlan {
-    /// The chain's answer for `hook`: `Some(true)` with meta `queue` set by
-    /// the first router of that hook, `None` when every router declines.
-    pub fn route(&self, msg: &Message, hook: &str) -> Option<bool> {
+    /// The chain's answer for `hook`: the queue the first router of that
+    /// hook sent the record to (now its meta `queue`, and so its queue name),
+    /// `None` when every router declines. The Lua chain returns `true` then.
+    pub fn route(&self, msg: &Message, hook: &str) -> Option<&str> {
         self.0.iter().find_map(|r| r.apply(msg, hook))
     }
 }
@@ -372,7 +373,7 @@ impl Prepared {
         for (f, route) in &self.funcs {
             let step = match route {
                 Some(r) => match r.apply(msg, hook) {
-                    Some(wanted) => Step::Returned(Value::Boolean(wanted)),
+                    Some(_queue) => Step::Returned(Value::Boolean(true)),
                     None => Step::Declined,
                 },
                 None => self.step(lua, f, (msg.clone(), hook), limit).await?,

@@ -135,9 +135,32 @@ async fn decide_by_plan(
     jobs: Vec<Job>,
 ) -> Vec<(Job, Arc<ScheduledQueue>)> {
     let mut wanted = Vec::with_capacity(jobs.len());
+    // A hook's records all go to the queue its router names: resolve it
+    // once per round, not once per record.
+    let mut last: Option<(String, Arc<ScheduledQueue>)> = None;
     for job in jobs {
-        let answer = plan.route(&job.msg, &job.hook).map(Value::Boolean);
-        keep_if_wanted(qm, Ok(answer), job, &mut wanted).await;
+        // A routed record's queue name is its router's queue (meta `queue`
+        // is taken verbatim), so it need not be computed from meta again.
+        let Some(queue) = plan.route(&job.msg, &job.hook) else {
+            continue;
+        };
+        if queue == "null" {
+            continue;
+        }
+        let sq = match &last {
+            Some((name, sq)) if name == queue => sq.clone(),
+            _ => match qm.resolve(queue).await {
+                Ok(sq) => {
+                    last = Some((queue.to_string(), sq.clone()));
+                    sq
+                }
+                Err(e) => {
+                    tracing::error!(hook = %job.hook, error = %e, "log hook message not queued");
+                    continue;
+                }
+            },
+        };
+        wanted.push((job, sq));
     }
     wanted
 }
