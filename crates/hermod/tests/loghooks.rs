@@ -524,3 +524,57 @@ async fn amqp_hook_publishes_each_record_once_as_the_local_json_line() {
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
 }
+
+/// Two helper hooks: every record becomes one message per hook, and each
+/// message is delivered through its own hook's queue, never the other's.
+fn two_hooks_policy() -> String {
+    let hook = |name: &str| {
+        format!(
+            r#"
+log_hooks:new {{
+  name = '{name}',
+  batch_size = 10,
+  max_batch_latency = '50ms',
+  constructor = function(domain, tenant, campaign)
+    local conn = {{}}
+    function conn:send_batch(msgs) return '250 ok' end
+    function conn:close() end
+    return conn
+  end,
+}}
+"#
+        )
+    };
+    format!(
+        "{PRELUDE}{}\nlocal log_hooks = require 'policy-extras.log_hooks'\n{}{}{CATCH_ALL}",
+        mail_to_maildir(),
+        hook("alpha"),
+        hook("beta"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_helper_hook_delivers_its_records_through_its_own_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        tmp.path(),
+        &two_hooks_policy(),
+        &[("HOOK_SUBJECT", "unused")],
+    );
+    let mails = 20;
+    inject(server.smtp, "user@example.com", mails, "two-hooks").await;
+    // Reception and Delivery of each mail, once per hook.
+    let recs = wait_hook_deliveries(&server, mails * 2 * 2).await;
+    let mut per_queue: HashMap<String, usize> = HashMap::new();
+    for r in recs.iter().filter(|r| is_hook(r) && rtype(r) == "Delivery") {
+        let queue = r["queue"].as_str().unwrap_or_default().to_string();
+        *per_queue.entry(queue).or_default() += 1;
+    }
+    let want: HashMap<String, usize> = [
+        ("alpha.log_hook".to_string(), mails * 2),
+        ("beta.log_hook".to_string(), mails * 2),
+    ]
+    .into();
+    assert_eq!(per_queue, want, "hook deliveries per queue");
+    assert!(server.sigterm().success());
+}
