@@ -135,9 +135,9 @@ async fn decide_by_plan(
     jobs: Vec<Job>,
 ) -> Vec<(Job, Arc<ScheduledQueue>)> {
     let mut wanted = Vec::with_capacity(jobs.len());
-    // A hook's records all go to the queue its router names: resolve it
-    // once per round, not once per record.
-    let mut last: Option<(String, Arc<ScheduledQueue>)> = None;
+    // Each hook's records all go to the queue its router names: resolve
+    // each queue once per round, not once per record. Hooks are few.
+    let mut resolved: Vec<(&str, Arc<ScheduledQueue>)> = Vec::new();
     for job in jobs {
         // A routed record's queue name is its router's queue (meta `queue`
         // is taken verbatim), so it need not be computed from meta again.
@@ -147,11 +147,11 @@ async fn decide_by_plan(
         if queue == "null" {
             continue;
         }
-        let sq = match &last {
-            Some((name, sq)) if name == queue => sq.clone(),
-            _ => match qm.resolve(queue).await {
+        let sq = match resolved.iter().find(|(name, _)| *name == queue) {
+            Some((_, sq)) => sq.clone(),
+            None => match qm.resolve(queue).await {
                 Ok(sq) => {
-                    last = Some((queue.to_string(), sq.clone()));
+                    resolved.push((queue, sq.clone()));
                     sq
                 }
                 Err(e) => {
