@@ -32,6 +32,13 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a SIGTERM'd server may take before it is SIGKILLed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Whether something accepts connections on 127.0.0.1:`port`.
+async fn connects(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (bound and released).
 ///
 /// Taken below Linux's ephemeral range (32768 and up), from a counter per
@@ -260,16 +267,19 @@ impl Server {
                     );
                 }
             }
-            if tokio::net::TcpStream::connect(self.smtp_addr())
-                .await
-                .is_ok()
+            // The P0 prelude starts the HTTP listener after the SMTP one: a
+            // start-up that fails there (its port taken, say) must show up
+            // here with stderr, not as a reset in the test's first session.
+            if connects(self.smtp_port).await
+                && (!self.cfg.with_p0 || connects(self.http_port).await)
             {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "hermod did not open SMTP port {} within {START_TIMEOUT:?}; stderr:\n{}",
+                    "hermod did not open SMTP port {} (and HTTP port {} with P0) within {START_TIMEOUT:?}; stderr:\n{}",
                     self.smtp_port,
+                    self.http_port,
                     self.stderr()
                 );
             }
