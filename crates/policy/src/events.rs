@@ -373,7 +373,7 @@ impl Prepared {
         for (f, route) in &self.funcs {
             let step = match route {
                 Some(r) => match r.apply(msg, hook) {
-                    Some(_queue) => Step::Returned(Value::Boolean(true)),
+                    Some(_) => Step::Returned(Value::Boolean(true)),
                     None => Step::Declined,
                 },
                 None => self.step(lua, f, (msg.clone(), hook), limit).await?,

@@ -15,7 +15,7 @@ use hermod_policy::LogHookPlan;
 use tokio::sync::mpsc;
 
 use crate::manager::QueueManager;
-use crate::resolve::ScheduledQueue;
+use crate::resolve::{ScheduledQueue, NULL_QUEUE};
 
 /// Records handed to the worker per round; more wait for the next round.
 const MAX_ROUND: usize = 512;
@@ -144,7 +144,7 @@ async fn decide_by_plan(
         let Some(queue) = plan.route(&job.msg, &job.hook) else {
             continue;
         };
-        if queue == "null" {
+        if queue == NULL_QUEUE {
             continue;
         }
         let sq = match resolved.iter().find(|(name, _)| *name == queue) {
@@ -199,7 +199,7 @@ async fn route(
         return Ok(None);
     }
     let name = job.msg.queue_name().map_err(|e| e.to_string())?;
-    if name == "null" {
+    if name == NULL_QUEUE {
         return Ok(None);
     }
     qm.resolve(&name).await.map(Some)

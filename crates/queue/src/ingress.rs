@@ -8,7 +8,7 @@ use hermod_message::accept::{AcceptFuture, DoneFuture};
 use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo, RejectionInfo};
 
 use crate::manager::QueueManager;
-use crate::resolve::ScheduledQueue;
+use crate::resolve::{ScheduledQueue, NULL_QUEUE};
 
 fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
     LogEvent {
@@ -57,7 +57,7 @@ impl QueueManager {
         let mut plans = Vec::with_capacity(messages.len());
         for m in &messages {
             let plan = match m.queue_name() {
-                Ok(name) if name == "null" => Plan::Null,
+                Ok(name) if name == NULL_QUEUE => Plan::Null,
                 Ok(name) => match self.resolve(&name).await {
                     Ok(sq) => Plan::Queue(sq),
                     Err(e) => Plan::Failed(e),
@@ -84,7 +84,7 @@ impl QueueManager {
                         c.inc();
                     }
                     if info.protocol == "ESMTP" {
-                        self.logger().log(reception(&m, "null", &info)).await;
+                        self.logger().log(reception(&m, NULL_QUEUE, &info)).await;
                     }
                     out.push(Ok(Accepted::Discarded(m.id())));
                 }

@@ -11,6 +11,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::ready::ReadyQueue;
 
+/// The queue whose messages are accepted and discarded, never delivered
+/// (KumoMTA's `null` queue).
+pub const NULL_QUEUE: &str = "null";
+
 /// One scheduled queue (`campaign:tenant@domain!routing_domain`).
 pub struct ScheduledQueue {
     pub name: String,

@@ -340,10 +340,7 @@ impl PrivateNats {
             .expect("spawning nats-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
+        while !super::connects(self.port).await {
             assert!(
                 Instant::now() < deadline,
                 "private nats-server did not start"
