@@ -184,34 +184,82 @@ async fn unknown_connect_key_is_rejected_naming_the_key() {
 }
 
 #[tokio::test]
-async fn connect_accepts_every_documented_option() {
+async fn connect_applies_every_documented_option_and_its_credentials() {
+    // A server that demands a user and password: connecting at all proves the credentials
+    // were sent, and its monitoring endpoint shows the connection's name and user.
+    let server = common::PrivateNats::start(&["--user", "opts-user", "--pass", "opts-secret-1"]);
     let lua = common::lua();
-    let dir = std::env::temp_dir().join(common::unique("natstoken"));
-    std::fs::write(&dir, "unused-token\n").unwrap();
     lua.globals()
-        .set("TOKEN_FILE", dir.to_str().unwrap())
+        .set("URL", format!("127.0.0.1:{}", server.port))
         .unwrap();
-    // The test server has no auth, so credentials are sent and ignored.
-    let ok: bool = common::run(
+    common::run::<()>(
         &lua,
         r#"
-        local c = kumo.nats.connect{
-            servers = {'127.0.0.1:4222'}, name = 'opts', no_echo = true, max_reconnects = 0,
+        CONN = kumo.nats.connect{
+            servers = {URL}, name = 'opts', no_echo = true, max_reconnects = 0,
             connection_timeout = '3s', ping_interval = { secs = 30, nanos = 0 },
             sender_capacity = 256, inbox_prefix = '_HERMOD', request_timeout = '2s',
             retry_on_initial_connect = false, ignore_discovered_servers = true,
             retain_servers_order = true,
-            auth = { username = { key_data = 'u' }, password = { key_data = 'p' } },
+            auth = { username = { key_data = 'opts-user' }, password = { key_data = 'opts-secret-1' } },
         }
-        c:close()
-        local d = kumo.nats.connect{ servers = {'127.0.0.1:4222'}, ping_interval = '20s',
-            auth = { token = TOKEN_FILE } }
-        d:close()
-        return true
+        "#,
+    )
+    .await
+    .expect("connecting with the right user and password");
+    let connz = server.monitor_json("/connz?auth=1");
+    let conns = connz["connections"].as_array().expect("connections");
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["name"] == "opts" && c["authorized_user"] == "opts-user"),
+        "the server sees a connection named 'opts' for user opts-user: {connz}"
+    );
+    common::run::<()>(&lua, "CONN:close()").await.unwrap();
+
+    // The wrong password is refused, and the error does not repeat it.
+    let err: String = common::run(
+        &lua,
+        r#"
+        local ok, err = pcall(kumo.nats.connect, {
+            servers = {URL}, max_reconnects = 0, connection_timeout = '3s',
+            auth = { username = { key_data = 'opts-user' }, password = { key_data = 'wrong-secret-2' } },
+        })
+        assert(not ok, 'a wrong password must not connect')
+        return tostring(err)
         "#,
     )
     .await
     .unwrap();
-    assert!(ok);
-    let _ = std::fs::remove_file(dir);
+    assert!(
+        err.to_lowercase().contains("authoriz"),
+        "the error names the refusal: {err}"
+    );
+    assert!(!err.contains("wrong-secret-2"), "secret in error: {err}");
+
+    // A token read from a file (trailing line break removed) authenticates against a token
+    // server; a duration given as a string is accepted too.
+    let token_server = common::PrivateNats::start(&["--auth", "opts-token-3"]);
+    let file = std::env::temp_dir().join(common::unique("natstoken"));
+    std::fs::write(&file, "opts-token-3\n").unwrap();
+    lua.globals()
+        .set("TOKEN_FILE", file.to_str().unwrap())
+        .unwrap();
+    lua.globals()
+        .set("TOKEN_URL", format!("127.0.0.1:{}", token_server.port))
+        .unwrap();
+    common::run::<()>(
+        &lua,
+        r#"
+        local d = kumo.nats.connect{ servers = {TOKEN_URL}, name = 'token', ping_interval = '20s',
+            max_reconnects = 0, auth = { token = TOKEN_FILE } }
+        d:close()
+        local ok = pcall(kumo.nats.connect, { servers = {TOKEN_URL}, max_reconnects = 0,
+            connection_timeout = '3s', auth = { token = { key_data = 'not-the-token' } } })
+        assert(not ok, 'a wrong token must not connect')
+        "#,
+    )
+    .await
+    .expect("the token file authenticates; a wrong token does not");
+    let _ = std::fs::remove_file(file);
 }

@@ -40,12 +40,18 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Diagnostics go to stderr; `HERMOD_LOG` (or `KUMOD_LOG`) sets the filter.
+/// Colour only when stderr is a terminal and `NO_COLOR` is unset: escape codes in a log file,
+/// a pipe or journald make the lines hard to read and to grep.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = std::env::var("HERMOD_LOG")
         .or_else(|_| std::env::var("KUMOD_LOG"))
         .unwrap_or_else(|_| "info".into());
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

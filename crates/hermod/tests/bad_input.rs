@@ -1,4 +1,4 @@
-//! The bad-input catalogue (Reliability suite §3): every case sends one kind
+//! The bad-input catalogue: every case sends one kind
 //! of malformed, abusive or broken input to a real `hermod serve`, asserts
 //! the specific error Hermod gives (SMTP code + enhanced code, an HTTP 4xx
 //! with a JSON body naming the problem, or a `policy.lua:<line>` diagnostic

@@ -1,6 +1,7 @@
 //! The `hermod` command line: `check` locates policy errors as
 //! `file:line: message`, every shipped example passes it, `--version` and
-//! `--help` work, and `logs tail --type` filters records.
+//! `--help` work, `logs tail --type` filters records, and `serve` colours
+//! its diagnostics only on a terminal.
 
 mod common;
 mod support_durability;
@@ -244,4 +245,21 @@ end)
     let human = String::from_utf8_lossy(&out.stdout);
     assert_eq!(human.lines().count(), 1, "{human}");
     assert!(human.contains("Bounce") && human.contains(&id), "{human}");
+}
+
+#[test]
+fn serve_writes_no_colour_codes_when_stderr_is_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An empty NO_COLOR counts as unset, so only the file test decides here.
+    let mut server = Server::start(tmp.path(), PRELUDE, &[("NO_COLOR", "")]);
+    assert!(server.sigterm().success());
+    let log = server.stderr_text();
+    assert!(
+        log.contains(" INFO "),
+        "serve logs at info level to stderr: {log:?}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "stderr is a file, so no ANSI escape codes: {log:?}"
+    );
 }

@@ -1,4 +1,4 @@
-//! Failure paths of `custom_lua` delivery (delivery.md §4, §6) through the
+//! Failure paths of `custom_lua` delivery (ARCHITECTURE.md steps 7 and 8) through the
 //! real `hermod` binary: bounces, transient failures and retries, expiry,
 //! a broker restart in the middle of a run, and a retry that outlives a
 //! Hermod restart. Each test uses its own tempdir, ports and broker objects.

@@ -50,7 +50,7 @@ pub fn hook_line(record: &LogRecord) -> Result<JsonLine, HookMessageError> {
         })
 }
 
-/// Build the hook message for `record` (logging.md §5 step 4) from its
+/// Build the hook message for `record` (ARCHITECTURE.md, log hooks) from its
 /// `line` (see [`hook_line`]). `text` is the rendered `per_record`
 /// template, if the hook has one for this type; otherwise the data is the
 /// JSON line.

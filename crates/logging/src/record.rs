@@ -157,7 +157,7 @@ pub struct PeerAddress {
     pub is_secure: bool,
 }
 
-/// One log record; field order is the emitted key order (logging.md §1).
+/// One log record; field order is the emitted key order (KumoMTA's record layout).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     #[serde(rename = "type")]

@@ -1,4 +1,4 @@
-//! The retry schedule (delivery.md §4): exponential backoff from
+//! The retry schedule (KumoMTA's queue config semantics): exponential backoff from
 //! `retry_interval`, capped by `max_retry_interval`, with jitter, and the
 //! `max_age` expiry check made at the same moment.
 

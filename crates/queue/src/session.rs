@@ -1,6 +1,7 @@
 //! Delivery sessions: one "connection" of a ready queue. The custom_lua
-//! session follows delivery.md §6, plus the legacy-constructor mode of the
-//! spec README ("How the project runs BOTH forms").
+//! session calls the constructor, then `send`/`send_batch`, then `close`, as KumoMTA's
+//! custom_lua protocol does, plus the legacy-constructor mode README.md describes
+//! ("Legacy constructors").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -160,7 +161,7 @@ fn note_health(qm: &QueueManager, rq: &Arc<ReadyQueue>, r: &Result<String, CallE
     }
 }
 
-/// Map one attempt's outcome onto a message (delivery.md §6.5).
+/// Map one attempt's outcome onto a message (ARCHITECTURE.md step 8).
 async fn dispose(qm: &QueueManager, e: Entry, info: &AttemptInfo, r: &Result<String, CallError>) {
     match r {
         Ok(text) => outcome::delivered(qm, e.message, &e.queue, info, text.clone()).await,

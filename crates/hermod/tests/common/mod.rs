@@ -74,7 +74,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The spec's P0 harness prelude (shared/spec/README.md), verbatim except for
+/// The P0 harness prelude (examples/README.md describes it), verbatim except for
 /// the two listen addresses, so parallel tests do not fight over 2025/8000.
 pub fn test_p0(smtp_port: u16, http_port: u16) -> String {
     const P0: &str = r#"kumo = require 'kumo'                        -- seeds use a global `kumo`
