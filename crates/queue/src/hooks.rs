@@ -1,10 +1,30 @@
 //! Log-hook messages enter the queues here: `should_enqueue_log_record`
 //! decides, then the message is spooled and queued like any other.
 //!
-//! Every record of every mail passes through here, so the work is batched:
-//! one worker drains whatever the logger submitted meanwhile, runs the
-//! handler for all of it in one borrowed Lua context, and spools the wanted
-//! messages in one request (one group commit) instead of one each.
+//! Every record of every mail passes through here, so the path is built to cost little per
+//! record (BENCHMARKS.md has the measurements). In order:
+//!
+//! 1. **One serialisation.** The logger (`crates/logging/src/logger.rs`) serialises a record
+//!    once into a `JsonLine` (`crates/message/src/json_line.rs`; written by
+//!    `crates/logging/src/line.rs`). A local log selecting the same fields writes that same
+//!    line; the hook message (`crates/logging/src/hook.rs`) carries it as its data and, without
+//!    the newline, as meta `log_record`, which is parsed only if a handler reads it.
+//! 2. **Rounds.** [`HookSink::submit`] only pushes into a channel. The worker below drains
+//!    what arrived meanwhile (up to `MAX_ROUND`), pausing `COALESCE` after a short round,
+//!    and runs `should_enqueue_log_record` for the whole round in one borrowed Lua context with
+//!    the handlers looked up once (`Context::prepare`).
+//! 3. **Routers without Lua.** The built-in `policy-extras.log_hooks` helper marks its router
+//!    when it has no `filter` (`LogHookRoute` in `crates/policy/src/events.rs`): a marked
+//!    router is applied in Rust. When every handler is one, the worker keeps the chain as a
+//!    [`LogHookPlan`] and later rounds borrow no Lua context at all; the plan names each
+//!    record's queue, resolved once per round.
+//! 4. **One group commit.** The wanted messages of a round are spooled in one request. A hook
+//!    message whose data is still its `log_record` line is stored once, as a meta record
+//!    flagged `data_is_log_record` (`crates/message/src/spool_record.rs`): the line goes in
+//!    without being parsed again and removing the message deletes nothing in the data spool.
+//!    Start-up enumeration cuts the data back out of that record byte for byte; a message
+//!    whose data or record changes afterwards is stored with its data in the data spool again.
+//!    With `deferred_spool` the spool write is skipped unless the message has to wait.
 
 use std::sync::{Arc, OnceLock};
 
