@@ -294,8 +294,8 @@ impl PreparedEvent<'_> {
         r
     }
 
-    /// See [`events::LogHookPlan`]; `None` if some handler is Lua code.
-    pub fn log_hook_plan(&self) -> Option<events::LogHookPlan> {
+    /// See [`crate::LogHookPlan`]; `None` if some handler is Lua code.
+    pub fn log_hook_plan(&self) -> Option<crate::LogHookPlan> {
         self.handlers.log_hook_plan()
     }
 

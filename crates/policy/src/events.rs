@@ -11,6 +11,7 @@ use mlua::{
 use hermod_message::Message;
 
 use crate::errors::{caller_location, located, CallError};
+use crate::log_hook_route::{LogHookPlan, LogHookRoute};
 use crate::startup::Phase;
 
 const HANDLERS: &str = "hermod.handlers";
@@ -197,64 +198,6 @@ pub(crate) async fn run_limited(
     result
 }
 
-/// What the built-in `policy-extras.log_hooks` router does when it has no
-/// `filter`: decline other hooks' records, else set meta `queue` and
-/// accept. The engine applies it directly, without a Lua call per record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LogHookRoute {
-    pub hook: String,
-    pub queue: String,
-}
-
-impl LogHookRoute {
-    /// The router's answer: `None` (declined) for another hook's record,
-    /// else meta `queue` is set and the record is wanted in that queue.
-    fn apply(&self, msg: &Message, hook: &str) -> Option<&str> {
-        if self.hook != hook {
-            return None;
-        }
-        msg.set_meta("queue", serde_json::Value::String(self.queue.clone()));
-        Some(&self.queue)
-    }
-}
-
-/// The routers marked in this context, by the identity of their function.
-#[derive(Default)]
-struct LogHookRoutes(HashMap<usize, LogHookRoute>);
-
-/// `mark_route(fn, hook_name, queue_name)`, handed only to the built-in
-/// helper's chunk: `fn` must behave exactly as [`LogHookRoute`] says.
-pub(crate) fn mark_log_hook_route(
-    lua: &Lua,
-    (f, hook, queue): (Function, String, String),
-) -> mlua::Result<()> {
-    if lua.app_data_ref::<LogHookRoutes>().is_none() {
-        lua.set_app_data(LogHookRoutes::default());
-    }
-    if let Some(mut routes) = lua.app_data_mut::<LogHookRoutes>() {
-        // The handler table keeps `f` alive, so its address stays its own.
-        routes
-            .0
-            .insert(f.to_pointer() as usize, LogHookRoute { hook, queue });
-    }
-    Ok(())
-}
-
-/// A `should_enqueue_log_record` chain made only of marked routers. The
-/// policy cannot change after start-up, so one context's chain holds for
-/// all, and applying it needs no Lua context at all.
-#[derive(Clone, Debug)]
-pub struct LogHookPlan(Vec<LogHookRoute>);
-
-impl LogHookPlan {
-    /// The chain's answer for `hook`: the queue the first router of that
-    /// hook sent the record to (now its meta `queue`, and so its queue name),
-    /// `None` when every router declines. The Lua chain returns `true` then.
-    pub fn route(&self, msg: &Message, hook: &str) -> Option<&str> {
-        self.0.iter().find_map(|r| r.apply(msg, hook))
-    }
-}
-
 /// An event's handlers, looked up once: a caller with many calls of one
 /// event in a row (the log-hook worker, once per record) pays the lookup,
 /// the handler list and the `_KUMO_CURRENT_EVENT` global once.
@@ -278,23 +221,16 @@ pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallEr
     let Some(list) = list else {
         return Ok(None);
     };
-    let routes = lua.app_data_ref::<LogHookRoutes>();
-    let route_of = |f: &Function| {
-        routes
-            .as_ref()
-            .and_then(|r| r.0.get(&(f.to_pointer() as usize)).cloned())
-    };
     let funcs: Vec<(Function, Option<LogHookRoute>)> = list
         .sequence_values::<Function>()
         .map(|f| {
             f.map(|f| {
-                let route = route_of(&f);
+                let route = LogHookRoute::marked(lua, &f);
                 (f, route)
             })
         })
         .collect::<mlua::Result<_>>()
         .map_err(lerr)?;
-    drop(routes);
     lua.globals()
         .set("_KUMO_CURRENT_EVENT", event)
         .map_err(lerr)?;
@@ -353,11 +289,7 @@ impl Prepared {
 
     /// The chain as a [`LogHookPlan`], if every handler is a marked router.
     pub(crate) fn log_hook_plan(&self) -> Option<LogHookPlan> {
-        self.funcs
-            .iter()
-            .map(|(_, r)| r.clone())
-            .collect::<Option<Vec<_>>>()
-            .map(LogHookPlan)
+        LogHookPlan::of(self.funcs.iter().map(|(_, r)| r.clone()))
     }
 
     /// [`Prepared::call`] for `should_enqueue_log_record(msg, hook_name)`,

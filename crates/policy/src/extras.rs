@@ -31,7 +31,7 @@ pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
         let loader = lua.create_function(move |lua, _: mlua::MultiValue| {
             // The module's private capabilities travel as chunk arguments,
             // so no policy can reach them through `kumo`.
-            let mark_route = lua.create_function(crate::events::mark_log_hook_route)?;
+            let mark_route = lua.create_function(crate::log_hook_route::mark_log_hook_route)?;
             lua.load(source)
                 .set_name(chunk_name.as_str())
                 .call::<mlua::Value>(mark_route)

@@ -9,6 +9,7 @@ pub mod errors;
 mod events;
 mod extras;
 mod kumo;
+mod log_hook_route;
 pub mod metrics_hook;
 mod pool;
 pub mod portable;
@@ -18,8 +19,8 @@ pub mod startup;
 
 pub use engine::{Context, Engine, EngineOptions, LegacyMode, PreparedEvent, Registrar};
 pub use errors::{CallError, PolicyError, Reject};
-pub use events::LogHookPlan;
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
+pub use log_hook_route::LogHookPlan;
 pub use mlua;
 pub use queue_config::{ProtocolConfig, QueueConfig};
 

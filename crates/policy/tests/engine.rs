@@ -66,7 +66,10 @@ async fn init_runs_exactly_once_however_many_contexts_serve_calls() {
         end)
         kumo.on('ping', function() kumo.sleep(0.01); return 'pong' end)
         "#
-    .replace("COUNT_FILE", &format!("{:?}", count_file.display().to_string()));
+    .replace(
+        "COUNT_FILE",
+        &format!("{:?}", count_file.display().to_string()),
+    );
     let (engine, _policy_dir, _) = start(&src).await.map_err(|e| e.0).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..20 {

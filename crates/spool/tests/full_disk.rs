@@ -67,8 +67,9 @@ async fn full_disk_round_trip(shared: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     // Mounting needs root (CI runs as root); elsewhere the test fails and says why, rather
     // than passing without having run.
-    let _mount = Tmpfs::mount(dir.path(), "8m")
-        .unwrap_or_else(|reason| panic!("this test needs to mount a tmpfs (run as root): {reason}"));
+    let _mount = Tmpfs::mount(dir.path(), "8m").unwrap_or_else(|reason| {
+        panic!("this test needs to mount a tmpfs (run as root): {reason}")
+    });
     let (data_dir, meta_dir) = if shared {
         (dir.path().join("spool"), dir.path().join("spool"))
     } else {
