@@ -1,5 +1,5 @@
-//! Pieces shared by every broker module: binary-safe payloads, key sources,
-//! located error construction and the closed-handle error.
+//! Pieces shared by every broker module: binary-safe payloads, located
+//! error construction and the closed-handle error.
 
 use std::fmt;
 use std::time::Duration;
@@ -126,71 +126,6 @@ impl<'de> Deserialize<'de> for Stringish {
                 } else {
                     Ok(Stringish(v.to_string()))
                 }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Where a secret comes from: a file path string, or `{ key_data = '...' }`.
-/// KumoMTA's vault and event-driven forms are rejected with a clear message
-/// rather than silently ignored.
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeySource {
-    File(String),
-    Data(String),
-}
-
-impl fmt::Debug for KeySource {
-    // Secrets must never reach logs, so the inline form is redacted.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeySource::File(p) => write!(f, "KeySource::File({p:?})"),
-            KeySource::Data(_) => f.write_str("KeySource::Data(<redacted>)"),
-        }
-    }
-}
-
-impl KeySource {
-    /// The secret, with trailing line breaks removed (files usually end in one).
-    pub async fn resolve(&self) -> Result<String, String> {
-        match self {
-            KeySource::Data(d) => Ok(d.clone()),
-            KeySource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| format!("cannot read key file '{path}': {e}")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for KeySource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeySource;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a file path string or a table { key_data = '...' }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeySource, E> {
-                Ok(KeySource::File(v.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySource, A::Error> {
-                let mut data = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "key_data" => data = Some(map.next_value::<String>()?),
-                        k if k.starts_with("vault_") => {
-                            return Err(de::Error::custom(format!(
-                                "key source field `{k}`: vault key sources are not supported; \
-                                 use a file path or {{ key_data = '...' }}"
-                            )))
-                        }
-                        k => return Err(de::Error::unknown_field(k, &["key_data"])),
-                    }
-                }
-                data.map(KeySource::Data)
-                    .ok_or_else(|| de::Error::missing_field("key_data"))
             }
         }
         d.deserialize_any(V)

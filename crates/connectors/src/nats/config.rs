@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::ConnectOptions;
+use hermod_policy::KeySource;
 use serde::Deserialize;
 
-use crate::common::{deserialize_flexible_duration_opt, KeySource};
+use crate::common::deserialize_flexible_duration_opt;
 
 /// Strict connection parameters. `sender_capacity` is accepted as an alias of
 /// `client_capacity` because KumoMTA's docs use that name.
@@ -130,19 +131,22 @@ impl NatsConfig {
                     .map_err(|e| format!("cannot load credentials file '{path}': {e}"))?;
             }
             if let Some(creds) = &auth.credentials {
-                let text = creds.resolve().await?;
+                let text = creds.resolve().await.map_err(|e| e.to_string())?;
                 opts = opts
                     .credentials(&text)
                     .map_err(|e| format!("invalid NATS credentials: {e}"))?;
             }
             if let Some(nkey) = &auth.nkey {
-                opts = opts.nkey(nkey.resolve().await?);
+                opts = opts.nkey(nkey.resolve().await.map_err(|e| e.to_string())?);
             }
             if let Some(token) = &auth.token {
-                opts = opts.token(token.resolve().await?);
+                opts = opts.token(token.resolve().await.map_err(|e| e.to_string())?);
             }
             if let (Some(user), Some(pass)) = (&auth.username, &auth.password) {
-                opts = opts.user_and_password(user.resolve().await?, pass.resolve().await?);
+                opts = opts.user_and_password(
+                    user.resolve().await.map_err(|e| e.to_string())?,
+                    pass.resolve().await.map_err(|e| e.to_string())?,
+                );
             }
         }
         if let Some(name) = &self.name {
@@ -232,8 +236,13 @@ mod tests {
         let c = decode("return { servers = {'a'}, auth = { nkey = { key_data = 'SUAX' }, username = '/u', password = '/p' } }")
             .unwrap();
         let auth = c.auth.unwrap();
-        assert_eq!(auth.nkey, Some(KeySource::Data("SUAX".into())));
-        assert_eq!(auth.username, Some(KeySource::File("/u".into())));
+        assert_eq!(
+            auth.nkey,
+            Some(KeySource::Data {
+                key_data: "SUAX".into()
+            })
+        );
+        assert_eq!(auth.username, Some(KeySource::Path("/u".into())));
         let e = decode("return { servers = {'a'}, auth = { token = { vault_path = 'x' } } }")
             .unwrap_err();
         assert!(e.contains("vault"), "{e}");
