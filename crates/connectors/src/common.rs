@@ -1,68 +1,18 @@
-//! Pieces shared by every broker module: binary-safe payloads, located
-//! error construction and the closed-handle error.
+//! Pieces shared by every broker module: binary-safe payloads, lenient
+//! strings and durations, strict decoding at a captured call site and the
+//! closed-handle error. Errors are located with `hermod_policy::errors`
+//! (`crates/policy/src/errors.rs`).
 
 use std::fmt;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use mlua::Lua;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// Raised by every method of a handle after `close()` on it or on any copy.
 pub const CLIENT_CLOSED: &str = "client was closed";
-
-/// The `file:line` of the policy code that called the running function.
-/// Captured before the first `.await`, because once the future is suspended
-/// the Lua stack no longer shows the caller.
-#[derive(Clone, Debug, Default)]
-pub struct CallSite(Option<String>);
-
-impl CallSite {
-    pub fn capture(lua: &Lua) -> Self {
-        CallSite(policy_location(lua))
-    }
-
-    /// A runtime error whose text starts with the captured `file:line`.
-    pub fn error(&self, msg: impl fmt::Display) -> mlua::Error {
-        match &self.0 {
-            Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
-            None => mlua::Error::RuntimeError(msg.to_string()),
-        }
-    }
-}
-
-/// mlua drives async Rust functions through a small Lua shim whose frame
-/// sits between the policy and the Rust function. mlua names it
-/// `__mlua_async_poll`, but its cached chunk reports the source `?`.
-fn is_async_shim(source: Option<&str>) -> bool {
-    source.is_some_and(|s| s == "?" || s.contains("__mlua_async_poll"))
-}
-
-/// `file:line` of the nearest Lua frame that belongs to the policy (not C,
-/// not mlua's async shim).
-pub fn policy_location(lua: &Lua) -> Option<String> {
-    for level in 0..12 {
-        let Some(dbg) = lua.inspect_stack(level) else {
-            break;
-        };
-        let line = dbg.curr_line();
-        let src = dbg.source();
-        let is_shim = is_async_shim(src.source.as_deref());
-        if line > 0 && src.what != "C" && !is_shim {
-            let file = src
-                .short_src
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "?".into());
-            return Some(format!("{file}:{line}"));
-        }
-    }
-    None
-}
-
-/// A located error for synchronous functions (same frame rules as [`CallSite`]).
-pub fn located(lua: &Lua, msg: impl fmt::Display) -> mlua::Error {
-    CallSite::capture(lua).error(msg)
-}
 
 /// A Lua string taken byte for byte: payloads are mail, which is not
 /// guaranteed to be UTF-8.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use lapin::options::BasicPublishOptions;
 use mlua::{Lua, Value};
 use serde::Deserialize;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use super::client::{await_confirm, short};
 use super::pool;
 use super::props::Properties;
-use crate::common::{CallSite, LuaBytes};
+use crate::common::LuaBytes;
 
 /// Connection parameters; together they select the pooled connection.
 #[derive(Debug, Deserialize, Clone)]

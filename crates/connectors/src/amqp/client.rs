@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{Confirmation, PublisherConfirm};
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 use super::pool::{self, Slot};
 use super::props::Properties;
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// How long `confirm:wait()` waits for the broker before failing; a broker
 /// that never confirms must not hang a delivery forever.
@@ -178,7 +179,7 @@ impl UserData for AmqpClient {
 
         methods.add_method("close", |lua, this, ()| {
             if this.closed.swap(true, Ordering::AcqRel) {
-                return Err(crate::common::located(
+                return Err(hermod_policy::errors::located(
                     lua,
                     format!("amqp close: {CLIENT_CLOSED}"),
                 ));

@@ -11,9 +11,8 @@ pub use client::{AmqpClient, Confirm, CONFIRM_TIMEOUT};
 pub use pool::{connections_opened, CONNECT_TIMEOUT, IDLE_CLOSE};
 pub use props::{HeaderValue, Properties};
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
-
-use crate::common::CallSite;
 
 /// Add `kumo.amqp.build_client` and `kumo.amqp.basic_publish`.
 pub fn register(lua: &Lua) -> mlua::Result<()> {

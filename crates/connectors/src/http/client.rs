@@ -65,8 +65,9 @@ impl UserData for HttpClient {
             ("put", reqwest::Method::PUT),
         ] {
             methods.add_method(name, move |lua, this, url: String| {
-                let fail =
-                    |e: String| crate::common::located(lua, format!("http {name} '{url}': {e}"));
+                let fail = |e: String| {
+                    hermod_policy::errors::located(lua, format!("http {name} '{url}': {e}"))
+                };
                 let client = this.client().map_err(|e| fail(e.to_string()))?;
                 let parsed =
                     reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;

@@ -22,8 +22,9 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
             } else {
                 hermod_policy::config::from_lua_strict(lua, params, "kumo.http.build_client")?
             };
-            HttpClient::build(&config)
-                .map_err(|e| crate::common::located(lua, format!("kumo.http.build_client: {e}")))
+            HttpClient::build(&config).map_err(|e| {
+                hermod_policy::errors::located(lua, format!("kumo.http.build_client: {e}"))
+            })
         })?,
     )?;
     Ok(())

@@ -9,9 +9,10 @@ pub use producer::{KafkaProducer, MESSAGE_ID_HEADER};
 
 use std::collections::BTreeMap;
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
 
-use crate::common::{CallSite, Stringish};
+use crate::common::Stringish;
 
 /// Add `kumo.kafka.build_producer`.
 pub fn register(lua: &Lua) -> mlua::Result<()> {

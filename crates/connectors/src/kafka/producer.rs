@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, LuaSerdeExt, Table, UserData, UserDataMethods, Value};
 use parking_lot::RwLock;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// Header carrying the Hermod message id, for consumer-side de-duplication.
 pub const MESSAGE_ID_HEADER: &str = "hermod-message-id";

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::{HeaderMap, HeaderName};
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, UserData, UserDataMethods, Value};
 use parking_lot::RwLock;
 use serde::Deserialize;
 
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// How long `close()` waits to flush already-sent publishes.
 const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -209,7 +209,7 @@ mod tests {
             .load(src)
             .eval::<mlua::Value>()
             .map_err(|e| e.to_string())?;
-        let site = crate::common::CallSite::default();
+        let site = hermod_policy::errors::CallSite::default();
         crate::common::decode::<NatsConfig>(&lua, &site, v, "kumo.nats.connect")
             .map_err(|e| e.to_string())
     }

@@ -7,9 +7,8 @@ mod config;
 pub use client::{NatsClient, MSG_ID_HEADER};
 pub use config::{NatsAuth, NatsConfig};
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
-
-use crate::common::CallSite;
 
 /// Add `kumo.nats.connect` and mark the client as a propagatable handle.
 pub fn register(lua: &Lua) -> mlua::Result<()> {
