@@ -3,11 +3,13 @@
 
 mod basic_publish;
 mod client;
+mod error;
 mod pool;
 mod props;
 
 pub use basic_publish::{BasicPublishParams, ConnectionParams};
 pub use client::{AmqpClient, Confirm, CONFIRM_TIMEOUT};
+pub use error::AmqpError;
 pub use pool::{connections_opened, CONNECT_TIMEOUT, IDLE_CLOSE};
 pub use props::{HeaderValue, Properties};
 
