@@ -1,9 +1,11 @@
 //! `kumo.kafka`: librdkafka producers that return only after the broker's
 //! delivery report, shared process-wide per distinct configuration.
 
+mod error;
 mod pool;
 mod producer;
 
+pub use error::KafkaError;
 pub use pool::{effective_properties, producers_created, IDLE_DROP};
 pub use producer::{KafkaProducer, MESSAGE_ID_HEADER};
 
