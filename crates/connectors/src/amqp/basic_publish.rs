@@ -1,6 +1,7 @@
 //! `kumo.amqp.basic_publish{...}`: one call that publishes and waits for the
 //! broker's confirmation (KumoMTA only waits for the frames to be written).
 
+use std::fmt;
 use std::time::Duration;
 
 use hermod_policy::errors::CallSite;
@@ -23,8 +24,8 @@ pub struct ConnectionParams {
     pub port: u16,
     #[serde(default = "default_guest")]
     pub username: String,
-    #[serde(default = "default_guest")]
-    pub password: String,
+    #[serde(default = "default_password")]
+    pub password: Password,
     #[serde(default)]
     pub vhost: Option<String>,
     #[serde(default)]
@@ -62,6 +63,22 @@ fn default_port() -> u16 {
 
 fn default_guest() -> String {
     "guest".to_string()
+}
+
+fn default_password() -> Password {
+    Password(default_guest())
+}
+
+/// The broker password. Its Debug output is redacted: the parameter
+/// structs derive Debug and may end up in logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The strict `basic_publish` parameter table.
@@ -142,7 +159,7 @@ impl ConnectionParams {
         let mut uri = format!(
             "{scheme}://{}:{}@{}:{}/{vhost}",
             percent_encode(&self.username),
-            percent_encode(&self.password),
+            percent_encode(&self.password.0),
             self.host,
             self.port
         );
@@ -236,7 +253,7 @@ mod tests {
             host: host.into(),
             port: default_port(),
             username: "us er".into(),
-            password: "p@ss/word".into(),
+            password: Password("p@ss/word".into()),
             vhost: None,
             connection_name: None,
             heartbeat: Some(30),
@@ -263,6 +280,13 @@ mod tests {
         let parsed: lapin::uri::AMQPUri = uri.parse().unwrap();
         assert_eq!(parsed.authority.userinfo.password, "p@ss/word");
         assert_eq!(parsed.vhost, "/");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let shown = format!("{:?}", params("h"));
+        assert!(!shown.contains("p@ss"), "{shown}");
+        assert!(shown.contains("password: <redacted>"), "{shown}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod error;
 mod pool;
 mod props;
 
-pub use basic_publish::{BasicPublishParams, ConnectionParams};
+pub use basic_publish::{BasicPublishParams, ConnectionParams, Password};
 pub use client::{AmqpClient, Confirm, CONFIRM_TIMEOUT};
 pub use error::AmqpError;
 pub use pool::{connections_opened, CONNECT_TIMEOUT, IDLE_CLOSE};
