@@ -1,68 +1,18 @@
-//! Pieces shared by every broker module: binary-safe payloads, key sources,
-//! located error construction and the closed-handle error.
+//! Pieces shared by every broker module: binary-safe payloads, lenient
+//! strings and durations, strict decoding at a captured call site and the
+//! closed-handle error. Errors are located with `hermod_policy::errors`
+//! (`crates/policy/src/errors.rs`).
 
 use std::fmt;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use mlua::Lua;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// Raised by every method of a handle after `close()` on it or on any copy.
 pub const CLIENT_CLOSED: &str = "client was closed";
-
-/// The `file:line` of the policy code that called the running function.
-/// Captured before the first `.await`, because once the future is suspended
-/// the Lua stack no longer shows the caller.
-#[derive(Clone, Debug, Default)]
-pub struct CallSite(Option<String>);
-
-impl CallSite {
-    pub fn capture(lua: &Lua) -> Self {
-        CallSite(policy_location(lua))
-    }
-
-    /// A runtime error whose text starts with the captured `file:line`.
-    pub fn error(&self, msg: impl fmt::Display) -> mlua::Error {
-        match &self.0 {
-            Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
-            None => mlua::Error::RuntimeError(msg.to_string()),
-        }
-    }
-}
-
-/// mlua drives async Rust functions through a small Lua shim whose frame
-/// sits between the policy and the Rust function. mlua names it
-/// `__mlua_async_poll`, but its cached chunk reports the source `?`.
-fn is_async_shim(source: Option<&str>) -> bool {
-    source.is_some_and(|s| s == "?" || s.contains("__mlua_async_poll"))
-}
-
-/// `file:line` of the nearest Lua frame that belongs to the policy (not C,
-/// not mlua's async shim).
-pub fn policy_location(lua: &Lua) -> Option<String> {
-    for level in 0..12 {
-        let Some(dbg) = lua.inspect_stack(level) else {
-            break;
-        };
-        let line = dbg.curr_line();
-        let src = dbg.source();
-        let is_shim = is_async_shim(src.source.as_deref());
-        if line > 0 && src.what != "C" && !is_shim {
-            let file = src
-                .short_src
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "?".into());
-            return Some(format!("{file}:{line}"));
-        }
-    }
-    None
-}
-
-/// A located error for synchronous functions (same frame rules as [`CallSite`]).
-pub fn located(lua: &Lua, msg: impl fmt::Display) -> mlua::Error {
-    CallSite::capture(lua).error(msg)
-}
 
 /// A Lua string taken byte for byte: payloads are mail, which is not
 /// guaranteed to be UTF-8.
@@ -126,71 +76,6 @@ impl<'de> Deserialize<'de> for Stringish {
                 } else {
                     Ok(Stringish(v.to_string()))
                 }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Where a secret comes from: a file path string, or `{ key_data = '...' }`.
-/// KumoMTA's vault and event-driven forms are rejected with a clear message
-/// rather than silently ignored.
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeySource {
-    File(String),
-    Data(String),
-}
-
-impl fmt::Debug for KeySource {
-    // Secrets must never reach logs, so the inline form is redacted.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeySource::File(p) => write!(f, "KeySource::File({p:?})"),
-            KeySource::Data(_) => f.write_str("KeySource::Data(<redacted>)"),
-        }
-    }
-}
-
-impl KeySource {
-    /// The secret, with trailing line breaks removed (files usually end in one).
-    pub async fn resolve(&self) -> Result<String, String> {
-        match self {
-            KeySource::Data(d) => Ok(d.clone()),
-            KeySource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| format!("cannot read key file '{path}': {e}")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for KeySource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeySource;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a file path string or a table { key_data = '...' }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeySource, E> {
-                Ok(KeySource::File(v.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySource, A::Error> {
-                let mut data = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "key_data" => data = Some(map.next_value::<String>()?),
-                        k if k.starts_with("vault_") => {
-                            return Err(de::Error::custom(format!(
-                                "key source field `{k}`: vault key sources are not supported; \
-                                 use a file path or {{ key_data = '...' }}"
-                            )))
-                        }
-                        k => return Err(de::Error::unknown_field(k, &["key_data"])),
-                    }
-                }
-                data.map(KeySource::Data)
-                    .ok_or_else(|| de::Error::missing_field("key_data"))
             }
         }
         d.deserialize_any(V)

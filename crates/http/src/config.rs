@@ -7,7 +7,7 @@ use mlua::{Lua, Value};
 use serde::Deserialize;
 
 /// Key material (path or inline PEM); shared with the ESMTP listener.
-pub use hermod_tls::KeySource;
+pub use hermod_policy::KeySource;
 
 /// One trusted-hosts entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

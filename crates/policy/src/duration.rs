@@ -5,21 +5,40 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
-pub fn parse(s: &str) -> Result<Duration, String> {
+/// Why a policy's duration was refused; the text names the input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {input:?}: {error}")]
+    Unparsable {
+        input: String,
+        error: humantime::DurationError,
+    },
+    /// Negative, infinite or NaN.
+    #[error("invalid duration {0}: must be a non-negative number of seconds")]
+    NotNonNegative(f64),
+    #[error("invalid duration {secs}: {error}")]
+    OutOfRange {
+        secs: f64,
+        error: std::time::TryFromFloatSecsError,
+    },
+}
+
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let t = s.trim();
     if let Ok(n) = t.parse::<f64>() {
         return from_secs(n);
     }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    humantime::parse_duration(t).map_err(|error| DurationError::Unparsable {
+        input: s.to_string(),
+        error,
+    })
 }
 
-pub fn from_secs(n: f64) -> Result<Duration, String> {
+pub fn from_secs(n: f64) -> Result<Duration, DurationError> {
     if !n.is_finite() || n < 0.0 {
-        return Err(format!(
-            "invalid duration {n}: must be a non-negative number of seconds"
-        ));
+        return Err(DurationError::NotNonNegative(n));
     }
-    Duration::try_from_secs_f64(n).map_err(|e| format!("invalid duration {n}: {e}"))
+    Duration::try_from_secs_f64(n).map_err(|error| DurationError::OutOfRange { secs: n, error })
 }
 
 struct DurationVisitor;
@@ -71,7 +90,21 @@ mod tests {
     #[test]
     fn rejects_garbage_and_negatives_with_the_input_named() {
         let e = parse("soon").unwrap_err();
-        assert!(e.contains("\"soon\""), "{e}");
-        assert!(from_secs(-1.0).is_err());
+        assert!(matches!(&e, DurationError::Unparsable { input, .. } if input == "soon"));
+        assert!(
+            e.to_string().starts_with("invalid duration \"soon\": "),
+            "{e}"
+        );
+        assert_eq!(
+            from_secs(-1.0).unwrap_err().to_string(),
+            "invalid duration -1: must be a non-negative number of seconds"
+        );
+        assert_eq!(
+            parse("-2.5").unwrap_err(),
+            DurationError::NotNonNegative(-2.5)
+        );
+        let e = from_secs(1e300).unwrap_err();
+        assert!(matches!(e, DurationError::OutOfRange { .. }), "{e}");
+        assert!(e.to_string().starts_with("invalid duration 1000"), "{e}");
     }
 }

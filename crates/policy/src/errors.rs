@@ -92,11 +92,16 @@ pub fn describe(err: &mlua::Error) -> String {
 }
 
 /// `file:line` of the policy code that called the running Rust function.
-/// Frames of mlua's async shims (chunks without a file name) are skipped so
-/// async functions report the policy line too.
+///
+/// Walks the Lua stack from the running function outwards and skips frames
+/// that are not the policy's: C functions (the Rust function itself,
+/// `pcall`, ...), frames without a current line, and mlua's async shim
+/// ([`is_async_shim`]). Of the frames left, the first from a file (`@path`)
+/// or a built-in module (`=[builtin ...]`, `crates/policy/src/extras.rs`)
+/// wins; without one, the first left (a chunk loaded from a string).
 pub fn caller_location(lua: &Lua) -> Option<String> {
     let mut fallback = None;
-    for level in 1..12 {
+    for level in 0..12 {
         let Some(dbg) = lua.inspect_stack(level) else {
             break;
         };
@@ -105,6 +110,9 @@ pub fn caller_location(lua: &Lua) -> Option<String> {
             continue;
         }
         let src = dbg.source();
+        if src.what == "C" || src.source.as_deref().is_some_and(is_async_shim) {
+            continue;
+        }
         let named = src
             .source
             .as_deref()
@@ -121,14 +129,164 @@ pub fn caller_location(lua: &Lua) -> Option<String> {
     fallback
 }
 
+/// mlua drives async Rust functions through a small Lua shim whose frame
+/// sits between the policy and the Rust function. mlua names it
+/// `__mlua_async_poll`, but it caches the chunk compiled without a name,
+/// so the frame reports the source `?` (and has line numbers).
+fn is_async_shim(source: &str) -> bool {
+    source == "?" || source.contains("__mlua_async_poll")
+}
+
+/// The policy's `file:line` captured when a Rust function starts, for
+/// errors raised later. Async functions must capture it before their first
+/// `.await`: once the future is suspended, the Lua stack no longer shows
+/// the caller.
+#[derive(Clone, Debug, Default)]
+pub struct CallSite(Option<String>);
+
+impl CallSite {
+    pub fn capture(lua: &Lua) -> Self {
+        CallSite(caller_location(lua))
+    }
+
+    /// The captured `file:line`, if Lua code was on the stack.
+    pub fn location(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// A runtime error whose text starts with the captured `file:line`.
+    pub fn error(&self, msg: impl fmt::Display) -> mlua::Error {
+        match &self.0 {
+            Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
+            None => mlua::Error::RuntimeError(msg.to_string()),
+        }
+    }
+}
+
 /// A runtime error whose text starts with the policy's `file:line`.
 pub fn located(lua: &Lua, msg: impl fmt::Display) -> mlua::Error {
-    match caller_location(lua) {
-        Some(loc) => mlua::Error::RuntimeError(format!("{loc}: {msg}")),
-        None => mlua::Error::RuntimeError(msg.to_string()),
-    }
+    CallSite::capture(lua).error(msg)
 }
 
 pub(crate) fn reject_error(code: u16, message: String) -> mlua::Error {
     mlua::Error::ExternalError(Arc::new(Reject { code, message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Lua state with `here()` (sync) and `here_async()` returning where
+    /// they were called from, as [`located`] and [`CallSite`] see it. The
+    /// chunks below never `return f()`: a tail call replaces the caller's
+    /// frame, so no rule could find it.
+    fn lua() -> Lua {
+        let lua = Lua::new();
+        let here = lua
+            .create_function(|lua, ()| Ok(caller_location(lua)))
+            .unwrap();
+        let here_async = lua
+            .create_async_function(|lua, ()| async move {
+                let site = CallSite::capture(&lua);
+                tokio::task::yield_now().await;
+                Ok(site.location().map(str::to_string))
+            })
+            .unwrap();
+        lua.globals().set("here", here).unwrap();
+        lua.globals().set("here_async", here_async).unwrap();
+        lua
+    }
+
+    async fn run(lua: &Lua, name: &str, src: &str) -> Option<String> {
+        lua.load(src)
+            .set_name(name)
+            .call_async::<Option<String>>(())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sync_function_reports_the_policy_line() {
+        let lua = lua();
+        let at = run(
+            &lua,
+            "@policy.lua",
+            "local x = 1\nlocal at = here()\nreturn at",
+        )
+        .await;
+        assert_eq!(at.as_deref(), Some("policy.lua:2"));
+    }
+
+    #[tokio::test]
+    async fn c_frames_between_policy_and_function_are_skipped() {
+        let lua = lua();
+        let src = "local ok, at = pcall(here)\nreturn at";
+        assert_eq!(
+            run(&lua, "@policy.lua", src).await.as_deref(),
+            Some("policy.lua:1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_async_function_reports_the_policy_line_not_the_shim() {
+        let lua = lua();
+        let at = run(
+            &lua,
+            "@policy.lua",
+            "\n\nlocal at = here_async()\nreturn at",
+        )
+        .await;
+        assert_eq!(at.as_deref(), Some("policy.lua:3"));
+    }
+
+    #[tokio::test]
+    async fn an_async_function_called_from_a_string_chunk_skips_the_shim() {
+        // The shim is no file either, so only the explicit shim rule keeps
+        // it from being taken for the caller here.
+        let lua = lua();
+        let at = run(
+            &lua,
+            "inline",
+            "local x = 1\nlocal at = here_async()\nreturn at",
+        )
+        .await;
+        assert_eq!(at.as_deref(), Some(r#"[string "inline"]:2"#));
+    }
+
+    #[tokio::test]
+    async fn a_file_frame_wins_over_a_string_chunk_it_called() {
+        let lua = lua();
+        let helper: mlua::Function = lua
+            .load("return function() local at = here(); return at end")
+            .set_name("helper")
+            .eval()
+            .unwrap();
+        lua.globals().set("helper", helper).unwrap();
+        let at = run(&lua, "@policy.lua", "\nlocal at = helper()\nreturn at").await;
+        assert_eq!(at.as_deref(), Some("policy.lua:2"));
+        let at = run(&lua, "=[builtin mod]", "local at = helper()\nreturn at").await;
+        assert_eq!(at.as_deref(), Some("[builtin mod]:1"));
+    }
+
+    #[test]
+    fn without_lua_code_on_the_stack_there_is_no_location() {
+        let lua = lua();
+        let here: mlua::Function = lua.globals().get("here").unwrap();
+        assert_eq!(here.call::<Option<String>>(()).unwrap(), None);
+        assert_eq!(
+            CallSite::default().error("boom").to_string(),
+            "runtime error: boom"
+        );
+    }
+
+    #[test]
+    fn located_prefixes_the_message() {
+        let lua = Lua::new();
+        let f = lua
+            .create_function(|lua, ()| Err::<(), _>(located(lua, "boom")))
+            .unwrap();
+        lua.globals().set("f", f).unwrap();
+        let e = lua.load("\nf()").set_name("@p.lua").exec().unwrap_err();
+        assert_eq!(describe(&e), "p.lua:2: boom");
+    }
 }

@@ -91,10 +91,15 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
             let d = match secs {
                 Value::Integer(i) => crate::duration::from_secs(i as f64),
                 Value::Number(n) => crate::duration::from_secs(n),
-                other => Err(format!(
-                    "expected seconds as a number, got {}",
-                    other.type_name()
-                )),
+                other => {
+                    return Err(located(
+                        &lua,
+                        format!(
+                            "kumo.sleep: expected seconds as a number, got {}",
+                            other.type_name()
+                        ),
+                    ))
+                }
             }
             .map_err(|e| located(&lua, format!("kumo.sleep: {e}")))?;
             tokio::time::sleep(d).await;

@@ -1,6 +1,7 @@
 //! The Lua policy engine: context pool, `kumo.on` event registry, the core
 //! `kumo` functions, init-global propagation, and the helpers every Lua
-//! module crate uses (strict config decoding, durations, located errors).
+//! module crate uses (strict config decoding, durations, located errors,
+//! key sources).
 
 pub mod config;
 pub mod duration;
@@ -8,6 +9,7 @@ mod engine;
 pub mod errors;
 mod events;
 mod extras;
+pub mod keysource;
 mod kumo;
 mod log_hook_route;
 pub mod metrics_hook;
@@ -20,6 +22,7 @@ pub mod startup;
 pub use engine::{Context, Engine, EngineOptions, LegacyMode, PreparedEvent, Registrar};
 pub use errors::{CallError, PolicyError, Reject};
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
+pub use keysource::{KeySource, KeySourceError};
 pub use log_hook_route::LogHookPlan;
 pub use mlua;
 pub use queue_config::{ProtocolConfig, QueueConfig};

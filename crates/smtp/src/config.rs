@@ -14,7 +14,7 @@ use hermod_policy::errors::located;
 const WHAT: &str = "kumo.start_esmtp_listener";
 
 /// Key material (path or inline PEM); shared with the HTTP listener.
-pub use hermod_tls::KeySource;
+pub use hermod_policy::KeySource;
 
 /// What to do with a bare CR or LF in message content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1,53 +1,13 @@
-//! TLS material for listeners: where a policy says the certificate and key
-//! live ([`KeySource`]), loading them (or generating a self-signed pair for
-//! the listener's hostname), and the rustls server configuration built
-//! from them with the ring provider.
+//! TLS material for listeners: loading the certificate and key from where
+//! the policy says they live (a [`KeySource`], whose home is
+//! `crates/policy/src/keysource.rs`), or generating a self-signed pair for
+//! the listener's hostname, and the rustls server configuration built from
+//! them with the ring provider.
 
-use std::fmt;
 use std::sync::Arc;
 
+use hermod_policy::{KeySource, KeySourceError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use serde::Deserialize;
-
-/// Key material as a policy gives it: a file path, or the PEM text inline
-/// (`{key_data = "..."}`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a file path string or a table {key_data = \"<PEM text>\"}"
-)]
-pub enum KeySource {
-    Path(String),
-    Data { key_data: String },
-}
-
-// Inline key material is a secret; config structs holding it derive Debug
-// and may end up in logs.
-impl fmt::Debug for KeySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeySource::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            KeySource::Data { .. } => f.write_str("Data { key_data: <redacted> }"),
-        }
-    }
-}
-
-impl KeySource {
-    pub fn load(&self) -> std::io::Result<Vec<u8>> {
-        match self {
-            KeySource::Path(p) => std::fs::read(p),
-            KeySource::Data { key_data } => Ok(key_data.as_bytes().to_vec()),
-        }
-    }
-
-    /// How to name the source in errors without revealing inline key material.
-    pub fn describe(&self) -> String {
-        match self {
-            KeySource::Path(p) => p.clone(),
-            KeySource::Data { .. } => "<inline key_data>".into(),
-        }
-    }
-}
 
 /// Why the listener's TLS material could not be set up. Each message names
 /// the policy key (`tls_certificate` / `tls_private_key`) at fault.
@@ -84,10 +44,12 @@ const CERT_KEY: &str = "tls_certificate";
 const PRIVATE_KEY: &str = "tls_private_key";
 
 fn read(key: &'static str, src: &KeySource) -> Result<Vec<u8>, TlsError> {
-    src.load().map_err(|error| TlsError::Read {
-        key,
-        source_name: src.describe(),
-        error,
+    src.load().map_err(|e| match e {
+        KeySourceError::Read { path, source } => TlsError::Read {
+            key,
+            source_name: path,
+            error: source,
+        },
     })
 }
 
@@ -109,19 +71,19 @@ pub fn load_certified_key(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TlsError::Parse {
             key: CERT_KEY,
-            source_name: cert.describe(),
+            source_name: cert.describe().to_string(),
             error,
         })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate(cert.describe()));
+        return Err(TlsError::NoCertificate(cert.describe().to_string()));
     }
     let private = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|error| TlsError::Parse {
             key: PRIVATE_KEY,
-            source_name: key.describe(),
+            source_name: key.describe().to_string(),
             error,
         })?
-        .ok_or_else(|| TlsError::NoPrivateKey(key.describe()))?;
+        .ok_or_else(|| TlsError::NoPrivateKey(key.describe().to_string()))?;
     Ok((certs, private))
 }
 

@@ -109,24 +109,3 @@ fn certificate_and_key_of_different_pairs_are_a_mismatch() {
         "{e}"
     );
 }
-
-#[test]
-fn key_sources_deserialize_from_a_path_or_key_data_only() {
-    let p: KeySource = serde_json::from_str(r#""/x/cert.pem""#).unwrap();
-    assert_eq!(p, KeySource::Path("/x/cert.pem".into()));
-    let d: KeySource = serde_json::from_str(r#"{"key_data": "PEM"}"#).unwrap();
-    assert_eq!(d.load().unwrap(), b"PEM");
-    assert_eq!(d.describe(), "<inline key_data>");
-    let e = serde_json::from_str::<KeySource>("5").unwrap_err();
-    assert!(e.to_string().contains("key_data"), "{e}");
-}
-
-#[test]
-fn debug_output_never_shows_inline_key_material() {
-    let shown = format!("{:?}", data("-----BEGIN PRIVATE KEY-----secret"));
-    assert!(!shown.contains("secret"), "{shown}");
-    assert_eq!(
-        format!("{:?}", KeySource::Path("/k.pem".into())),
-        r#"Path("/k.pem")"#
-    );
-}

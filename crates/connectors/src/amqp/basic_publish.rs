@@ -1,8 +1,10 @@
 //! `kumo.amqp.basic_publish{...}`: one call that publishes and waits for the
 //! broker's confirmation (KumoMTA only waits for the frames to be written).
 
+use std::fmt;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use lapin::options::BasicPublishOptions;
 use mlua::{Lua, Value};
 use serde::Deserialize;
@@ -10,7 +12,8 @@ use serde::Deserialize;
 use super::client::{await_confirm, short};
 use super::pool;
 use super::props::Properties;
-use crate::common::{CallSite, LuaBytes};
+use super::AmqpError;
+use crate::common::LuaBytes;
 
 /// Connection parameters; together they select the pooled connection.
 #[derive(Debug, Deserialize, Clone)]
@@ -21,8 +24,8 @@ pub struct ConnectionParams {
     pub port: u16,
     #[serde(default = "default_guest")]
     pub username: String,
-    #[serde(default = "default_guest")]
-    pub password: String,
+    #[serde(default = "default_password")]
+    pub password: Password,
     #[serde(default)]
     pub vhost: Option<String>,
     #[serde(default)]
@@ -60,6 +63,22 @@ fn default_port() -> u16 {
 
 fn default_guest() -> String {
     "guest".to_string()
+}
+
+fn default_password() -> Password {
+    Password(default_guest())
+}
+
+/// The broker password. Its Debug output is redacted: the parameter
+/// structs derive Debug and may end up in logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The strict `basic_publish` parameter table.
@@ -121,16 +140,12 @@ fn percent_encode(s: &str) -> String {
 
 impl ConnectionParams {
     /// The AMQP URI these parameters describe; it is also the pool key.
-    pub fn to_uri(&self) -> Result<String, String> {
+    pub fn to_uri(&self) -> Result<String, AmqpError> {
         if self.client_cert.is_some() != self.client_private_key.is_some() {
-            return Err("`client_cert` and `client_private_key` must be given together".into());
+            return Err(AmqpError::UnpairedClientCertificate);
         }
         if self.root_ca_cert.is_some() || self.client_cert.is_some() {
-            return Err(
-                "custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; \
-                 use enable_tls with a publicly trusted broker certificate"
-                    .into(),
-            );
+            return Err(AmqpError::CustomCertificates);
         }
         let scheme = if self.enable_tls { "amqps" } else { "amqp" };
         let vhost = percent_encode(self.vhost.as_deref().unwrap_or("/"));
@@ -144,7 +159,7 @@ impl ConnectionParams {
         let mut uri = format!(
             "{scheme}://{}:{}@{}:{}/{vhost}",
             percent_encode(&self.username),
-            percent_encode(&self.password),
+            percent_encode(&self.password.0),
             self.host,
             self.port
         );
@@ -185,14 +200,15 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
         "{}:{} exchange '{}' routing key '{}'",
         params.connection.host, params.connection.port, params.exchange, params.routing_key
     );
-    let fail =
-        |why: String| site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"));
-    let uri = params.connection.to_uri().map_err(&fail)?;
+    let fail = |why: &dyn std::fmt::Display| {
+        site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"))
+    };
+    let uri = params.connection.to_uri().map_err(|e| fail(&e))?;
     let mut properties = params.properties();
     properties.default_message_id(&lua, &params.payload.0);
-    let properties = properties.to_basic().map_err(&fail)?;
-    let exchange = short("exchange", &params.exchange).map_err(&fail)?;
-    let routing_key = short("routing_key", &params.routing_key).map_err(&fail)?;
+    let properties = properties.to_basic().map_err(|e| fail(&e))?;
+    let exchange = short("exchange", &params.exchange).map_err(|e| fail(&e))?;
+    let routing_key = short("routing_key", &params.routing_key).map_err(|e| fail(&e))?;
     if hermod_policy::startup::is_validating(&lua) {
         return Ok(());
     }
@@ -211,16 +227,16 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
         let confirm = channel
             .basic_publish(exchange, routing_key, options, &payload, properties)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(AmqpError::Publish)?;
         await_confirm(confirm, limit).await
     };
     let confirmation = tokio::time::timeout(limit, work)
         .await
-        .map_err(|_| fail(format!("timed out after {}s", limit.as_secs_f64())))?
-        .map_err(&fail)?;
+        .map_err(|_| fail(&format!("timed out after {}s", limit.as_secs_f64())))?
+        .map_err(|e| fail(&e))?;
     match confirmation {
-        lapin::Confirmation::Nack(_) => Err(fail("the broker refused the message (nack)".into())),
-        lapin::Confirmation::Ack(Some(returned)) => Err(fail(format!(
+        lapin::Confirmation::Nack(_) => Err(fail(&"the broker refused the message (nack)")),
+        lapin::Confirmation::Ack(Some(returned)) => Err(fail(&format!(
             "the broker returned the message as unroutable: {} {}",
             returned.reply_code, returned.reply_text
         ))),
@@ -237,7 +253,7 @@ mod tests {
             host: host.into(),
             port: default_port(),
             username: "us er".into(),
-            password: "p@ss/word".into(),
+            password: Password("p@ss/word".into()),
             vhost: None,
             connection_name: None,
             heartbeat: Some(30),
@@ -267,9 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_password() {
+        let shown = format!("{:?}", params("h"));
+        assert!(!shown.contains("p@ss"), "{shown}");
+        assert!(shown.contains("password: <redacted>"), "{shown}");
+    }
+
+    #[test]
     fn half_a_client_certificate_pair_is_rejected() {
         let mut p = params("h");
         p.client_cert = Some("/c.pem".into());
-        assert!(p.to_uri().unwrap_err().contains("client_private_key"));
+        let e = p.to_uri().unwrap_err();
+        assert!(matches!(e, AmqpError::UnpairedClientCertificate), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "`client_cert` and `client_private_key` must be given together"
+        );
+        p.client_private_key = Some("/k.pem".into());
+        assert!(p
+            .to_uri()
+            .unwrap_err()
+            .to_string()
+            .starts_with("custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; use enable_tls"));
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{Confirmation, PublisherConfirm};
@@ -14,7 +15,8 @@ use serde::Deserialize;
 
 use super::pool::{self, Slot};
 use super::props::Properties;
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use super::AmqpError;
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// How long `confirm:wait()` waits for the broker before failing; a broker
 /// that never confirms must not hang a delivery forever.
@@ -30,7 +32,7 @@ pub struct AmqpClient {
 
 impl AmqpClient {
     /// Connect (or reuse the pooled connection for `uri`).
-    pub async fn build(uri: &str) -> Result<Self, String> {
+    pub async fn build(uri: &str) -> Result<Self, AmqpError> {
         let slot = pool::slot(uri);
         slot.channel().await?;
         Ok(Self {
@@ -103,21 +105,16 @@ pub(crate) fn confirmation_table(lua: &Lua, c: Confirmation) -> mlua::Result<Tab
 pub(crate) async fn await_confirm(
     confirm: PublisherConfirm,
     limit: Duration,
-) -> Result<Confirmation, String> {
+) -> Result<Confirmation, AmqpError> {
     tokio::time::timeout(limit, confirm)
         .await
-        .map_err(|_| {
-            format!(
-                "no confirmation from the broker within {}s",
-                limit.as_secs_f64()
-            )
-        })?
-        .map_err(|e| format!("confirmation failed: {e}"))
+        .map_err(|_| AmqpError::ConfirmTimeout(limit))?
+        .map_err(AmqpError::Confirmation)
 }
 
 /// Short strings over 255 bytes make lapin panic, so check them first.
-pub(crate) fn short(what: &str, s: &str) -> Result<ShortString, String> {
-    ShortString::try_new(s).map_err(|e| format!("{what}: {e}"))
+pub(crate) fn short(field: &'static str, s: &str) -> Result<ShortString, AmqpError> {
+    ShortString::try_new(s).map_err(|error| AmqpError::TooLong { field, error })
 }
 
 impl UserData for Confirm {
@@ -149,7 +146,8 @@ impl UserData for AmqpClient {
                 "exchange '{}' routing key '{}'",
                 params.exchange, params.routing_key
             );
-            let fail = |why: String| site.error(format!("amqp publish to {target} failed: {why}"));
+            let fail =
+                |why: AmqpError| site.error(format!("amqp publish to {target} failed: {why}"));
             params
                 .properties
                 .default_message_id(&lua, &params.payload.0);
@@ -170,7 +168,7 @@ impl UserData for AmqpClient {
                     properties,
                 )
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(AmqpError::Publish(e)))?;
             Ok(Confirm {
                 pending: Mutex::new(Some(confirm)),
             })
@@ -178,7 +176,7 @@ impl UserData for AmqpClient {
 
         methods.add_method("close", |lua, this, ()| {
             if this.closed.swap(true, Ordering::AcqRel) {
-                return Err(crate::common::located(
+                return Err(hermod_policy::errors::located(
                     lua,
                     format!("amqp close: {CLIENT_CLOSED}"),
                 ));

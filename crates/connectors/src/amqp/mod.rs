@@ -3,17 +3,18 @@
 
 mod basic_publish;
 mod client;
+mod error;
 mod pool;
 mod props;
 
-pub use basic_publish::{BasicPublishParams, ConnectionParams};
+pub use basic_publish::{BasicPublishParams, ConnectionParams, Password};
 pub use client::{AmqpClient, Confirm, CONFIRM_TIMEOUT};
+pub use error::AmqpError;
 pub use pool::{connections_opened, CONNECT_TIMEOUT, IDLE_CLOSE};
 pub use props::{HeaderValue, Properties};
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
-
-use crate::common::CallSite;
 
 /// Add `kumo.amqp.build_client` and `kumo.amqp.basic_publish`.
 pub fn register(lua: &Lua) -> mlua::Result<()> {

@@ -20,6 +20,8 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use parking_lot::Mutex;
 
+use super::AmqpError;
+
 /// KumoMTA's hard connect timeout for `build_client`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a pooled connection may sit unused before it is closed.
@@ -87,7 +89,7 @@ pub fn redact(uri: &str) -> String {
 impl Slot {
     /// A confirm-mode channel on a live connection, connecting or
     /// reopening the channel as needed.
-    pub async fn channel(self: &Arc<Self>) -> Result<Channel, String> {
+    pub async fn channel(self: &Arc<Self>) -> Result<Channel, AmqpError> {
         *self.last_used.lock() = Instant::now();
         let mut live = self.live.lock().await;
         if let Some(l) = live.as_mut() {
@@ -107,8 +109,8 @@ impl Slot {
             Connection::connect(&self.uri, ConnectionProperties::default()),
         )
         .await
-        .map_err(|_| format!("connect timed out after {}s", CONNECT_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|_| AmqpError::ConnectTimeout(CONNECT_TIMEOUT))?
+        .map_err(AmqpError::Connect)?;
         let connection = Arc::new(connection);
         let channel = open_channel(&connection).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
@@ -145,15 +147,15 @@ impl Slot {
     }
 }
 
-async fn open_channel(connection: &Connection) -> Result<Channel, String> {
+async fn open_channel(connection: &Connection) -> Result<Channel, AmqpError> {
     let channel = connection
         .create_channel()
         .await
-        .map_err(|e| format!("cannot open channel: {e}"))?;
+        .map_err(AmqpError::OpenChannel)?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(|e| format!("cannot enable publisher confirms: {e}"))?;
+        .map_err(AmqpError::ConfirmSelect)?;
     Ok(channel)
 }
 

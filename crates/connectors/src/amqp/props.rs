@@ -9,6 +9,8 @@ use lapin::BasicProperties;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::AmqpError;
+
 /// One AMQP header value: strings, integers, floats and booleans.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HeaderValue {
@@ -84,14 +86,14 @@ pub struct Properties {
     pub user_id: Option<String>,
 }
 
-fn short(name: &str, value: &str) -> Result<ShortString, String> {
-    ShortString::try_new(value).map_err(|e| format!("property `{name}`: {e}"))
+fn short(property: &'static str, value: &str) -> Result<ShortString, AmqpError> {
+    ShortString::try_new(value).map_err(|error| AmqpError::PropertyTooLong { property, error })
 }
 
 impl Properties {
     /// Convert to lapin's form. Every short string is length-checked here,
     /// because lapin panics on over-long ones.
-    pub fn to_basic(&self) -> Result<BasicProperties, String> {
+    pub fn to_basic(&self) -> Result<BasicProperties, AmqpError> {
         let mut p = BasicProperties::default();
         let strings: [(&str, &Option<String>); 10] = [
             ("app_id", &self.app_id),
@@ -123,9 +125,7 @@ impl Properties {
         }
         if let Some(mode) = self.delivery_mode {
             if !(1..=2).contains(&mode) {
-                return Err(format!(
-                    "delivery_mode must be 1 (transient) or 2 (persistent), got {mode}"
-                ));
+                return Err(AmqpError::DeliveryMode(mode));
             }
             p = p.with_delivery_mode(mode);
         }
@@ -157,5 +157,30 @@ impl Properties {
         if self.message_id.is_none() {
             self.message_id = hermod_policy::scope::message_id_for(lua, payload);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_delivery_mode_and_over_long_properties_are_named() {
+        let p = Properties {
+            delivery_mode: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.to_basic().unwrap_err().to_string(),
+            "delivery_mode must be 1 (transient) or 2 (persistent), got 3"
+        );
+        let p = Properties {
+            app_id: Some("a".repeat(256)),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.to_basic().unwrap_err().to_string(),
+            "property `app_id`: ShortString exceeds maximum length of 255 bytes (got 256)"
+        );
     }
 }

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 
 use super::request::HttpRequest;
+use super::HttpClientError;
 use crate::common::CLIENT_CLOSED;
 
 /// `kumo.http.build_client` options; keys are not strictly checked, as in KumoMTA.
@@ -34,7 +35,7 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn build(config: &HttpClientConfig) -> Result<Self, String> {
+    pub fn build(config: &HttpClientConfig) -> Result<Self, HttpClientError> {
         crate::common::ensure_crypto_provider();
         let mut b = reqwest::Client::builder()
             .connection_verbose(config.connection_verbose)
@@ -46,7 +47,7 @@ impl HttpClient {
         if let Some(idle) = config.pool_idle_timeout {
             b = b.pool_idle_timeout(idle);
         }
-        let client = b.build().map_err(|e| e.to_string())?;
+        let client = b.build().map_err(HttpClientError::Build)?;
         Ok(Self {
             inner: Arc::new(RwLock::new(Some(client))),
         })
@@ -65,8 +66,9 @@ impl UserData for HttpClient {
             ("put", reqwest::Method::PUT),
         ] {
             methods.add_method(name, move |lua, this, url: String| {
-                let fail =
-                    |e: String| crate::common::located(lua, format!("http {name} '{url}': {e}"));
+                let fail = |e: String| {
+                    hermod_policy::errors::located(lua, format!("http {name} '{url}': {e}"))
+                };
                 let client = this.client().map_err(|e| fail(e.to_string()))?;
                 let parsed =
                     reqwest::Url::parse(&url).map_err(|e| fail(format!("invalid URL: {e}")))?;

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use hermod_policy::errors::CallSite;
 use mlua::{AnyUserData, Lua, UserData, UserDataMethods, Value};
 use parking_lot::Mutex;
 use reqwest::RequestBuilder;
 
 use super::response::HttpResponse;
-use crate::common::CallSite;
 
 const BROKEN: &str = "broken request builder";
 
@@ -39,7 +39,7 @@ where
             let mut slot = this.builder.lock();
             let b = slot
                 .take()
-                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
+                .ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
             *slot = Some(f(lua, b, args)?);
         }
         Ok(ud)
@@ -71,8 +71,9 @@ impl UserData for HttpRequest {
             |_, b, form: BTreeMap<String, String>| Ok(b.form(&form)),
         );
         setter(methods, "timeout", |lua, b, t: Value| {
-            let d = super::duration_arg(&t)
-                .map_err(|e| crate::common::located(lua, format!("http request timeout: {e}")))?;
+            let d = super::duration_arg(&t).map_err(|e| {
+                hermod_policy::errors::located(lua, format!("http request timeout: {e}"))
+            })?;
             Ok(b.timeout(d))
         });
 

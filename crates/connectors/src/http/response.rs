@@ -2,12 +2,12 @@
 //! afterwards because webhook policies check `status_is_success()` after
 //! reading `text()`.
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Table, UserData, UserDataMethods};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 
 use super::request::error_chain;
-use crate::common::CallSite;
 
 const BROKEN: &str = "broken response wrapper";
 
@@ -28,7 +28,7 @@ impl HttpResponse {
         self.inner
             .lock()
             .take()
-            .ok_or_else(|| crate::common::located(lua, BROKEN))
+            .ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))
     }
 }
 
@@ -84,14 +84,14 @@ impl UserData for HttpResponse {
             let guard = this.inner.lock();
             let r = guard
                 .as_ref()
-                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
+                .ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
             headers_table(lua, r.headers())
         });
         methods.add_method("content_length", |lua, this, ()| {
             let guard = this.inner.lock();
             let r = guard
                 .as_ref()
-                .ok_or_else(|| crate::common::located(lua, BROKEN))?;
+                .ok_or_else(|| hermod_policy::errors::located(lua, BROKEN))?;
             Ok(r.content_length())
         });
         methods.add_async_method("text", |lua, this, ()| async move {

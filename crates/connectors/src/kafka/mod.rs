@@ -1,17 +1,20 @@
 //! `kumo.kafka`: librdkafka producers that return only after the broker's
 //! delivery report, shared process-wide per distinct configuration.
 
+mod error;
 mod pool;
 mod producer;
 
+pub use error::KafkaError;
 pub use pool::{effective_properties, producers_created, IDLE_DROP};
 pub use producer::{KafkaProducer, MESSAGE_ID_HEADER};
 
 use std::collections::BTreeMap;
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
 
-use crate::common::{CallSite, Stringish};
+use crate::common::Stringish;
 
 /// Add `kumo.kafka.build_producer`.
 pub fn register(lua: &Lua) -> mlua::Result<()> {

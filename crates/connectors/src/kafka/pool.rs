@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
+use super::KafkaError;
+
 /// A shared producer that no handle has used for this long is dropped
 /// (librdkafka flushes and closes its connections).
 pub const IDLE_DROP: Duration = Duration::from_secs(300);
@@ -53,7 +55,7 @@ pub fn effective_properties(props: BTreeMap<String, String>) -> BTreeMap<String,
 /// The shared producer for these (effective) properties, creating it if
 /// needed. Creation runs on the blocking pool: librdkafka starts threads
 /// and parses its configuration synchronously.
-pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProducer>, String> {
+pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProducer>, KafkaError> {
     let key: Key = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if let Some(p) = touch(&key) {
         return Ok(p);
@@ -64,8 +66,8 @@ pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProd
     }
     let producer = tokio::task::spawn_blocking(move || config.create::<FutureProducer>())
         .await
-        .map_err(|e| format!("producer creation task failed: {e}"))?
-        .map_err(|e| format!("invalid producer configuration: {e}"))?;
+        .map_err(KafkaError::CreationTask)?
+        .map_err(KafkaError::InvalidConfiguration)?;
     let producer = Arc::new(producer);
     let mut pool = pool().lock();
     evict_idle(&mut pool);
@@ -129,6 +131,28 @@ mod tests {
         assert_eq!(
             p.get("enable.idempotence").map(String::as_str),
             Some("true")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_property_is_an_invalid_configuration() {
+        let e = producer(&props(&[("no.such.property", "x")]))
+            .await
+            .err()
+            .expect("librdkafka accepted an unknown property");
+        assert!(matches!(e, KafkaError::InvalidConfiguration(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("invalid producer configuration: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_delivery_report_names_the_wait() {
+        assert_eq!(
+            KafkaError::NoDeliveryReport(Duration::from_secs(90)).to_string(),
+            "no delivery report within 1m 30s"
         );
     }
 }

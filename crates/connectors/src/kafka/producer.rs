@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, LuaSerdeExt, Table, UserData, UserDataMethods, Value};
 use parking_lot::RwLock;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use super::KafkaError;
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// Header carrying the Hermod message id, for consumer-side de-duplication.
 pub const MESSAGE_ID_HEADER: &str = "hermod-message-id";
@@ -112,7 +114,7 @@ async fn send_one(
     lua: &Lua,
     producer: &FutureProducer,
     record: &Record,
-) -> Result<(i32, i64), String> {
+) -> Result<(i32, i64), KafkaError> {
     let headers = headers_for(lua, record);
     let timeout = record.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
@@ -129,13 +131,8 @@ async fn send_one(
     // whole call fail after it too, even if delivery is still being retried.
     let delivery = tokio::time::timeout(timeout, producer.send(fr, timeout))
         .await
-        .map_err(|_| {
-            format!(
-                "no delivery report within {}",
-                humantime::format_duration(timeout)
-            )
-        })?
-        .map_err(|(e, _msg)| e.to_string())?;
+        .map_err(|_| KafkaError::NoDeliveryReport(timeout))?
+        .map_err(|(e, _msg)| KafkaError::Delivery(e))?;
     Ok((delivery.partition, delivery.offset))
 }
 

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::{HeaderMap, HeaderName};
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, UserData, UserDataMethods, Value};
 use parking_lot::RwLock;
 use serde::Deserialize;
 
-use crate::common::{CallSite, LuaBytes, CLIENT_CLOSED};
+use super::NatsError;
+use crate::common::{LuaBytes, CLIENT_CLOSED};
 
 /// How long `close()` waits to flush already-sent publishes.
 const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -76,14 +78,14 @@ fn default_true() -> bool {
     true
 }
 
-fn build_headers(lua: &Lua, params: &PublishParams) -> Result<HeaderMap, String> {
+fn build_headers(lua: &Lua, params: &PublishParams) -> Result<HeaderMap, NatsError> {
     let mut map = HeaderMap::new();
     let mut has_msg_id = false;
     for (name, value) in &params.headers {
         let header =
-            HeaderName::from_str(name).map_err(|_| format!("invalid header name '{name}'"))?;
+            HeaderName::from_str(name).map_err(|_| NatsError::InvalidHeaderName(name.clone()))?;
         if value.contains(['\r', '\n']) {
-            return Err(format!("header '{name}' has a line break in its value"));
+            return Err(NatsError::HeaderLineBreak(name.clone()));
         }
         has_msg_id |= name.eq_ignore_ascii_case(MSG_ID_HEADER);
         map.append(header, value.as_str());
@@ -118,7 +120,7 @@ impl UserData for NatsClient {
             drop(this);
             let subject = params.subject.clone();
             let fail = |why: String| site.error(format!("nats publish to subject '{subject}' failed: {why}"));
-            let headers = build_headers(&lua, &params).map_err(&fail)?;
+            let headers = build_headers(&lua, &params).map_err(|e| fail(e.to_string()))?;
             let payload = bytes::Bytes::from(params.payload.0);
             let ack = ctx
                 .publish_with_headers(subject.clone(), headers, payload)

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::ConnectOptions;
+use hermod_policy::KeySource;
 use serde::Deserialize;
 
-use crate::common::{deserialize_flexible_duration_opt, KeySource};
+use super::NatsError;
+use crate::common::deserialize_flexible_duration_opt;
 
 /// Strict connection parameters. `sender_capacity` is accepted as an alias of
 /// `client_capacity` because KumoMTA's docs use that name.
@@ -80,24 +82,27 @@ pub struct NatsAuth {
 
 impl NatsConfig {
     /// Checks that need no I/O, so `hermod check` can report them.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), NatsError> {
         if self.servers.is_empty() {
-            return Err("`servers` must list at least one server".into());
+            return Err(NatsError::NoServers);
         }
         for server in &self.servers {
             server
                 .parse::<async_nats::ServerAddr>()
-                .map_err(|e| format!("invalid server address '{server}': {e}"))?;
+                .map_err(|error| NatsError::InvalidServer {
+                    server: server.clone(),
+                    error,
+                })?;
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err("`client_cert` and `client_key` must be given together".into());
+            return Err(NatsError::UnpairedClientCertificate);
         }
         if self.client_capacity == Some(0) {
-            return Err("`client_capacity` must be greater than 0".into());
+            return Err(NatsError::ZeroClientCapacity);
         }
         if let Some(auth) = &self.auth {
             if auth.username.is_some() != auth.password.is_some() {
-                return Err("auth: `username` and `password` must be given together".into());
+                return Err(NatsError::UnpairedUsernamePassword);
             }
             let exclusive = [
                 auth.token.is_some(),
@@ -105,35 +110,32 @@ impl NatsConfig {
                 auth.credentials.is_some() || auth.credentials_file.is_some(),
             ];
             if exclusive.iter().filter(|b| **b).count() > 1 {
-                return Err(
-                    "auth: use only one of `token`, `nkey`, `credentials`/`credentials_file`"
-                        .into(),
-                );
+                return Err(NatsError::ConflictingAuth);
             }
             if auth.credentials.is_some() && auth.credentials_file.is_some() {
-                return Err(
-                    "auth: use either `credentials` or `credentials_file`, not both".into(),
-                );
+                return Err(NatsError::CredentialsTwice);
             }
         }
         Ok(())
     }
 
     /// Build the connect options, reading secrets from their key sources.
-    pub async fn to_options(&self) -> Result<ConnectOptions, String> {
+    pub async fn to_options(&self) -> Result<ConnectOptions, NatsError> {
         let mut opts = ConnectOptions::new();
         if let Some(auth) = &self.auth {
             if let Some(path) = &auth.credentials_file {
-                opts = opts
-                    .credentials_file(path)
-                    .await
-                    .map_err(|e| format!("cannot load credentials file '{path}': {e}"))?;
+                opts = opts.credentials_file(path).await.map_err(|error| {
+                    NatsError::CredentialsFile {
+                        path: path.clone(),
+                        error,
+                    }
+                })?;
             }
             if let Some(creds) = &auth.credentials {
                 let text = creds.resolve().await?;
                 opts = opts
                     .credentials(&text)
-                    .map_err(|e| format!("invalid NATS credentials: {e}"))?;
+                    .map_err(NatsError::InvalidCredentials)?;
             }
             if let Some(nkey) = &auth.nkey {
                 opts = opts.nkey(nkey.resolve().await?);
@@ -205,7 +207,7 @@ mod tests {
             .load(src)
             .eval::<mlua::Value>()
             .map_err(|e| e.to_string())?;
-        let site = crate::common::CallSite::default();
+        let site = hermod_policy::errors::CallSite::default();
         crate::common::decode::<NatsConfig>(&lua, &site, v, "kumo.nats.connect")
             .map_err(|e| e.to_string())
     }
@@ -232,8 +234,13 @@ mod tests {
         let c = decode("return { servers = {'a'}, auth = { nkey = { key_data = 'SUAX' }, username = '/u', password = '/p' } }")
             .unwrap();
         let auth = c.auth.unwrap();
-        assert_eq!(auth.nkey, Some(KeySource::Data("SUAX".into())));
-        assert_eq!(auth.username, Some(KeySource::File("/u".into())));
+        assert_eq!(
+            auth.nkey,
+            Some(KeySource::Data {
+                key_data: "SUAX".into()
+            })
+        );
+        assert_eq!(auth.username, Some(KeySource::Path("/u".into())));
         let e = decode("return { servers = {'a'}, auth = { token = { vault_path = 'x' } } }")
             .unwrap_err();
         assert!(e.contains("vault"), "{e}");
@@ -244,19 +251,28 @@ mod tests {
         let half =
             decode("return { servers = {'a:4222'}, auth = { username = { key_data = 'u' } } }")
                 .unwrap();
-        assert!(half.validate().unwrap_err().contains("username"));
+        assert_eq!(
+            half.validate().unwrap_err().to_string(),
+            "auth: `username` and `password` must be given together"
+        );
         let both = decode("return { servers = {'a:4222'}, auth = { token = { key_data = 't' }, nkey = { key_data = 'n' } } }")
             .unwrap();
-        assert!(both.validate().unwrap_err().contains("only one"));
+        assert!(matches!(both.validate(), Err(NatsError::ConflictingAuth)));
         let cert = decode("return { servers = {'a:4222'}, client_cert = '/c.pem' }").unwrap();
-        assert!(cert.validate().unwrap_err().contains("client_key"));
+        assert_eq!(
+            cert.validate().unwrap_err().to_string(),
+            "`client_cert` and `client_key` must be given together"
+        );
         let none = decode("return { servers = {} }").unwrap();
-        assert!(none.validate().is_err());
+        assert_eq!(
+            none.validate().unwrap_err().to_string(),
+            "`servers` must list at least one server"
+        );
         let bad = decode("return { servers = {'nats://a:notaport'} }").unwrap();
+        let e = bad.validate().unwrap_err().to_string();
         assert!(
-            bad.validate().unwrap_err().contains("notaport"),
-            "{:?}",
-            bad.validate()
+            e.starts_with("invalid server address 'nats://a:notaport': "),
+            "{e}"
         );
     }
 
@@ -265,5 +281,25 @@ mod tests {
         let c = decode("return { servers = {'a'}, auth = { password = { key_data = 'hunter2' }, username = { key_data = 'u' } } }")
             .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn unreadable_or_invalid_secrets_name_the_file_but_never_inline_data() {
+        let c =
+            decode("return { servers = {'a'}, auth = { token = '/nonexistent/hermod/token' } }")
+                .unwrap();
+        let e = c.to_options().await.unwrap_err();
+        assert!(matches!(e, NatsError::Secret(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.starts_with("cannot read key file '/nonexistent/hermod/token': "),
+            "{e}"
+        );
+        let c =
+            decode("return { servers = {'a'}, auth = { credentials = { key_data = 'hunter2' } } }")
+                .unwrap();
+        let e = c.to_options().await.unwrap_err().to_string();
+        assert!(e.starts_with("invalid NATS credentials: "), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

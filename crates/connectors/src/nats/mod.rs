@@ -3,13 +3,14 @@
 
 mod client;
 mod config;
+mod error;
 
 pub use client::{NatsClient, MSG_ID_HEADER};
 pub use config::{NatsAuth, NatsConfig};
+pub use error::NatsError;
 
+use hermod_policy::errors::CallSite;
 use mlua::{Lua, Value};
-
-use crate::common::CallSite;
 
 /// Add `kumo.nats.connect` and mark the client as a propagatable handle.
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -38,13 +39,10 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
-async fn connect(config: &NatsConfig) -> Result<NatsClient, String> {
+async fn connect(config: &NatsConfig) -> Result<NatsClient, NatsError> {
     crate::common::ensure_crypto_provider();
     let opts = config.to_options().await?;
-    let client = opts
-        .connect(config.servers.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = opts.connect(config.servers.clone()).await?;
     tracing::info!(servers = ?config.servers, "connected to NATS");
     Ok(NatsClient::open(async_nats::jetstream::new(client)))
 }
