@@ -20,4 +20,4 @@ pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};
 pub use queue_name::QueueNameComponents;
-pub use spool_record::{SpoolRecord, LOG_RECORD_KEY};
+pub use spool_record::{SpoolRecord, SpoolRecordError, LOG_RECORD_KEY};
