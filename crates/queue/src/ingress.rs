@@ -60,7 +60,7 @@ impl QueueManager {
                 Ok(name) if name == NULL_QUEUE => Plan::Null,
                 Ok(name) => match self.resolve(&name).await {
                     Ok(sq) => Plan::Queue(sq),
-                    Err(e) => Plan::Failed(e),
+                    Err(e) => Plan::Failed(e.to_string()),
                 },
                 Err(e) => Plan::Failed(e.to_string()),
             };
