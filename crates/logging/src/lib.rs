@@ -17,7 +17,7 @@ mod template;
 use std::path::PathBuf;
 
 pub use config::{register, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
-pub use hook::{build_hook_message, hook_line, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
+pub use hook::{build_hook_message, hook_line, HookPermit, HookSink};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
 pub use tail::{tail, tail_until, TailOptions};

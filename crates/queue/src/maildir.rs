@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use hermod_message::Protocol;
 use hermod_policy::queue_config::MaildirConfig;
 
 use crate::manager::QueueManager;
@@ -176,7 +177,7 @@ fn hostname_safe() -> &'static str {
 }
 
 pub async fn session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: MaildirConfig) {
-    let info = AttemptInfo::for_queue(rq, None, "Maildir", format!("maildir:{}", rq.name));
+    let info = AttemptInfo::for_queue(rq, None, Protocol::Maildir, format!("maildir:{}", rq.name));
     let templated = cfg.maildir_path.contains("{{") || cfg.maildir_path.contains("{%");
     loop {
         let batch = rq.next_batch(32, 1, std::time::Duration::ZERO).await;

@@ -14,7 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use hermod_message::{
-    AcceptError, AddressError, EnvelopeAddress, Message, MessageError, ReceptionInfo, SpoolId,
+    AcceptError, AddressError, EnvelopeAddress, Message, MessageError, Protocol, ReceptionInfo,
+    SpoolId,
 };
 use hermod_policy::{CallError, Context, Reject};
 use serde_json::{json, Map, Value};
@@ -199,7 +200,10 @@ async fn generate(
     }
     let mut meta = Map::new();
     meta.insert("http_auth".into(), Value::String(p.auth.summary()));
-    meta.insert("reception_protocol".into(), Value::String("HTTP".into()));
+    meta.insert(
+        "reception_protocol".into(),
+        Value::String(Protocol::Http.as_str().into()),
+    );
     meta.insert("received_from".into(), Value::String(p.peer_ip.clone()));
     meta.insert("received_via".into(), Value::String(p.local_ip.clone()));
     meta.insert("hostname".into(), Value::String(p.hostname.to_string()));
@@ -326,11 +330,12 @@ pub(crate) async fn handler(
     let mut success_count = 0usize;
     if !messages.is_empty() {
         let info = ReceptionInfo {
-            protocol: "HTTP".into(),
+            protocol: Protocol::Http,
             peer_name: String::new(),
             peer_addr: peer_ip,
             session_id: None,
-            ..Default::default()
+            tls_cipher: None,
+            tls_protocol_version: None,
         };
         let results = st.acceptor.accept(messages, info).await;
         let unavailable = !results.is_empty()
