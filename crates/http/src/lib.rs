@@ -11,7 +11,9 @@ mod trace;
 
 pub use auth::{AuthInfo, AuthKind};
 pub use config::{register, ConfigError, HttpListenerConfig, KeySource, TrustedHost};
-pub use inject::{InjectError, InjectRequest, RequestError, MAX_RECIPIENTS};
+pub use inject::{
+    BuildError, InjectError, InjectRequest, RequestError, TemplateError, MAX_RECIPIENTS,
+};
 pub use server::{start_listener, HttpHandle};
 
 #[derive(Debug, thiserror::Error)]

@@ -48,7 +48,7 @@ pub mod fuzzing {
 
     use tokio::io::{AsyncRead, ReadBuf};
 
-    pub use crate::command::{parse as parse_command, Command, ParseError};
+    pub use crate::command::{parse as parse_command, Command, ParseError, SyntaxError};
     pub use crate::connection::{DataOutcome, Line, ReadError};
 
     /// Client input delivered at most `chunk` bytes per read, so that the

@@ -20,14 +20,16 @@ use hermod_message::{
 use hermod_policy::{CallError, Context, Reject};
 use serde_json::{json, Map, Value};
 
+pub use build::BuildError;
 pub use request::{InjectRequest, RequestError, MAX_RECIPIENTS};
+pub use template::TemplateError;
 
 use crate::auth::AuthInfo;
 use crate::config::canonical;
 use crate::server::{AppState, ConnInfo};
-use build::{BuildError, PreparedAttachment, RenderedParts};
+use build::{PreparedAttachment, RenderedParts};
 use request::{Content, Recipient};
-use template::{Part, TemplateError, Templates};
+use template::{Part, Templates};
 
 /// Why a request (HTTP 400/422) or one recipient's message (its entry in
 /// the response's `errors`) fails.
