@@ -62,39 +62,48 @@ pub enum Credentials {
     Bearer(String),
 }
 
+/// An `Authorization` header that is not valid Basic/Bearer (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Authorization header is not valid ASCII")]
+    NotAscii,
+    #[error("Authorization: Basic credentials are not valid base64")]
+    BasicBase64,
+    #[error("Authorization: Basic credentials are not UTF-8")]
+    BasicUtf8,
+    #[error("Authorization: Basic credentials lack the user:password separator")]
+    BasicSeparator,
+    #[error("Authorization: Bearer token is empty")]
+    EmptyBearer,
+    #[error("Authorization scheme {0:?} is not supported; use Basic or Bearer")]
+    Scheme(String),
+}
+
 /// `Ok(None)`: no header. `Err`: a header that is not valid Basic/Bearer.
-pub fn parse_authorization(headers: &HeaderMap) -> Result<Option<Credentials>, String> {
+pub fn parse_authorization(headers: &HeaderMap) -> Result<Option<Credentials>, AuthError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| "Authorization header is not valid ASCII".to_string())?
-        .trim();
+    let value = value.to_str().map_err(|_| AuthError::NotAscii)?.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest)
-            .map_err(|_| "Authorization: Basic credentials are not valid base64".to_string())?;
-        let text = String::from_utf8(decoded)
-            .map_err(|_| "Authorization: Basic credentials are not UTF-8".to_string())?;
-        let (user, password) = text.split_once(':').ok_or_else(|| {
-            "Authorization: Basic credentials lack the user:password separator".to_string()
-        })?;
+            .map_err(|_| AuthError::BasicBase64)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthError::BasicUtf8)?;
+        let (user, password) = text.split_once(':').ok_or(AuthError::BasicSeparator)?;
         Ok(Some(Credentials::Basic {
             user: user.to_string(),
             password: password.to_string(),
         }))
     } else if scheme.eq_ignore_ascii_case("bearer") {
         if rest.is_empty() {
-            return Err("Authorization: Bearer token is empty".into());
+            return Err(AuthError::EmptyBearer);
         }
         Ok(Some(Credentials::Bearer(rest.to_string())))
     } else {
-        Err(format!(
-            "Authorization scheme {scheme:?} is not supported; use Basic or Bearer"
-        ))
+        Err(AuthError::Scheme(scheme.to_string()))
     }
 }
 
@@ -212,10 +221,14 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_errors() {
-        assert!(parse_authorization(&headers("Basic !!!")).is_err());
-        assert!(parse_authorization(&headers("Basic dXNlcg==")).is_err());
-        assert!(parse_authorization(&headers("Digest abc")).is_err());
-        assert!(parse_authorization(&headers("Bearer")).is_err());
+        let err = |v: &str| parse_authorization(&headers(v)).unwrap_err();
+        assert_eq!(err("Basic !!!"), AuthError::BasicBase64);
+        assert_eq!(err("Basic dXNlcg=="), AuthError::BasicSeparator);
+        assert_eq!(
+            err("Digest abc").to_string(),
+            "Authorization scheme \"Digest\" is not supported; use Basic or Bearer"
+        );
+        assert_eq!(err("Bearer"), AuthError::EmptyBearer);
     }
 
     #[test]

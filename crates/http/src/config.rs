@@ -1,6 +1,6 @@
 //! `kumo.start_http_listener{...}`: the parameters and their registration.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{AddrParseError, IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use mlua::{Lua, Value};
@@ -9,19 +9,37 @@ use serde::Deserialize;
 /// Key material (path or inline PEM); shared with the ESMTP listener.
 pub use hermod_policy::KeySource;
 
+/// Why a listener configuration is refused; the caller adds
+/// `kumo.start_http_listener` (and the policy's `file:line`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0:?} is neither an IP address nor a CIDR block")]
+    TrustedHost(String),
+    #[error("listen {listen:?} is not an ip:port address: {source}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: AddrParseError,
+    },
+    #[error("tls_certificate and tls_private_key must be given together")]
+    UnpairedTls,
+    #[error("request_body_limit must be greater than zero")]
+    ZeroBodyLimit,
+}
+
 /// One trusted-hosts entry: an address or a CIDR block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedHost(pub IpNet);
 
 impl TrustedHost {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if let Ok(net) = s.parse::<IpNet>() {
             return Ok(Self(net.trunc()));
         }
         s.parse::<IpAddr>()
             .map(|ip| Self(IpNet::from(ip)))
-            .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
+            .map_err(|_| ConfigError::TrustedHost(s.to_string()))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -104,16 +122,19 @@ impl Default for HttpListenerConfig {
 
 impl HttpListenerConfig {
     /// Checks that do not need the network, so `hermod check` reports them.
-    pub fn validate(&self) -> Result<SocketAddr, String> {
+    pub fn validate(&self) -> Result<SocketAddr, ConfigError> {
         let addr = self
             .listen
             .parse::<SocketAddr>()
-            .map_err(|e| format!("listen {:?} is not an ip:port address: {e}", self.listen))?;
+            .map_err(|source| ConfigError::Listen {
+                listen: self.listen.clone(),
+                source,
+            })?;
         if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
-            return Err("tls_certificate and tls_private_key must be given together".into());
+            return Err(ConfigError::UnpairedTls);
         }
         if self.request_body_limit == 0 {
-            return Err("request_body_limit must be greater than zero".into());
+            return Err(ConfigError::ZeroBodyLimit);
         }
         Ok(addr)
     }
@@ -184,6 +205,9 @@ mod tests {
             tls_certificate: Some(KeySource::Path("/x".into())),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().contains("together"));
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "tls_certificate and tls_private_key must be given together"
+        );
     }
 }

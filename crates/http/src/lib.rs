@@ -10,14 +10,16 @@ mod tls;
 mod trace;
 
 pub use auth::{AuthInfo, AuthKind};
-pub use config::{register, HttpListenerConfig, KeySource, TrustedHost};
-pub use inject::{InjectRequest, MAX_RECIPIENTS};
+pub use config::{register, ConfigError, HttpListenerConfig, KeySource, TrustedHost};
+pub use inject::{
+    BuildError, InjectError, InjectRequest, RequestError, TemplateError, MAX_RECIPIENTS,
+};
 pub use server::{start_listener, HttpHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("kumo.start_http_listener: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -33,7 +35,9 @@ pub enum HttpError {
 pub mod fuzzing {
     /// Decode an injection request and render every recipient's message
     /// without a policy engine, spool or network.
-    pub fn render_inject(body: &[u8]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    pub fn render_inject(
+        body: &[u8],
+    ) -> Result<Vec<Result<Vec<u8>, crate::InjectError>>, crate::InjectError> {
         crate::inject::render_without_policy(body)
     }
 }

@@ -110,7 +110,7 @@ pub async fn start_listener(
     acceptor: Arc<dyn Acceptor>,
     shutdown: CancellationToken,
 ) -> Result<HttpHandle, HttpError> {
-    let addr = cfg.validate().map_err(HttpError::Config)?;
+    let addr = cfg.validate()?;
     let tls = if cfg.use_tls {
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
             &cfg,

@@ -1,7 +1,7 @@
 //! Trace headers for injected messages: the HTTP form of `Received:` and
 //! the supplemental `X-KumoRef:` header (same encoding as the SMTP listener).
 
-use hermod_message::trace;
+use hermod_message::{trace, Protocol};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -55,7 +55,8 @@ pub fn received_header(
             peer_ip,
             by: hostname,
             by_comment: "Hermod",
-            with: "HTTP",
+            with: Protocol::Http,
+            tls: None,
             id,
             recipient,
         },

@@ -62,7 +62,7 @@ async fn string_content_is_rendered_per_recipient_with_overrides() {
     assert!(msgs[0].get_meta("extra").is_none());
 
     let info = s.acceptor.received.lock()[0].1.clone();
-    assert_eq!(info.protocol, "HTTP");
+    assert_eq!(info.protocol, hermod_message::Protocol::Http);
     assert_eq!(info.peer_addr, "127.0.0.1");
     assert_eq!(info.peer_name, "");
     assert!(info.session_id.is_none());

@@ -9,7 +9,7 @@ use mlua::{Lua, Value};
 use serde::Deserialize;
 
 use crate::record::RecordType;
-use crate::template::RecordTemplates;
+use crate::template::{RecordTemplates, TemplateError};
 
 const DEFAULT_MAX_FILE_SIZE: u64 = 1_000_000_000;
 const DEFAULT_BACK_PRESSURE: usize = 128_000;
@@ -56,6 +56,32 @@ impl Default for PerRecordConfig {
     }
 }
 
+/// Why a `kumo.configure_local_logs` or `kumo.configure_log_hook` table
+/// is refused; `what` names the function.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{what}: {key} must not be empty")]
+    Empty {
+        what: &'static str,
+        key: &'static str,
+    },
+    #[error("{what}: {key} must be greater than 0")]
+    Zero {
+        what: &'static str,
+        key: &'static str,
+    },
+    #[error("{what}: compression_level {level} is out of range (1-21, or 0 for the default)")]
+    CompressionLevel { what: &'static str, level: i32 },
+    #[error("{what}: per_record.{kind}.{key} is not supported by this version")]
+    Unsupported {
+        what: &'static str,
+        kind: RecordType,
+        key: &'static str,
+    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
 /// Type-specific entry, else `Any`, else enabled.
 pub(crate) fn is_enabled(
     per_record: &HashMap<RecordType, PerRecordConfig>,
@@ -69,9 +95,9 @@ pub(crate) fn is_enabled(
 }
 
 fn validate_per_record(
-    what: &str,
+    what: &'static str,
     per_record: &HashMap<RecordType, PerRecordConfig>,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     for (kind, p) in per_record {
         let unsupported = [
             ("suffix", p.suffix.is_some()),
@@ -79,14 +105,17 @@ fn validate_per_record(
             ("segment_header", p.segment_header.is_some()),
         ];
         if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
-            return Err(format!(
-                "{what}: per_record.{kind}.{key} is not supported by this version"
-            ));
+            return Err(ConfigError::Unsupported {
+                what,
+                kind: *kind,
+                key,
+            });
         }
     }
     // Compiled here too, so a broken template fails the configure call
     // itself and the error names the policy's file:line.
-    RecordTemplates::compile(what, per_record).map(|_| ())
+    RecordTemplates::compile(what, per_record)?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,30 +165,30 @@ impl LocalLogConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         const WHAT: &str = "kumo.configure_local_logs";
+        let empty = |key| ConfigError::Empty { what: WHAT, key };
+        let zero = |key| ConfigError::Zero { what: WHAT, key };
         if self.log_dir.as_os_str().is_empty() {
-            return Err(format!("{WHAT}: log_dir must not be empty"));
+            return Err(empty("log_dir"));
         }
         if !(0..=21).contains(&self.compression_level) {
-            return Err(format!(
-                "{WHAT}: compression_level {} is out of range (1-21, or 0 for the default)",
-                self.compression_level
-            ));
+            return Err(ConfigError::CompressionLevel {
+                what: WHAT,
+                level: self.compression_level,
+            });
         }
         if self.max_file_size == 0 {
-            return Err(format!("{WHAT}: max_file_size must be greater than 0"));
+            return Err(zero("max_file_size"));
         }
         if self.back_pressure == 0 {
-            return Err(format!("{WHAT}: back_pressure must be greater than 0"));
+            return Err(zero("back_pressure"));
         }
         if self.max_segment_duration == Some(Duration::ZERO) {
-            return Err(format!(
-                "{WHAT}: max_segment_duration must be greater than 0"
-            ));
+            return Err(zero("max_segment_duration"));
         }
         if self.filter_event.as_deref() == Some("") {
-            return Err(format!("{WHAT}: filter_event must not be empty"));
+            return Err(empty("filter_event"));
         }
         validate_per_record(WHAT, &self.per_record)
     }
@@ -194,13 +223,19 @@ impl LogHookConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         const WHAT: &str = "kumo.configure_log_hook";
         if self.name.is_empty() {
-            return Err(format!("{WHAT}: name must not be empty"));
+            return Err(ConfigError::Empty {
+                what: WHAT,
+                key: "name",
+            });
         }
         if self.back_pressure == 0 {
-            return Err(format!("{WHAT}: back_pressure must be greater than 0"));
+            return Err(ConfigError::Zero {
+                what: WHAT,
+                key: "back_pressure",
+            });
         }
         validate_per_record(WHAT, &self.per_record)
     }

@@ -2,13 +2,10 @@
 //! (through `HookSink`) offers to `should_enqueue_log_record`.
 
 use bytes::Bytes;
-use hermod_message::{EnvelopeAddress, JsonLine, Message, SpoolId, LOG_RECORD_KEY};
+use hermod_message::{EnvelopeAddress, JsonLine, Message, Protocol, SpoolId, LOG_RECORD_KEY};
 use serde_json::Value;
 
 use crate::record::LogRecord;
-
-/// Reception protocol of hook messages; records about them never feed hooks.
-pub const LOG_RECORD_PROTOCOL: &str = "LogRecord";
 
 /// One unit of a hook's `back_pressure` allowance. The sink drops it once
 /// the message is queued or refused, which is what frees the slot.
@@ -71,7 +68,7 @@ pub fn build_hook_message(
     let mut meta = record.meta.clone();
     meta.insert(
         "reception_protocol".into(),
-        Value::String(LOG_RECORD_PROTOCOL.into()),
+        Value::String(Protocol::LogRecord.as_str().into()),
     );
     let msg = Message::new(SpoolId::new(), sender, recipients, meta, data);
     // Without its newline the line is also meta `log_record`, parsed only

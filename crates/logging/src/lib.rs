@@ -16,11 +16,12 @@ mod template;
 
 use std::path::PathBuf;
 
-pub use config::{register, LocalLogConfig, LogHookConfig, PerRecordConfig};
-pub use hook::{build_hook_message, hook_line, HookPermit, HookSink, LOG_RECORD_PROTOCOL};
+pub use config::{register, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
+pub use hook::{build_hook_message, hook_line, HookPermit, HookSink};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
 pub use tail::{tail, tail_until, TailOptions};
+pub use template::TemplateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -31,7 +32,7 @@ pub enum LogError {
         source: std::io::Error,
     },
     #[error("invalid log configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("a log hook named {0:?} is configured more than once")]
     DuplicateHook(String),
     #[error("the log hook sink is already set")]

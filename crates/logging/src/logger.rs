@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use hermod_message::{JsonLine, Message, RejectionInfo};
+use hermod_message::{JsonLine, Message, Protocol, RejectionInfo};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::config::{is_enabled, LocalLogConfig, LogHookConfig, PerRecordConfig};
-use crate::hook::{build_hook_message, hook_line, HookSink, LOG_RECORD_PROTOCOL};
+use crate::config::{is_enabled, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
+use crate::hook::{build_hook_message, hook_line, HookMessageError, HookSink};
 use crate::record::{LogRecord, PeerAddress, RecordType, Response};
 use crate::rejection::rejection_record;
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
@@ -32,7 +32,7 @@ pub struct LogEvent {
     pub peer_address: Option<PeerAddress>,
     pub egress_pool: Option<String>,
     pub egress_source: Option<String>,
-    pub delivery_protocol: Option<String>,
+    pub delivery_protocol: Option<Protocol>,
     pub session_id: Option<String>,
     pub tls_cipher: Option<String>,
     pub tls_protocol_version: Option<String>,
@@ -84,7 +84,7 @@ impl Selection {
 struct Prepared {
     key: usize,
     record: LogRecord,
-    line: Option<Result<JsonLine, String>>,
+    line: Option<Result<JsonLine, HookMessageError>>,
 }
 
 impl Prepared {
@@ -102,11 +102,12 @@ impl Prepared {
         }
     }
 
-    fn line(&mut self) -> Result<JsonLine, String> {
+    fn line(&mut self) -> Result<JsonLine, &HookMessageError> {
         let record = &self.record;
-        self.line
-            .get_or_insert_with(|| hook_line(record).map_err(|e| e.to_string()))
-            .clone()
+        match self.line.get_or_insert_with(|| hook_line(record)) {
+            Ok(line) => Ok(line.clone()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -157,7 +158,7 @@ impl Logger {
     ) -> Result<Logger, LogError> {
         let mut names = HashSet::new();
         for h in &hooks {
-            h.validate().map_err(LogError::Config)?;
+            h.validate()?;
             if !names.insert(h.name.as_str()) {
                 return Err(LogError::DuplicateHook(h.name.clone()));
             }
@@ -165,10 +166,10 @@ impl Logger {
         let mut keys = Vec::new();
         let mut locals = Vec::with_capacity(local.len());
         for cfg in &local {
-            cfg.validate().map_err(LogError::Config)?;
+            cfg.validate()?;
             prepare_dir(&cfg.log_dir)?;
             let templates = RecordTemplates::compile("kumo.configure_local_logs", &cfg.per_record)
-                .map_err(LogError::Config)?;
+                .map_err(ConfigError::from)?;
             let templated = RecordType::ALL
                 .into_iter()
                 .filter(|k| templates.covers(*k))
@@ -201,7 +202,7 @@ impl Logger {
                     deferred_spool: h.deferred_spool,
                     select: Selection::new(&h.per_record, &h.meta, &h.headers, &mut keys),
                     templates: RecordTemplates::compile("kumo.configure_log_hook", &h.per_record)
-                        .map_err(LogError::Config)?,
+                        .map_err(ConfigError::from)?,
                     back_pressure: bp,
                     permits: Arc::new(Semaphore::new(bp as usize)),
                 })
@@ -262,7 +263,7 @@ impl Logger {
         let reception_protocol = msg
             .get_meta("reception_protocol")
             .and_then(|v| v.as_str().map(str::to_string));
-        let feeds_hooks = reception_protocol.as_deref() != Some(LOG_RECORD_PROTOCOL);
+        let feeds_hooks = reception_protocol.as_deref() != Some(Protocol::LogRecord.as_str());
         let mut locals = Vec::with_capacity(inner.locals.len());
         for local in inner.locals.iter().filter(|l| l.select.wants(kind)) {
             if let Some(event) = &local.filter_event {
@@ -496,7 +497,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
         feedback_report: None,
         meta: Map::new(),
         headers: Map::new(),
-        delivery_protocol: ev.delivery_protocol,
+        delivery_protocol: ev.delivery_protocol.map(|p| p.as_str().to_string()),
         reception_protocol,
         nodeid: node_id.to_string(),
         tls_cipher: ev.tls_cipher,

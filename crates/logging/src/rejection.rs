@@ -65,7 +65,7 @@ pub(crate) fn rejection_record(r: &RejectionInfo, node_id: &str) -> LogRecord {
         meta: serde_json::Map::new(),
         headers: serde_json::Map::new(),
         delivery_protocol: None,
-        reception_protocol: Some(r.peer.protocol.clone()).filter(|p| !p.is_empty()),
+        reception_protocol: Some(r.peer.protocol.as_str().to_string()),
         nodeid: node_id.to_string(),
         tls_cipher: r.peer.tls_cipher.clone(),
         tls_protocol_version: r.peer.tls_protocol_version.clone(),
@@ -78,7 +78,7 @@ pub(crate) fn rejection_record(r: &RejectionInfo, node_id: &str) -> LogRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hermod_message::ReceptionInfo;
+    use hermod_message::{Protocol, ReceptionInfo};
 
     #[test]
     fn rejection_record_carries_reply_command_envelope_and_peer() {
@@ -90,11 +90,12 @@ mod tests {
             recipients: vec!["x@elsewhere".into()],
             meta: Default::default(),
             peer: ReceptionInfo {
-                protocol: "ESMTP".into(),
+                protocol: Protocol::Esmtp,
                 peer_name: "client.example".into(),
                 peer_addr: "10.0.0.1".into(),
                 session_id: Some("s-1".into()),
-                ..Default::default()
+                tls_cipher: None,
+                tls_protocol_version: None,
             },
         };
         let rec = rejection_record(&info, "node");

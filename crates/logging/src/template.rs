@@ -10,6 +10,25 @@ use minijinja::Environment;
 use crate::config::PerRecordConfig;
 use crate::record::{LogRecord, RecordType};
 
+/// A `per_record` template that does not compile or render.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// `what` names the configure function.
+    #[error("{what}: per_record.{kind}.template: {source:#}")]
+    Compile {
+        what: &'static str,
+        kind: RecordType,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("per_record.{name}.template: {source:#}")]
+    Render {
+        name: &'static str,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
 /// The compiled templates of one logger. Empty (and free to consult) when
 /// the logger has none, which is the common case.
 #[derive(Default)]
@@ -27,9 +46,9 @@ pub(crate) struct RecordTemplates {
 impl RecordTemplates {
     /// Compile every template; a syntax error names the record type.
     pub fn compile(
-        what: &str,
+        what: &'static str,
         per_record: &HashMap<RecordType, PerRecordConfig>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let mut listed = Vec::new();
         let mut templated = Vec::new();
@@ -42,7 +61,11 @@ impl RecordTemplates {
                 continue;
             };
             env.add_template_owned(kind.as_str().to_string(), source.clone())
-                .map_err(|e| format!("{what}: per_record.{kind}.template: {e:#}"))?;
+                .map_err(|source| TemplateError::Compile {
+                    what,
+                    kind: *kind,
+                    source,
+                })?;
             if *kind == RecordType::Any {
                 any = true;
             } else {
@@ -78,7 +101,7 @@ impl RecordTemplates {
 
     /// `None` when `kind` has no template (the caller writes JSON). The text
     /// always ends in exactly the newline the template produced, or one added.
-    pub fn render(&self, record: &LogRecord) -> Option<Result<String, String>> {
+    pub fn render(&self, record: &LogRecord) -> Option<Result<String, TemplateError>> {
         let env = self.env.as_ref()?;
         let name = self.name_for(record.kind)?;
         let rendered = env
@@ -94,7 +117,7 @@ impl RecordTemplates {
                 }
                 text
             })
-            .map_err(|e| format!("per_record.{name}.template: {e:#}"));
+            .map_err(|source| TemplateError::Render { name, source });
         Some(rendered)
     }
 }
@@ -110,7 +133,7 @@ mod tests {
         r
     }
 
-    fn templates(entries: &[(RecordType, &str)]) -> Result<RecordTemplates, String> {
+    fn templates(entries: &[(RecordType, &str)]) -> Result<RecordTemplates, TemplateError> {
         let per_record = entries
             .iter()
             .map(|(k, t)| {
@@ -179,7 +202,11 @@ mod tests {
         let Err(e) = templates(&[(RecordType::Delivery, "{{ id ")]) else {
             panic!("a broken template compiled");
         };
-        assert!(e.contains("per_record.Delivery.template"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test: per_record.Delivery.template: "),
+            "{e}"
+        );
     }
 
     #[test]

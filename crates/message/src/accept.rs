@@ -5,13 +5,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::{Message, SpoolId};
+use crate::{Message, Protocol, SpoolId};
 
 /// Who handed the message over, for the Reception log record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReceptionInfo {
-    /// `"ESMTP"` or `"HTTP"`.
-    pub protocol: String,
+    /// [`Protocol::Esmtp`] or [`Protocol::Http`].
+    pub protocol: Protocol,
     /// EHLO name (SMTP) or `""` (HTTP).
     pub peer_name: String,
     /// Client IP address, without port.
@@ -54,7 +54,7 @@ impl Accepted {
 
 /// An SMTP 4xx/5xx reply, for the Rejection log record. No message exists
 /// yet, so the envelope is whatever the session had when it replied.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RejectionInfo {
     pub code: u16,
     /// Reply text as sent, starting with the enhanced code when there is one.

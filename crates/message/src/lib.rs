@@ -1,7 +1,7 @@
 //! The message model shared by every Hermod crate: spool ids, envelope
 //! addresses, the message itself (meta, data, attempts), scheduled-queue
-//! names, header editing and reception trace headers. `lua` exposes the
-//! Message object to policies.
+//! names, the reception/delivery protocol, header editing and reception
+//! trace headers. `lua` exposes the Message object to policies.
 
 pub mod accept;
 mod address;
@@ -10,6 +10,7 @@ mod id;
 mod json_line;
 pub mod lua;
 mod message;
+mod protocol;
 pub mod queue_name;
 mod spool_record;
 pub mod trace;
@@ -19,5 +20,6 @@ pub use address::{AddressError, EnvelopeAddress};
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};
+pub use protocol::Protocol;
 pub use queue_name::QueueNameComponents;
-pub use spool_record::{SpoolRecord, LOG_RECORD_KEY};
+pub use spool_record::{SpoolRecord, SpoolRecordError, LOG_RECORD_KEY};

@@ -8,6 +8,13 @@ use serde_json::{Map, Value};
 use crate::json_line::write_json_str;
 use crate::EnvelopeAddress;
 
+/// Why a spool record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolRecordError {
+    #[error("data_is_log_record is set but meta log_record is unreadable: {0}")]
+    UnreadableLogRecord(#[source] serde_json::Error),
+}
+
 /// The meta key whose text a log-hook message's data repeats.
 pub const LOG_RECORD_KEY: &str = "log_record";
 
@@ -33,7 +40,7 @@ impl SpoolRecord {
     /// The data of a record with `data_is_log_record`, cut from the record's
     /// own text (`meta_json`): byte for byte what was spooled, which
     /// re-serialising the parsed value would not guarantee.
-    pub fn embedded_data(meta_json: &[u8]) -> Result<Bytes, String> {
+    pub fn embedded_data(meta_json: &[u8]) -> Result<Bytes, SpoolRecordError> {
         #[derive(serde::Deserialize)]
         struct Outer<'a> {
             #[serde(borrow)]
@@ -44,9 +51,8 @@ impl SpoolRecord {
             #[serde(borrow)]
             log_record: &'a RawValue,
         }
-        let outer: Outer = serde_json::from_slice(meta_json).map_err(|e| {
-            format!("data_is_log_record is set but meta log_record is unreadable: {e}")
-        })?;
+        let outer: Outer =
+            serde_json::from_slice(meta_json).map_err(SpoolRecordError::UnreadableLogRecord)?;
         let text = outer.meta.log_record.get().as_bytes();
         let mut data = BytesMut::with_capacity(text.len() + 1);
         data.put_slice(text);

@@ -7,8 +7,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Local};
 use serde_json::{Map, Value};
 
-/// The parts of a `Received:` header; each listener fills in its own
-/// protocol wording.
+use crate::Protocol;
+
+/// The parts of a `Received:` header.
 pub struct Received<'a> {
     /// What the client said it is (EHLO name, sender domain); `None` is
     /// written as `unspecified`.
@@ -18,21 +19,29 @@ pub struct Received<'a> {
     /// The parenthesised comment after `by`, e.g. `Hermod` or
     /// `Hermod 127.0.0.1`.
     pub by_comment: &'a str,
-    /// The protocol after `with`, e.g. `ESMTP`, `ESMTPS (TLSv1_3:...)`, `HTTP`.
-    pub with: &'a str,
+    /// The protocol after `with`.
+    pub with: Protocol,
+    /// `(protocol version, cipher)` when TLS is active: `with` is then
+    /// written with an `S` and the two in parentheses, e.g.
+    /// `ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)`, as RFC 3848 names it.
+    pub tls: Option<(&'a str, &'a str)>,
     pub id: &'a str,
     pub recipient: &'a str,
 }
 
 /// The complete header line, folded one clause per line, CRLF included.
 pub fn received_header(r: &Received<'_>, now: DateTime<Local>) -> String {
+    let with = match r.tls {
+        Some((version, cipher)) => format!("{}S ({version}:{cipher})", r.with),
+        None => r.with.as_str().to_string(),
+    };
     format!(
         "Received: from {} ({})\r\n  by {} ({})\r\n  with {}\r\n  id {}\r\n  for <{}>;\r\n  {}\r\n",
         r.from.unwrap_or("unspecified"),
         r.peer_ip,
         r.by,
         r.by_comment,
-        r.with,
+        with,
         r.id,
         r.recipient,
         rfc2822_date(now),
@@ -111,7 +120,8 @@ mod tests {
                 peer_ip: "192.0.2.1",
                 by: "mx.example",
                 by_comment: "Hermod",
-                with: "HTTP",
+                with: Protocol::Http,
+                tls: None,
                 id: "abc",
                 recipient: "b@example.net",
             },
@@ -132,11 +142,29 @@ mod tests {
             peer_ip: "::1",
             by: "h",
             by_comment: "Hermod",
-            with: "ESMTP",
+            with: Protocol::Esmtp,
+            tls: None,
             id: "i",
             recipient: "r@x",
         };
         assert!(received_header(&r, now).starts_with("Received: from unspecified (::1)\r\n"));
+    }
+
+    #[test]
+    fn received_header_over_tls_names_the_protocol_with_an_s_version_and_cipher() {
+        let now = Local.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let r = Received {
+            from: Some("c"),
+            peer_ip: "::1",
+            by: "h",
+            by_comment: "Hermod",
+            with: Protocol::Esmtp,
+            tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
+            id: "i",
+            recipient: "r@x",
+        };
+        assert!(received_header(&r, now)
+            .contains("\r\n  with ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)\r\n  id i\r\n"));
     }
 
     #[test]

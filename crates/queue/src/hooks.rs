@@ -29,19 +29,32 @@
 use std::sync::{Arc, OnceLock};
 
 use hermod_logging::{HookPermit, HookSink};
-use hermod_message::Message;
+use hermod_message::{Message, MessageError};
 use hermod_policy::mlua::Value;
-use hermod_policy::LogHookPlan;
+use hermod_policy::{CallError, LogHookPlan};
 use tokio::sync::mpsc;
 
 use crate::manager::QueueManager;
-use crate::resolve::{ScheduledQueue, NULL_QUEUE};
+use crate::resolve::{QueueConfigError, ScheduledQueue, NULL_QUEUE};
 
 /// Records handed to the worker per round; more wait for the next round.
 const MAX_ROUND: usize = 512;
 /// Pause after a round that did not fill: a hook record waits at most this
 /// long for its companions, which is nothing next to a batch's latency.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Why a hook message is not queued.
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error("should_enqueue_log_record: {0}")]
+    Handler(#[source] CallError),
+    #[error("should_enqueue_log_record must return a boolean, got a {0}")]
+    NotBoolean(&'static str),
+    #[error(transparent)]
+    QueueName(#[from] MessageError),
+    #[error(transparent)]
+    Queue(#[from] QueueConfigError),
+}
 
 struct Job {
     hook: Arc<str>,
@@ -143,7 +156,7 @@ async fn decide(
         let answer = event
             .call_log_hook(&job.msg, &job.hook)
             .await
-            .map_err(|e| format!("should_enqueue_log_record: {e}"));
+            .map_err(RouteError::Handler);
         keep_if_wanted(qm, answer, job, &mut wanted).await;
     }
     wanted
@@ -187,7 +200,7 @@ async fn decide_by_plan(
 
 async fn keep_if_wanted(
     qm: &QueueManager,
-    answer: Result<Option<Value>, String>,
+    answer: Result<Option<Value>, RouteError>,
     job: Job,
     wanted: &mut Vec<(Job, Arc<ScheduledQueue>)>,
 ) {
@@ -202,27 +215,22 @@ async fn keep_if_wanted(
 /// declined or the message goes to the `null` queue.
 async fn route(
     qm: &QueueManager,
-    answer: Result<Option<Value>, String>,
+    answer: Result<Option<Value>, RouteError>,
     job: &Job,
-) -> Result<Option<Arc<ScheduledQueue>>, String> {
+) -> Result<Option<Arc<ScheduledQueue>>, RouteError> {
     let wanted = match answer? {
         None | Some(Value::Nil) => false,
         Some(Value::Boolean(b)) => b,
-        Some(other) => {
-            return Err(format!(
-                "should_enqueue_log_record must return a boolean, got a {}",
-                other.type_name()
-            ))
-        }
+        Some(other) => return Err(RouteError::NotBoolean(other.type_name())),
     };
     if !wanted {
         return Ok(None);
     }
-    let name = job.msg.queue_name().map_err(|e| e.to_string())?;
+    let name = job.msg.queue_name()?;
     if name == NULL_QUEUE {
         return Ok(None);
     }
-    qm.resolve(&name).await.map(Some)
+    Ok(Some(qm.resolve(&name).await?))
 }
 
 async fn spool_and_queue(qm: &QueueManager, wanted: Vec<(Job, Arc<ScheduledQueue>)>) {

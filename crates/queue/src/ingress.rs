@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use hermod_logging::{LogEvent, PeerAddress, RecordType, Response};
 use hermod_message::accept::{AcceptFuture, DoneFuture};
-use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo, RejectionInfo};
+use hermod_message::{
+    AcceptError, Accepted, Acceptor, Message, Protocol, ReceptionInfo, RejectionInfo,
+};
 
 use crate::manager::QueueManager;
 use crate::resolve::{ScheduledQueue, NULL_QUEUE};
@@ -60,7 +62,7 @@ impl QueueManager {
                 Ok(name) if name == NULL_QUEUE => Plan::Null,
                 Ok(name) => match self.resolve(&name).await {
                     Ok(sq) => Plan::Queue(sq),
-                    Err(e) => Plan::Failed(e),
+                    Err(e) => Plan::Failed(e.to_string()),
                 },
                 Err(e) => Plan::Failed(e.to_string()),
             };
@@ -74,7 +76,7 @@ impl QueueManager {
             .collect();
         let mut stored = self.spool().store_many(&to_store).await.into_iter();
         // The HTTP listener counts its own receptions.
-        let esmtp = (info.protocol == "ESMTP")
+        let esmtp = (info.protocol == Protocol::Esmtp)
             .then(|| hermod_metrics::received(hermod_metrics::SERVICE_ESMTP_LISTENER));
         let mut out = Vec::with_capacity(messages.len());
         for (m, plan) in messages.into_iter().zip(plans) {
@@ -83,7 +85,7 @@ impl QueueManager {
                     if let Some(c) = &esmtp {
                         c.inc();
                     }
-                    if info.protocol == "ESMTP" {
+                    if info.protocol == Protocol::Esmtp {
                         self.logger().log(reception(&m, NULL_QUEUE, &info)).await;
                     }
                     out.push(Ok(Accepted::Discarded(m.id())));

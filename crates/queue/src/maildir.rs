@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use hermod_message::Protocol;
 use hermod_policy::queue_config::MaildirConfig;
 
 use crate::manager::QueueManager;
@@ -19,7 +20,35 @@ use crate::ready::{Entry, ReadyQueue};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn render_path(template: &str, e: &Entry) -> Result<PathBuf, String> {
+/// Why a message was not written to its maildir. `Clone`, with its I/O
+/// errors shared, because one directory's failure fails every message of
+/// the batch bound for it.
+#[derive(Debug, Clone, thiserror::Error)]
+enum MaildirError {
+    #[error("maildir_path template: {0}")]
+    Template(#[source] Arc<minijinja::Error>),
+    #[error("maildir path {0:?} contains '..'")]
+    DotDot(String),
+    #[error("{0}")]
+    Io(#[source] Arc<std::io::Error>),
+    #[error("fsync of {}: {source}", .path.display())]
+    Fsync {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The blocking task writing the batch panicked or was cancelled.
+    #[error("maildir writer failed: {0}")]
+    Writer(#[source] Arc<tokio::task::JoinError>),
+}
+
+impl From<std::io::Error> for MaildirError {
+    fn from(e: std::io::Error) -> Self {
+        MaildirError::Io(Arc::new(e))
+    }
+}
+
+fn render_path(template: &str, e: &Entry) -> Result<PathBuf, MaildirError> {
     let rcpt = e.message.first_recipient();
     let user = rcpt
         .as_ref()
@@ -50,9 +79,9 @@ fn render_path(template: &str, e: &Entry) -> Result<PathBuf, String> {
     let env = minijinja::Environment::new();
     let path = env
         .render_str(template, serde_json::Value::Object(ctx))
-        .map_err(|err| format!("maildir_path template: {err}"))?;
+        .map_err(|err| MaildirError::Template(Arc::new(err)))?;
     if path.split('/').any(|part| part == "..") {
-        return Err(format!("maildir path {path:?} contains '..'"));
+        return Err(MaildirError::DotDot(path));
     }
     Ok(PathBuf::from(path))
 }
@@ -101,24 +130,31 @@ fn write_one(dir: &Path, data: &[u8], cfg: &MaildirConfig) -> std::io::Result<Pa
 /// Deliver a batch: every file is written and renamed, then each distinct
 /// `new/` directory is fsynced once, so the batch shares that fsync (and
 /// the directory lock is taken far less often than with one at a time).
-fn deliver_batch(jobs: Vec<(PathBuf, Bytes)>, cfg: &MaildirConfig) -> Vec<Result<PathBuf, String>> {
-    let mut ready: HashMap<PathBuf, Result<(), String>> = HashMap::new();
-    let mut out: Vec<Result<PathBuf, String>> = jobs
+fn deliver_batch(
+    jobs: Vec<(PathBuf, Bytes)>,
+    cfg: &MaildirConfig,
+) -> Vec<Result<PathBuf, MaildirError>> {
+    let mut ready: HashMap<PathBuf, Result<(), MaildirError>> = HashMap::new();
+    let mut out: Vec<Result<PathBuf, MaildirError>> = jobs
         .iter()
         .map(|(dir, data)| {
             let made = ready
                 .entry(dir.clone())
-                .or_insert_with(|| ensure_maildir(dir, cfg).map_err(|e| e.to_string()));
+                .or_insert_with(|| ensure_maildir(dir, cfg).map_err(MaildirError::from));
             made.clone()?;
-            write_one(dir, data, cfg).map_err(|e| e.to_string())
+            Ok(write_one(dir, data, cfg)?)
         })
         .collect();
     for (dir, made) in ready {
         if made.is_err() {
             continue;
         }
-        if let Err(e) = std::fs::File::open(dir.join("new")).and_then(|d| d.sync_all()) {
-            let err = format!("fsync of {}: {e}", dir.join("new").display());
+        let new = dir.join("new");
+        if let Err(e) = std::fs::File::open(&new).and_then(|d| d.sync_all()) {
+            let err = MaildirError::Fsync {
+                path: new,
+                source: Arc::new(e),
+            };
             for ((d, _), r) in jobs.iter().zip(out.iter_mut()) {
                 if *d == dir && r.is_ok() {
                     *r = Err(err.clone());
@@ -141,7 +177,7 @@ fn hostname_safe() -> &'static str {
 }
 
 pub async fn session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: MaildirConfig) {
-    let info = AttemptInfo::for_queue(rq, None, "Maildir", format!("maildir:{}", rq.name));
+    let info = AttemptInfo::for_queue(rq, None, Protocol::Maildir, format!("maildir:{}", rq.name));
     let templated = cfg.maildir_path.contains("{{") || cfg.maildir_path.contains("{%");
     loop {
         let batch = rq.next_batch(32, 1, std::time::Duration::ZERO).await;
@@ -172,7 +208,7 @@ pub async fn session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: MaildirConfig
         let n = jobs.len();
         let results = tokio::task::spawn_blocking(move || deliver_batch(jobs, &cfg2))
             .await
-            .unwrap_or_else(|e| vec![Err(format!("maildir writer failed: {e}")); n]);
+            .unwrap_or_else(|e| vec![Err(MaildirError::Writer(Arc::new(e))); n]);
         for (e, result) in entries.into_iter().zip(results) {
             match result {
                 Ok(path) => {

@@ -16,7 +16,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::outcome;
 use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
-use crate::resolve::{fetch_config, new_scheduled, ready_queue_name, ScheduledQueue};
+use crate::resolve::{
+    fetch_config, new_scheduled, ready_queue_name, QueueConfigError, ScheduledQueue,
+};
 use crate::timer::{Timer, Waiting};
 
 #[derive(Clone, Debug, Default)]
@@ -93,7 +95,10 @@ impl QueueManager {
 
     /// The scheduled queue for `name`, running `get_queue_config` when it is
     /// new or due for a refresh.
-    pub(crate) async fn resolve(&self, name: &str) -> Result<Arc<ScheduledQueue>, String> {
+    pub(crate) async fn resolve(
+        &self,
+        name: &str,
+    ) -> Result<Arc<ScheduledQueue>, QueueConfigError> {
         let existing = self.0.scheduled.lock().get(name).cloned();
         if let Some(sq) = &existing {
             if !sq.needs_refresh() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hermod_logging::{EnhancedCode, LogEvent, PeerAddress, RecordType, Response};
-use hermod_message::Message;
+use hermod_message::{Message, Protocol};
 
 use crate::manager::QueueManager;
 use crate::ready::ReadyQueue;
@@ -18,7 +18,7 @@ use crate::retry::{after_failure, RetryDecision};
 pub struct AttemptInfo {
     pub site: String,
     pub peer: Option<PeerAddress>,
-    pub delivery_protocol: &'static str,
+    pub delivery_protocol: Protocol,
     pub session_id: String,
     /// `lua:<ready queue>` style label for per-service metrics.
     pub service: String,
@@ -28,7 +28,7 @@ impl AttemptInfo {
     pub fn for_queue(
         rq: &ReadyQueue,
         peer: Option<PeerAddress>,
-        delivery_protocol: &'static str,
+        delivery_protocol: Protocol,
         service: String,
     ) -> Self {
         Self {
@@ -58,7 +58,7 @@ fn event(
         peer_address: peer,
         egress_pool: info.map(|_| "unspecified".to_string()),
         egress_source: info.map(|_| "unspecified".to_string()),
-        delivery_protocol: info.map(|i| i.delivery_protocol.to_string()),
+        delivery_protocol: info.map(|i| i.delivery_protocol),
         session_id: info.map(|i| i.session_id.clone()),
         tls_cipher: None,
         tls_protocol_version: None,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hermod_message::QueueNameComponents;
-use hermod_policy::{CallError, Engine, ProtocolConfig, QueueConfig};
+use hermod_policy::{CallError, Engine, PolicyError, ProtocolConfig, QueueConfig, Reject};
 use mlua::Value;
 use parking_lot::{Mutex, RwLock};
 
@@ -14,6 +14,22 @@ use crate::ready::ReadyQueue;
 /// The queue whose messages are accepted and discarded, never delivered
 /// (KumoMTA's `null` queue).
 pub const NULL_QUEUE: &str = "null";
+
+/// Why `get_queue_config` gave no queue config.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueConfigError {
+    /// No Lua context to call it in.
+    #[error("{0}")]
+    Context(#[source] PolicyError),
+    #[error("get_queue_config must return the value of kumo.make_queue_config{{...}}")]
+    NotQueueConfig,
+    #[error("get_queue_config must return the value of kumo.make_queue_config{{...}}, got a {0}")]
+    WrongType(&'static str),
+    #[error("get_queue_config rejected: {0}")]
+    Rejected(Reject),
+    #[error("get_queue_config failed: {0}")]
+    Failed(#[source] CallError),
+}
 
 /// One scheduled queue (`campaign:tenant@domain!routing_domain`).
 pub struct ScheduledQueue {
@@ -57,28 +73,24 @@ impl ScheduledQueue {
 pub async fn fetch_config(
     engine: &Arc<Engine>,
     components: &QueueNameComponents,
-) -> Result<QueueConfig, String> {
+) -> Result<QueueConfig, QueueConfigError> {
     let args = (
         components.domain.clone(),
         components.tenant.clone(),
         components.campaign.clone(),
         components.routing_domain.clone(),
     );
-    let ctx = engine.context().await.map_err(|e| e.to_string())?;
+    let ctx = engine.context().await.map_err(QueueConfigError::Context)?;
     let r: Result<Option<Value>, CallError> = ctx.call("get_queue_config", args).await;
     match r {
         Ok(None) | Ok(Some(Value::Nil)) => Ok(QueueConfig::default()),
-        Ok(Some(Value::UserData(ud))) => {
-            ud.borrow::<QueueConfig>().map(|c| c.clone()).map_err(|_| {
-                "get_queue_config must return the value of kumo.make_queue_config{...}".to_string()
-            })
-        }
-        Ok(Some(other)) => Err(format!(
-            "get_queue_config must return the value of kumo.make_queue_config{{...}}, got a {}",
-            other.type_name()
-        )),
-        Err(CallError::Reject(r)) => Err(format!("get_queue_config rejected: {r}")),
-        Err(e) => Err(format!("get_queue_config failed: {e}")),
+        Ok(Some(Value::UserData(ud))) => ud
+            .borrow::<QueueConfig>()
+            .map(|c| c.clone())
+            .map_err(|_| QueueConfigError::NotQueueConfig),
+        Ok(Some(other)) => Err(QueueConfigError::WrongType(other.type_name())),
+        Err(CallError::Reject(r)) => Err(QueueConfigError::Rejected(r)),
+        Err(e) => Err(QueueConfigError::Failed(e)),
     }
 }
 

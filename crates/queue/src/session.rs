@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use hermod_logging::PeerAddress;
 use hermod_message::lua::TrackedMessage;
+use hermod_message::Protocol;
 use hermod_policy::mlua::{Function, Table, Value};
 use hermod_policy::queue_config::CustomLuaConfig;
 use hermod_policy::{scope, CallError, Context, LegacyMode, ProtocolConfig};
@@ -55,7 +56,12 @@ pub(crate) async fn load_data(
 /// The default SMTP client protocol is not built yet: fail transiently with
 /// a clear reason so mail waits in the spool instead of being lost.
 async fn smtp_unavailable(qm: &QueueManager, rq: &Arc<ReadyQueue>) {
-    let info = AttemptInfo::for_queue(rq, None, "ESMTP", format!("smtp_client:{}", rq.name));
+    let info = AttemptInfo::for_queue(
+        rq,
+        None,
+        Protocol::Esmtp,
+        format!("smtp_client:{}", rq.name),
+    );
     loop {
         let batch = rq.next_batch(64, 1, std::time::Duration::ZERO).await;
         if batch.is_empty() {
@@ -270,7 +276,7 @@ async fn lua_session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: CustomLuaConf
         addr: "0.0.0.0".into(),
         is_secure: false,
     };
-    let info = AttemptInfo::for_queue(rq, Some(peer), "Lua", service.clone());
+    let info = AttemptInfo::for_queue(rq, Some(peer), Protocol::Lua, service.clone());
     let batch_size = cfg.batch_size.max(1);
     let use_batch = cfg.batch_size > 1;
     let min_batch = cfg.min_batch_size.clamp(1, batch_size);

@@ -1,6 +1,6 @@
 //! Parsing of one SMTP command line (without its CRLF).
 
-use hermod_message::EnvelopeAddress;
+use hermod_message::{AddressError, EnvelopeAddress};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -22,27 +22,55 @@ pub enum Command {
     NotImplemented(String),
 }
 
-/// Why a line is not a valid command; each maps to one reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a line is not a valid command; each maps to one reply, whose text
+/// is the enhanced code and this error's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// Not UTF-8 or contains NUL: `501 5.5.2`.
+    #[error("command is not valid UTF-8")]
     Encoding,
     /// Bad MAIL FROM path: `501 5.1.7`.
-    Sender(String),
+    #[error("bad sender address: {0}")]
+    Sender(#[source] AddressError),
     /// Bad RCPT TO path: `501 5.1.3`.
-    Recipient(String),
+    #[error("bad recipient address: {0}")]
+    Recipient(#[source] AddressError),
+    /// `RCPT TO:<>`: `501 5.1.3`.
+    #[error("bad recipient address: empty recipient")]
+    EmptyRecipient,
     /// Other syntax errors: `501 5.5.4`.
-    Syntax(String),
+    #[error(transparent)]
+    Syntax(#[from] SyntaxError),
+}
+
+/// A command line that does not follow the command's syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    /// The path does not start with `FROM:` / `TO:`.
+    #[error("expected {0}<address>")]
+    Keyword(&'static str),
+    #[error("missing closing '>'")]
+    UnclosedPath,
+    #[error("missing address")]
+    NoAddress,
+    #[error("invalid SIZE parameter {0:?}")]
+    Size(String),
+    /// The verb, as the client would recognise it (upper case).
+    #[error("{0} takes no arguments")]
+    Arguments(String),
+    #[error("{0} requires a domain")]
+    NoDomain(String),
 }
 
 impl ParseError {
     pub fn reply(&self) -> (u16, String) {
-        match self {
-            ParseError::Encoding => (501, "5.5.2 command is not valid UTF-8".into()),
-            ParseError::Sender(e) => (501, format!("5.1.7 bad sender address: {e}")),
-            ParseError::Recipient(e) => (501, format!("5.1.3 bad recipient address: {e}")),
-            ParseError::Syntax(e) => (501, format!("5.5.4 {e}")),
-        }
+        let enhanced = match self {
+            ParseError::Encoding => "5.5.2",
+            ParseError::Sender(_) => "5.1.7",
+            ParseError::Recipient(_) | ParseError::EmptyRecipient => "5.1.3",
+            ParseError::Syntax(_) => "5.5.4",
+        };
+        (501, format!("{enhanced} {self}"))
     }
 }
 
@@ -54,23 +82,23 @@ fn split_verb(line: &str) -> (&str, &str) {
 }
 
 /// `FROM:<addr> params` / `TO:<addr> params` → (path, params).
-fn split_path<'a>(rest: &'a str, keyword: &str) -> Result<(&'a str, &'a str), String> {
+fn split_path<'a>(rest: &'a str, keyword: &'static str) -> Result<(&'a str, &'a str), SyntaxError> {
     let rest = rest.trim_start();
     let head = rest.get(..keyword.len()).unwrap_or("");
     if !head.eq_ignore_ascii_case(keyword) {
-        return Err(format!("expected {keyword}<address>"));
+        return Err(SyntaxError::Keyword(keyword));
     }
     // Some clients put a space after the colon; tolerate it.
     let rest = rest[keyword.len()..].trim_start();
     if let Some(inner) = rest.strip_prefix('<') {
-        let end = inner.find('>').ok_or("missing closing '>'")?;
+        let end = inner.find('>').ok_or(SyntaxError::UnclosedPath)?;
         let path = &inner[..end];
         Ok((strip_source_route(path), inner[end + 1..].trim()))
     } else {
         // Bare address without brackets (RFC-violating but common).
         let (path, params) = split_verb(rest);
         if path.is_empty() {
-            return Err("missing address".into());
+            return Err(SyntaxError::NoAddress);
         }
         Ok((path, params))
     }
@@ -86,14 +114,14 @@ fn strip_source_route(path: &str) -> &str {
     path
 }
 
-fn parse_size(params: &str) -> Result<Option<usize>, String> {
+fn parse_size(params: &str) -> Result<Option<usize>, SyntaxError> {
     for p in params.split_ascii_whitespace() {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if k.eq_ignore_ascii_case("SIZE") {
             return v
                 .parse::<usize>()
                 .map(Some)
-                .map_err(|_| format!("invalid SIZE parameter {v:?}"));
+                .map_err(|_| SyntaxError::Size(v.to_string()));
         }
     }
     Ok(None)
@@ -111,14 +139,14 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         if rest.is_empty() {
             Ok(cmd)
         } else {
-            Err(ParseError::Syntax(format!("{upper} takes no arguments")))
+            Err(ParseError::Syntax(SyntaxError::Arguments(upper.clone())))
         }
     };
     match upper.as_str() {
         "EHLO" | "HELO" => {
             let domain = rest.split_ascii_whitespace().next().unwrap_or("");
             if domain.is_empty() {
-                return Err(ParseError::Syntax(format!("{upper} requires a domain")));
+                return Err(SyntaxError::NoDomain(upper.clone()).into());
             }
             Ok(if upper == "EHLO" {
                 Command::Ehlo(domain.to_string())
@@ -127,19 +155,17 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             })
         }
         "MAIL" => {
-            let (path, params) = split_path(rest, "FROM:").map_err(ParseError::Syntax)?;
-            let address =
-                EnvelopeAddress::parse(path).map_err(|e| ParseError::Sender(e.to_string()))?;
-            let size = parse_size(params).map_err(ParseError::Syntax)?;
+            let (path, params) = split_path(rest, "FROM:")?;
+            let address = EnvelopeAddress::parse(path).map_err(ParseError::Sender)?;
+            let size = parse_size(params)?;
             Ok(Command::MailFrom { address, size })
         }
         "RCPT" => {
-            let (path, _params) = split_path(rest, "TO:").map_err(ParseError::Syntax)?;
+            let (path, _params) = split_path(rest, "TO:")?;
             if path.is_empty() {
-                return Err(ParseError::Recipient("empty recipient".into()));
+                return Err(ParseError::EmptyRecipient);
             }
-            let address =
-                EnvelopeAddress::parse(path).map_err(|e| ParseError::Recipient(e.to_string()))?;
+            let address = EnvelopeAddress::parse(path).map_err(ParseError::Recipient)?;
             Ok(Command::RcptTo { address })
         }
         "DATA" => no_args(Command::Data),
@@ -225,10 +251,7 @@ mod tests {
             parse(b"RCPT TO:<nodomain>"),
             Err(ParseError::Recipient(_))
         ));
-        assert!(matches!(
-            parse(b"RCPT TO:<>"),
-            Err(ParseError::Recipient(_))
-        ));
+        assert_eq!(parse(b"RCPT TO:<>"), Err(ParseError::EmptyRecipient));
         assert_eq!(
             parse(b"MAIL FROM:<nodomain>").unwrap_err().reply().1[..5],
             *"5.1.7"
@@ -252,6 +275,33 @@ mod tests {
         ));
         assert!(matches!(parse(b"EHLO"), Err(ParseError::Syntax(_))));
         assert!(matches!(parse(b"DATA now"), Err(ParseError::Syntax(_))));
+    }
+
+    #[test]
+    fn reply_texts_are_the_enhanced_code_and_the_reason() {
+        let reply = |line: &[u8]| parse(line).unwrap_err().reply();
+        let cases: [(&[u8], &str); 8] = [
+            (b"NOOP\0", "5.5.2 command is not valid UTF-8"),
+            (
+                b"MAIL FROM:<nodomain>",
+                "5.1.7 bad sender address: address \"nodomain\" has no @domain part",
+            ),
+            (
+                b"RCPT TO:<>",
+                "5.1.3 bad recipient address: empty recipient",
+            ),
+            (b"MAIL TO:<a@b>", "5.5.4 expected FROM:<address>"),
+            (b"MAIL FROM:<a@b", "5.5.4 missing closing '>'"),
+            (
+                b"MAIL FROM:<a@b> SIZE=big",
+                "5.5.4 invalid SIZE parameter \"big\"",
+            ),
+            (b"data now", "5.5.4 DATA takes no arguments"),
+            (b"ehlo", "5.5.4 EHLO requires a domain"),
+        ];
+        for (line, text) in cases {
+            assert_eq!(reply(line), (501, text.to_string()));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `kumo.start_esmtp_listener{...}`: the listener's parameters (strict keys)
 //! and the Lua registration that records them for the binary to start.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{AddrParseError, IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -15,6 +15,26 @@ const WHAT: &str = "kumo.start_esmtp_listener";
 
 /// Key material (path or inline PEM); shared with the HTTP listener.
 pub use hermod_policy::KeySource;
+
+/// Why a listener configuration is refused; the caller adds
+/// `kumo.start_esmtp_listener` and the policy's `file:line`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("listen address {listen:?} is invalid: {source}")]
+    ListenAddr {
+        listen: String,
+        #[source]
+        source: AddrParseError,
+    },
+    #[error("tls_certificate and tls_private_key must be given together")]
+    UnpairedTls,
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    #[error("relay_hosts: {0:?} is not an IP address or CIDR block")]
+    RelayHost(String),
+    #[error("relay_hosts: {host:?} has host bits set; did you mean {network}?")]
+    RelayHostBits { host: String, network: IpNet },
+}
 
 /// What to do with a bare CR or LF in message content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -91,18 +111,18 @@ fn relay_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         .collect()
 }
 
-pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, ConfigError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
     let net: IpNet = s
         .parse()
-        .map_err(|_| format!("relay_hosts: {s:?} is not an IP address or CIDR block"))?;
+        .map_err(|_| ConfigError::RelayHost(s.to_string()))?;
     if net.trunc() != net {
-        return Err(format!(
-            "relay_hosts: {s:?} has host bits set; did you mean {}?",
-            net.trunc()
-        ));
+        return Err(ConfigError::RelayHostBits {
+            host: s.to_string(),
+            network: net.trunc(),
+        });
     }
     Ok(net)
 }
@@ -221,23 +241,26 @@ impl Default for EsmtpListenerConfig {
 }
 
 impl EsmtpListenerConfig {
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen
             .parse()
-            .map_err(|e| format!("listen address {:?} is invalid: {e}", self.listen))
+            .map_err(|source| ConfigError::ListenAddr {
+                listen: self.listen.clone(),
+                source,
+            })
     }
 
     /// Checks that need no I/O besides reading configured key files.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if self.tls_certificate.is_some() != self.tls_private_key.is_some() {
-            return Err("tls_certificate and tls_private_key must be given together".into());
+            return Err(ConfigError::UnpairedTls);
         }
         if self.line_length_hard_limit == 0 {
-            return Err("line_length_hard_limit must be positive".into());
+            return Err(ConfigError::Zero("line_length_hard_limit"));
         }
         if self.max_connections == 0 {
-            return Err("max_connections must be positive".into());
+            return Err(ConfigError::Zero("max_connections"));
         }
         Ok(())
     }

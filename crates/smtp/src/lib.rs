@@ -17,7 +17,8 @@ mod tls;
 mod trace;
 
 pub use config::{
-    register, BatchHandling, EsmtpListenerConfig, InvalidLineEndings, KeySource, TraceHeaders,
+    register, BatchHandling, ConfigError, EsmtpListenerConfig, InvalidLineEndings, KeySource,
+    TraceHeaders,
 };
 pub use listener::{start_listener, ListenerHandle};
 pub use meta::ConnMeta;
@@ -25,7 +26,7 @@ pub use meta::ConnMeta;
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpError {
     #[error("kumo.start_esmtp_listener: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("kumo.start_esmtp_listener: cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -47,7 +48,7 @@ pub mod fuzzing {
 
     use tokio::io::{AsyncRead, ReadBuf};
 
-    pub use crate::command::{parse as parse_command, Command, ParseError};
+    pub use crate::command::{parse as parse_command, Command, ParseError, SyntaxError};
     pub use crate::connection::{DataOutcome, Line, ReadError};
 
     /// Client input delivered at most `chunk` bytes per read, so that the

@@ -67,8 +67,8 @@ pub async fn start_listener(
     acceptor: Arc<dyn Acceptor>,
     shutdown: CancellationToken,
 ) -> Result<ListenerHandle, SmtpError> {
-    cfg.validate().map_err(SmtpError::Config)?;
-    let addr = cfg.listen_addr().map_err(SmtpError::Config)?;
+    cfg.validate()?;
+    let addr = cfg.listen_addr()?;
     let tls = TlsAcceptor::from(crate::tls::server_config(&cfg)?);
     let handlers = {
         let ctx = engine

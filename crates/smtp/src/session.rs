@@ -7,7 +7,7 @@ use mlua::Value as LuaValue;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use hermod_message::EnvelopeAddress;
+use hermod_message::{EnvelopeAddress, Protocol};
 use hermod_policy::CallError;
 
 use crate::command::{self, Command};
@@ -43,7 +43,7 @@ pub(crate) struct Session {
 pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
     let cfg = &shared.cfg;
     let meta = ConnMeta::default();
-    meta.set("reception_protocol", "ESMTP");
+    meta.set("reception_protocol", Protocol::Esmtp.as_str());
     meta.set("received_from", peer.to_string());
     meta.set("received_via", shared.local_addr.to_string());
     meta.set("hostname", cfg.hostname.clone());
@@ -219,7 +219,7 @@ impl Session {
             None => (None, None),
         };
         hermod_message::ReceptionInfo {
-            protocol: "ESMTP".into(),
+            protocol: Protocol::Esmtp,
             peer_name: self.ehlo.clone().unwrap_or_default(),
             peer_addr: self.peer.ip().to_string(),
             session_id: Some(self.id.clone()),

@@ -1,8 +1,8 @@
 //! Trace headers added at reception: `Received:` and the supplemental
 //! `X-KumoRef:` header.
 
-use hermod_message::trace;
 pub use hermod_message::trace::supplemental_header;
+use hermod_message::{trace, Protocol};
 
 /// Facts about the session that go into the `Received:` header.
 pub struct ReceivedParts<'a> {
@@ -21,10 +21,6 @@ pub fn received_header(
     recipient: &str,
     now: chrono::DateTime<chrono::Local>,
 ) -> String {
-    let with = match p.tls {
-        Some((version, cipher)) => format!("ESMTPS ({version}:{cipher})"),
-        None => "ESMTP".to_string(),
-    };
     let by_comment = format!("Hermod {}", p.listener_ip);
     trace::received_header(
         &trace::Received {
@@ -32,7 +28,8 @@ pub fn received_header(
             peer_ip: p.peer_ip,
             by: p.hostname,
             by_comment: &by_comment,
-            with: &with,
+            with: Protocol::Esmtp,
+            tls: p.tls,
             id,
             recipient,
         },

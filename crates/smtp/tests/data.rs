@@ -59,7 +59,7 @@ async fn accepted_transaction_yields_one_message_per_recipient_with_trace_header
     assert_eq!(m.get_meta("x_checked").unwrap(), "client.example");
 
     let info = srv.acceptor.received.lock()[0].1.clone();
-    assert_eq!(info.protocol, "ESMTP");
+    assert_eq!(info.protocol, hermod_message::Protocol::Esmtp);
     assert_eq!(info.peer_name, "client.example");
     assert_eq!(info.peer_addr, "127.0.0.1");
     assert!(uuid::Uuid::parse_str(info.session_id.as_deref().unwrap()).is_ok());

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use mlua::{Lua, Value};
 use serde::Deserialize;
 
+use crate::db::RocksParamsError;
+
 /// Which of the two spools a definition configures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpoolName {
@@ -65,13 +67,13 @@ impl Threshold {
         }
     }
 
-    fn parse(field: &str, raw: &RawThreshold) -> Result<Self, String> {
+    fn parse(field: &'static str, raw: &RawThreshold) -> Result<Self, DefinitionError> {
         match raw {
             RawThreshold::Number(n) => {
                 if n.is_finite() && *n >= 0.0 && n.fract() == 0.0 {
                     Ok(Threshold::Absolute(*n as u64))
                 } else {
-                    Err(format!("{field} must be a whole non-negative number or a percentage like \"10%\", got {n}"))
+                    Err(DefinitionError::ThresholdNumber { field, got: *n })
                 }
             }
             RawThreshold::Text(s) => {
@@ -79,13 +81,17 @@ impl Threshold {
                 if let Some(p) = t.strip_suffix('%') {
                     match p.trim().parse::<f64>() {
                         Ok(v) if (0.0..=100.0).contains(&v) => Ok(Threshold::Percent(v)),
-                        _ => Err(format!(
-                            "{field} must be a percentage between 0% and 100%, got {s:?}"
-                        )),
+                        _ => Err(DefinitionError::ThresholdPercent {
+                            field,
+                            got: s.clone(),
+                        }),
                     }
                 } else {
                     t.parse::<u64>().map(Threshold::Absolute).map_err(|_| {
-                        format!("{field} must be a whole non-negative number or a percentage like \"10%\", got {s:?}")
+                        DefinitionError::ThresholdText {
+                            field,
+                            got: s.clone(),
+                        }
                     })
                 }
             }
@@ -100,6 +106,28 @@ impl std::fmt::Display for Threshold {
             Threshold::Absolute(n) => write!(f, "{n}"),
         }
     }
+}
+
+/// Why a `kumo.define_spool` table is refused; the caller adds the
+/// function name and the policy's `file:line`.
+#[derive(Debug, thiserror::Error)]
+enum DefinitionError {
+    #[error("name must be \"data\" or \"meta\", got {0:?}")]
+    Name(String),
+    #[error("path must not be empty")]
+    EmptyPath,
+    #[error("kind must be \"LocalDisk\" or \"RocksDB\", got {0:?}")]
+    Kind(String),
+    #[error(transparent)]
+    RocksParams(#[from] RocksParamsError),
+    #[error("{field} must be a whole non-negative number or a percentage like \"10%\", got {got}")]
+    ThresholdNumber { field: &'static str, got: f64 },
+    #[error(
+        "{field} must be a whole non-negative number or a percentage like \"10%\", got {got:?}"
+    )]
+    ThresholdText { field: &'static str, got: String },
+    #[error("{field} must be a percentage between 0% and 100%, got {got:?}")]
+    ThresholdPercent { field: &'static str, got: String },
 }
 
 /// One validated `kumo.define_spool` call.
@@ -166,23 +194,19 @@ struct RawDefinition {
 }
 
 impl RawDefinition {
-    fn validate(self) -> Result<SpoolDefinition, String> {
+    fn validate(self) -> Result<SpoolDefinition, DefinitionError> {
         let name = match self.name.as_str() {
             "data" => SpoolName::Data,
             "meta" => SpoolName::Meta,
-            other => return Err(format!("name must be \"data\" or \"meta\", got {other:?}")),
+            _ => return Err(DefinitionError::Name(self.name)),
         };
         if self.path.trim().is_empty() {
-            return Err("path must not be empty".into());
+            return Err(DefinitionError::EmptyPath);
         }
         let kind = match self.kind.as_deref() {
             None | Some("LocalDisk") => SpoolKind::LocalDisk,
             Some("RocksDB") => SpoolKind::RocksDB,
-            Some(other) => {
-                return Err(format!(
-                    "kind must be \"LocalDisk\" or \"RocksDB\", got {other:?}"
-                ))
-            }
+            Some(other) => return Err(DefinitionError::Kind(other.to_string())),
         };
         let rocks_params: BTreeMap<String, String> = self
             .rocks_params

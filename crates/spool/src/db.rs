@@ -117,16 +117,29 @@ fn params_string(params: &BTreeMap<String, String>) -> String {
     params.iter().map(|(k, v)| format!("{k}={v};")).collect()
 }
 
+/// `rocks_params` that RocksDB refuses, with RocksDB's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("rocks_params: {0}")]
+pub(crate) struct RocksParamsError(String);
+
+/// `opts` with `params` applied.
+fn with_params(
+    opts: &mut Options,
+    params: &BTreeMap<String, String>,
+) -> Result<Options, RocksParamsError> {
+    opts.get_options_from_string(params_string(params))
+        .map_err(|e| RocksParamsError(e.into_string()))
+}
+
 /// Check option names and values without touching the disk, so a typo in
 /// `rocks_params` fails at `kumo.define_spool` rather than at start-up.
-pub(crate) fn validate_rocks_params(params: &BTreeMap<String, String>) -> Result<(), String> {
+pub(crate) fn validate_rocks_params(
+    params: &BTreeMap<String, String>,
+) -> Result<(), RocksParamsError> {
     if params.is_empty() {
         return Ok(());
     }
-    Options::default()
-        .get_options_from_string(params_string(params))
-        .map(|_| ())
-        .map_err(|e| format!("rocks_params: {}", e.into_string()))
+    with_params(&mut Options::default(), params).map(|_| ())
 }
 
 fn base_options(params: &BTreeMap<String, String>) -> Result<Options, SpoolError> {
@@ -143,8 +156,7 @@ fn base_options(params: &BTreeMap<String, String>) -> Result<Options, SpoolError
     if params.is_empty() {
         return Ok(opts);
     }
-    opts.get_options_from_string(params_string(params))
-        .map_err(|e| SpoolError::Config(format!("rocks_params: {}", e.into_string())))
+    with_params(&mut opts, params).map_err(|e| SpoolError::Config(e.to_string()))
 }
 
 fn open_one(path: &Path, params: &BTreeMap<String, String>) -> Result<DB, SpoolError> {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hermod_message::{Message, SpoolId, SpoolRecord};
+use hermod_message::{IdError, Message, MessageError, SpoolId, SpoolRecord, SpoolRecordError};
 use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::db::{cf, Dbs, DATA_CF, META_CF};
@@ -57,11 +57,25 @@ impl Iterator for Enumeration {
 
 impl ExactSizeIterator for Enumeration {}
 
+/// Why an entry cannot be trusted; its text is the reason logged and
+/// carried by `SpoolError::Corrupt`.
+#[derive(Debug, thiserror::Error)]
+enum CorruptReason {
+    #[error("bad key: {0}")]
+    Key(#[source] IdError),
+    #[error("unreadable meta: {0}")]
+    Meta(#[source] MessageError),
+    #[error(transparent)]
+    EmbeddedData(#[from] SpoolRecordError),
+    #[error("message data is missing")]
+    NoData,
+}
+
 struct CorruptEntry {
     key: Vec<u8>,
     meta: Vec<u8>,
     has_data: bool,
-    reason: String,
+    reason: CorruptReason,
 }
 
 pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
@@ -120,7 +134,7 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
         .iter()
         .map(|e| SpoolError::Corrupt {
             id: hex(&e.key),
-            reason: e.reason.clone(),
+            reason: e.reason.to_string(),
         })
         .collect();
     let orphans_removed = remove_orphans(dbs, &orphans)?;
@@ -140,9 +154,9 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
     })
 }
 
-fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<Message, String> {
-    let id = SpoolId::from_slice(key).map_err(|e| format!("bad key: {e}"))?;
-    let record = Message::parse_spool_record(meta).map_err(|e| format!("unreadable meta: {e}"))?;
+fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<Message, CorruptReason> {
+    let id = SpoolId::from_slice(key).map_err(CorruptReason::Key)?;
+    let record = Message::parse_spool_record(meta).map_err(CorruptReason::Meta)?;
     if record.data_is_log_record {
         // The record is the data; a data-spool entry beside it would be an
         // older version, which the next store or the removal deletes.
@@ -150,7 +164,7 @@ fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<Message, String> 
         return Ok(Message::from_spool(id, record, Some(data)));
     }
     if !has_data {
-        return Err("message data is missing".into());
+        return Err(CorruptReason::NoData);
     }
     Ok(Message::from_spool(id, record, None))
 }

@@ -9,6 +9,32 @@ use mail_builder::MessageBuilder;
 
 use super::request::{Address, Attachment};
 
+/// Why a message cannot be built from a request's parts: a bad attachment
+/// fails the request (HTTP 422), anything else only its recipient.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("content does not start with a header field; expected an RFC 5322 message")]
+    NoHeader,
+    #[error("content.attachments[{index}].data is not valid base64: {source}")]
+    AttachmentData {
+        index: usize,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("content.attachments[{0}].content_type is not a MIME type")]
+    AttachmentType(usize),
+    #[error("header name {0:?} is not a valid field name")]
+    HeaderName(String),
+    #[error("header {0} contains a line break")]
+    HeaderLineBreak(String),
+    #[error("subject contains a line break")]
+    SubjectLineBreak,
+    #[error("content needs text_body or html_body")]
+    NoBody,
+    #[error("assembling the message failed: {0}")]
+    Assemble(#[source] std::io::Error),
+}
+
 /// `"Name" <email>` (RFC 2047-encoded when the name is not ASCII) or `email`.
 pub fn to_header(email: &str, name: Option<&str>) -> String {
     match name.filter(|n| !n.is_empty()) {
@@ -47,13 +73,11 @@ pub fn normalize_crlf(s: &str) -> Vec<u8> {
 
 /// A rendered `content` string as message bytes: CRLF line ends and a
 /// `MIME-Version` header.
-pub fn finish_rfc5322(rendered: &str) -> Result<Vec<u8>, String> {
+pub fn finish_rfc5322(rendered: &str) -> Result<Vec<u8>, BuildError> {
     let mut data = normalize_crlf(rendered);
     let first_line = data.split(|&c| c == b'\n').next().unwrap_or_default();
     if !first_line.contains(&b':') {
-        return Err(
-            "content does not start with a header field; expected an RFC 5322 message".into(),
-        );
+        return Err(BuildError::NoHeader);
     }
     if !data.ends_with(b"\r\n") {
         data.extend_from_slice(b"\r\n");
@@ -77,24 +101,20 @@ pub struct PreparedAttachment {
 
 /// Decode base64 data up front so a bad attachment fails the request (422)
 /// rather than every recipient.
-pub fn prepare_attachments(list: &[Attachment]) -> Result<Vec<PreparedAttachment>, String> {
+pub fn prepare_attachments(list: &[Attachment]) -> Result<Vec<PreparedAttachment>, BuildError> {
     list.iter()
         .enumerate()
-        .map(|(i, a)| {
+        .map(|(index, a)| {
             let body = if a.base64 {
                 let compact: String = a.data.split_ascii_whitespace().collect();
                 base64::engine::general_purpose::STANDARD
                     .decode(compact)
-                    .map_err(|e| {
-                        format!("content.attachments[{i}].data is not valid base64: {e}")
-                    })?
+                    .map_err(|source| BuildError::AttachmentData { index, source })?
             } else {
                 a.data.as_bytes().to_vec()
             };
             if a.content_type.trim().is_empty() || a.content_type.contains(['\r', '\n']) {
-                return Err(format!(
-                    "content.attachments[{i}].content_type is not a MIME type"
-                ));
+                return Err(BuildError::AttachmentType(index));
             }
             Ok(PreparedAttachment {
                 is_text: !a.base64 && a.content_type.starts_with("text/"),
@@ -116,13 +136,13 @@ pub struct RenderedParts {
     pub headers: Vec<(String, String)>,
 }
 
-fn check_header(name: &str, value: &str) -> Result<(), String> {
+fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
     let valid_name = !name.is_empty() && name.bytes().all(|c| c.is_ascii_graphic() && c != b':');
     if !valid_name {
-        return Err(format!("header name {name:?} is not a valid field name"));
+        return Err(BuildError::HeaderName(name.to_string()));
     }
     if value.contains(['\r', '\n']) {
-        return Err(format!("header {name} contains a line break"));
+        return Err(BuildError::HeaderLineBreak(name.to_string()));
     }
     Ok(())
 }
@@ -167,7 +187,7 @@ pub fn build_message(
     attachments: &[PreparedAttachment],
     recipient_email: &str,
     recipient_name: Option<&str>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BuildError> {
     let mut mb = MessageBuilder::new();
     let has_to = parts
         .headers
@@ -187,7 +207,7 @@ pub fn build_message(
     }
     if let Some(s) = parts.subject {
         if s.contains(['\r', '\n']) {
-            return Err("subject contains a line break".into());
+            return Err(BuildError::SubjectLineBreak);
         }
         mb = mb.subject(s);
     }
@@ -212,7 +232,7 @@ pub fn build_message(
         alternatives.push(text_part("text/html", h));
     }
     let mut body = match alternatives.len() {
-        0 => return Err("content needs text_body or html_body".into()),
+        0 => return Err(BuildError::NoBody),
         1 => alternatives.remove(0),
         _ => MimePart::new("multipart/alternative", alternatives),
     };
@@ -247,9 +267,7 @@ pub fn build_message(
         }
         body = MimePart::new("multipart/mixed", mixed);
     }
-    mb.body(body)
-        .write_to_vec()
-        .map_err(|e| format!("assembling the message failed: {e}"))
+    mb.body(body).write_to_vec().map_err(BuildError::Assemble)
 }
 
 #[cfg(test)]

@@ -13,11 +13,16 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use hermod_message::{AcceptError, EnvelopeAddress, Message, ReceptionInfo, SpoolId};
-use hermod_policy::{CallError, Context};
+use hermod_message::{
+    AcceptError, AddressError, EnvelopeAddress, Message, MessageError, Protocol, ReceptionInfo,
+    SpoolId,
+};
+use hermod_policy::{CallError, Context, Reject};
 use serde_json::{json, Map, Value};
 
-pub use request::{InjectRequest, MAX_RECIPIENTS};
+pub use build::BuildError;
+pub use request::{InjectRequest, RequestError, MAX_RECIPIENTS};
+pub use template::TemplateError;
 
 use crate::auth::AuthInfo;
 use crate::config::canonical;
@@ -25,6 +30,36 @@ use crate::server::{AppState, ConnInfo};
 use build::{PreparedAttachment, RenderedParts};
 use request::{Content, Recipient};
 use template::{Part, Templates};
+
+/// Why a request (HTTP 400/422) or one recipient's message (its entry in
+/// the response's `errors`) fails.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("invalid envelope_sender: {0}")]
+    Sender(#[source] AddressError),
+    #[error("deferred_generation is not supported yet; send without it")]
+    DeferredGeneration,
+    #[error("content needs at least one of text_body or html_body")]
+    NoBody,
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("invalid recipient: {0}")]
+    Recipient(#[source] AddressError),
+    #[error("invalid recipient: empty address")]
+    EmptyRecipient,
+    /// `kumo.reject` in `http_message_generated`.
+    #[error("{0}")]
+    Rejected(Reject),
+    /// `http_message_generated` raised an error.
+    #[error("{0}")]
+    Policy(#[source] CallError),
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}
 
 fn json_error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": msg.to_string() }))).into_response()
@@ -52,9 +87,9 @@ struct Prepared<'a> {
 
 /// The request-level checks that need no Lua: template syntax, builder
 /// completeness, attachments (all 422).
-fn compile(req: &InjectRequest) -> Result<(Templates, Vec<PreparedAttachment>), String> {
+fn compile(req: &InjectRequest) -> Result<(Templates, Vec<PreparedAttachment>), InjectError> {
     if req.deferred_generation {
-        return Err("deferred_generation is not supported yet; send without it".into());
+        return Err(InjectError::DeferredGeneration);
     }
     match &req.content {
         Content::Rfc5322(s) => {
@@ -63,7 +98,7 @@ fn compile(req: &InjectRequest) -> Result<(Templates, Vec<PreparedAttachment>), 
         }
         Content::Builder(b) => {
             if b.text_body.is_none() && b.html_body.is_none() {
-                return Err("content needs at least one of text_body or html_body".into());
+                return Err(InjectError::NoBody);
             }
             let mut parts = Vec::new();
             let opt = [
@@ -86,7 +121,7 @@ fn compile(req: &InjectRequest) -> Result<(Templates, Vec<PreparedAttachment>), 
     }
 }
 
-fn render_data(p: &Prepared<'_>, r: &Recipient, email: &str) -> Result<Vec<u8>, String> {
+fn render_data(p: &Prepared<'_>, r: &Recipient, email: &str) -> Result<Vec<u8>, InjectError> {
     let to = build::to_header(email, r.name.as_deref());
     let ctx = template::context(
         email,
@@ -96,9 +131,11 @@ fn render_data(p: &Prepared<'_>, r: &Recipient, email: &str) -> Result<Vec<u8>, 
         &r.substitutions,
     );
     match &p.req.content {
-        Content::Rfc5322(_) => build::finish_rfc5322(&p.templates.render(Part::Content, &ctx)?),
+        Content::Rfc5322(_) => Ok(build::finish_rfc5322(
+            &p.templates.render(Part::Content, &ctx)?,
+        )?),
         Content::Builder(b) => {
-            let render = |part, present: bool| -> Result<Option<String>, String> {
+            let render = |part, present: bool| -> Result<Option<String>, TemplateError> {
                 if present {
                     p.templates.render(part, &ctx).map(Some)
                 } else {
@@ -116,16 +153,25 @@ fn render_data(p: &Prepared<'_>, r: &Recipient, email: &str) -> Result<Vec<u8>, 
                 amp_html_body: render(Part::AmpHtmlBody, b.amp_html_body.is_some())?,
                 headers,
             };
-            build::build_message(
+            Ok(build::build_message(
                 parts,
                 b.from.as_ref(),
                 b.reply_to.as_ref(),
                 &p.attachments,
                 email,
                 r.name.as_deref(),
-            )
+            )?)
         }
     }
+}
+
+/// The recipient's address; the null address is refused.
+fn recipient(r: &Recipient) -> Result<EnvelopeAddress, InjectError> {
+    let rcpt = EnvelopeAddress::parse(&r.email).map_err(InjectError::Recipient)?;
+    if rcpt.is_null() {
+        return Err(InjectError::EmptyRecipient);
+    }
+    Ok(rcpt)
 }
 
 /// Build one recipient's message and run `http_message_generated` on it.
@@ -136,11 +182,8 @@ async fn generate(
     auth_lua: &mlua::Value,
     r: &Recipient,
     lua_error: &mut bool,
-) -> Result<Message, String> {
-    let rcpt = EnvelopeAddress::parse(&r.email).map_err(|e| format!("invalid recipient: {e}"))?;
-    if rcpt.is_null() {
-        return Err("invalid recipient: empty address".into());
-    }
+) -> Result<Message, InjectError> {
+    let rcpt = recipient(r)?;
     let mut data = render_data(p, r, rcpt.email())?;
     let id = SpoolId::new();
     let trace = &p.req.trace_headers;
@@ -159,7 +202,10 @@ async fn generate(
     }
     let mut meta = Map::new();
     meta.insert("http_auth".into(), Value::String(p.auth.summary()));
-    meta.insert("reception_protocol".into(), Value::String("HTTP".into()));
+    meta.insert(
+        "reception_protocol".into(),
+        Value::String(Protocol::Http.as_str().into()),
+    );
     meta.insert("received_from".into(), Value::String(p.peer_ip.clone()));
     meta.insert("received_via".into(), Value::String(p.local_ip.clone()));
     meta.insert("hostname".into(), Value::String(p.hostname.to_string()));
@@ -173,10 +219,10 @@ async fn generate(
         .await
     {
         Ok(_) => {}
-        Err(CallError::Reject(rej)) => return Err(rej.to_string()),
+        Err(CallError::Reject(rej)) => return Err(InjectError::Rejected(rej)),
         Err(e) => {
             *lua_error = true;
-            return Err(e.to_string());
+            return Err(InjectError::Policy(e));
         }
     }
 
@@ -187,7 +233,7 @@ async fn generate(
             &trace.include_meta_names,
             &msg.meta(),
         );
-        let current = msg.data().map_err(|e| e.to_string())?;
+        let current = msg.data()?;
         let mut with = h.into_bytes();
         with.extend_from_slice(&current);
         msg.set_data(with);
@@ -227,12 +273,7 @@ pub(crate) async fn handler(
     };
     let sender = match EnvelopeAddress::parse(&req.envelope_sender) {
         Ok(s) => s,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid envelope_sender: {e}"),
-            )
-        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, InjectError::Sender(e)),
     };
     let (templates, attachments) = match compile(&req) {
         Ok(t) => t,
@@ -291,11 +332,12 @@ pub(crate) async fn handler(
     let mut success_count = 0usize;
     if !messages.is_empty() {
         let info = ReceptionInfo {
-            protocol: "HTTP".into(),
+            protocol: Protocol::Http,
             peer_name: String::new(),
             peer_addr: peer_ip,
             session_id: None,
-            ..Default::default()
+            tls_cipher: None,
+            tls_protocol_version: None,
         };
         let results = st.acceptor.accept(messages, info).await;
         let unavailable = !results.is_empty()
@@ -342,10 +384,11 @@ pub(crate) async fn handler(
 /// check the request and render each recipient's message bytes. The outer
 /// error is the request-level rejection (400/422); each recipient gets its
 /// own result, as in the response's `errors`.
-pub(crate) fn render_without_policy(body: &[u8]) -> Result<Vec<Result<Vec<u8>, String>>, String> {
-    let req = request::parse(body).map_err(|e| e.0)?;
-    let sender = EnvelopeAddress::parse(&req.envelope_sender)
-        .map_err(|e| format!("invalid envelope_sender: {e}"))?;
+pub(crate) fn render_without_policy(
+    body: &[u8],
+) -> Result<Vec<Result<Vec<u8>, InjectError>>, InjectError> {
+    let req = request::parse(body)?;
+    let sender = EnvelopeAddress::parse(&req.envelope_sender).map_err(InjectError::Sender)?;
     let (templates, attachments) = compile(&req)?;
     let auth = AuthInfo {
         peer: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -364,13 +407,6 @@ pub(crate) fn render_without_policy(body: &[u8]) -> Result<Vec<Result<Vec<u8>, S
     Ok(req
         .recipients
         .iter()
-        .map(|r| {
-            let rcpt =
-                EnvelopeAddress::parse(&r.email).map_err(|e| format!("invalid recipient: {e}"))?;
-            if rcpt.is_null() {
-                return Err("invalid recipient: empty address".to_string());
-            }
-            render_data(&p, r, rcpt.email())
-        })
+        .map(|r| render_data(&p, r, recipient(r)?.email()))
         .collect())
 }

@@ -155,14 +155,9 @@ impl<'de> Deserialize<'de> for Content {
 }
 
 /// Why a body could not be decoded; all are the client's fault (400).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct RequestError(pub String);
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Decode the body, naming the JSON path of a field that is wrong.
 pub fn parse(body: &[u8]) -> Result<InjectRequest, RequestError> {

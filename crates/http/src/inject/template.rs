@@ -30,6 +30,34 @@ impl Part {
     }
 }
 
+/// A template that does not compile or render; `part` is the request
+/// field it came from (HTTP 422, or the recipient's error).
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template error in {part}: {source}")]
+    Syntax {
+        part: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("template_dialect Handlebars is not supported; use Jinja or Static")]
+    Handlebars,
+    #[error("template {part} missing: {source}")]
+    Lookup {
+        part: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("template {part} missing")]
+    Missing { part: String },
+    #[error("rendering {part}: {source}")]
+    Render {
+        part: String,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
 pub struct Templates {
     dialect: TemplateDialect,
     env: Environment<'static>,
@@ -38,7 +66,10 @@ pub struct Templates {
 
 impl Templates {
     /// Compile every part; a syntax error names the part (HTTP 422).
-    pub fn compile(dialect: TemplateDialect, parts: Vec<(Part, String)>) -> Result<Self, String> {
+    pub fn compile(
+        dialect: TemplateDialect,
+        parts: Vec<(Part, String)>,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         // Message bodies end with a newline that must survive rendering.
         env.set_keep_trailing_newline(true);
@@ -54,15 +85,14 @@ impl Templates {
             TemplateDialect::Jinja => {
                 for (part, source) in parts {
                     env.add_template_owned(part.name(), source)
-                        .map_err(|e| format!("template error in {}: {e}", display_name(part)))?;
+                        .map_err(|source| TemplateError::Syntax {
+                            part: display_name(part),
+                            source,
+                        })?;
                 }
             }
             TemplateDialect::Static => statics = parts,
-            TemplateDialect::Handlebars => {
-                return Err(
-                    "template_dialect Handlebars is not supported; use Jinja or Static".into(),
-                );
-            }
+            TemplateDialect::Handlebars => return Err(TemplateError::Handlebars),
         }
         Ok(Self {
             dialect,
@@ -71,23 +101,30 @@ impl Templates {
         })
     }
 
-    pub fn render(&self, part: Part, ctx: &minijinja::Value) -> Result<String, String> {
+    pub fn render(&self, part: Part, ctx: &minijinja::Value) -> Result<String, TemplateError> {
         match self.dialect {
             TemplateDialect::Jinja => {
                 let name = part.name();
                 let t = self
                     .env
                     .get_template(&name)
-                    .map_err(|e| format!("template {} missing: {e}", display_name(part)))?;
-                t.render(ctx)
-                    .map_err(|e| format!("rendering {}: {e}", display_name(part)))
+                    .map_err(|source| TemplateError::Lookup {
+                        part: display_name(part),
+                        source,
+                    })?;
+                t.render(ctx).map_err(|source| TemplateError::Render {
+                    part: display_name(part),
+                    source,
+                })
             }
             _ => self
                 .statics
                 .iter()
                 .find(|(p, _)| *p == part)
                 .map(|(_, s)| s.clone())
-                .ok_or_else(|| format!("template {} missing", display_name(part))),
+                .ok_or_else(|| TemplateError::Missing {
+                    part: display_name(part),
+                }),
         }
     }
 }
@@ -175,9 +212,10 @@ mod tests {
             vec![(Part::Subject, "{{ oops".into())],
         )
         .err()
+        .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(
-            e.contains("content.subject") && e.contains("syntax error"),
+            e.starts_with("template error in content.subject: ") && e.contains("syntax error"),
             "{e}"
         );
     }

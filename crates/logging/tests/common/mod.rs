@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hermod_logging::{tail, LogEvent, LogRecord, RecordType, Response, TailOptions};
-use hermod_message::{EnvelopeAddress, Message, SpoolId};
+use hermod_message::{EnvelopeAddress, Message, Protocol, SpoolId};
 use serde_json::{json, Map};
 
 pub fn message(reception_protocol: &str) -> Message {
@@ -32,7 +32,7 @@ pub fn event(kind: RecordType, message: Message) -> LogEvent {
         peer_address: None,
         egress_pool: Some("unspecified".into()),
         egress_source: Some("unspecified".into()),
-        delivery_protocol: Some("Lua".into()),
+        delivery_protocol: Some(Protocol::Lua),
         session_id: None,
         tls_cipher: None,
         tls_protocol_version: None,
