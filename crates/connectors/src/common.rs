@@ -1,14 +1,11 @@
 //! Pieces shared by every broker module: binary-safe payloads, lenient
-//! strings and durations, strict decoding at a captured call site and the
-//! closed-handle error. Errors are located with `hermod_policy::errors`
-//! (`crates/policy/src/errors.rs`).
+//! strings and the closed-handle error. Durations, strict decoding at a
+//! captured call site and `file:line` errors come from the policy crate
+//! (`crates/policy/src/duration.rs`, `config.rs`, `errors.rs`).
 
 use std::fmt;
-use std::time::Duration;
 
-use hermod_policy::errors::CallSite;
-use mlua::Lua;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 /// Raised by every method of a handle after `close()` on it or on any copy.
@@ -82,66 +79,9 @@ impl<'de> Deserialize<'de> for Stringish {
     }
 }
 
-/// A duration given either as a duration string / number of seconds, or as
-/// the `{ secs = , nanos = }` struct KumoMTA's serde representation uses.
-pub fn deserialize_flexible_duration_opt<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration: seconds, a string like \"10s\", or { secs = , nanos = }")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            hermod_policy::duration::parse(v).map_err(E::custom)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            hermod_policy::duration::from_secs(v as f64).map_err(E::custom)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            hermod_policy::duration::from_secs(v).map_err(E::custom)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Duration, A::Error> {
-            let (mut secs, mut nanos) = (0u64, 0u32);
-            while let Some(key) = map.next_key::<String>()? {
-                match key.as_str() {
-                    "secs" => secs = map.next_value()?,
-                    "nanos" => nanos = map.next_value()?,
-                    k => return Err(de::Error::unknown_field(k, &["secs", "nanos"])),
-                }
-            }
-            if nanos >= 1_000_000_000 {
-                return Err(de::Error::custom("nanos must be below 1000000000"));
-            }
-            Ok(Duration::new(secs, nanos))
-        }
-    }
-    d.deserialize_any(V).map(Some)
-}
-
 /// Install the ring crypto provider for rustls once; reqwest and the TLS
 /// broker clients need a process default. Another crate may have installed
 /// it first, which is fine.
 pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Strictly decode a parameter table (the target type should use
-/// `#[serde(deny_unknown_fields)]`), with errors located at `site`. Mirrors
-/// `hermod_policy::config::from_lua_strict` but works inside async
-/// functions, where the policy frame is below mlua's async shim.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    lua: &Lua,
-    site: &CallSite,
-    value: mlua::Value,
-    what: &str,
-) -> mlua::Result<T> {
-    use mlua::LuaSerdeExt;
-    let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
-    lua.from_value_with::<T>(value, opts)
-        .map_err(|e| site.error(format!("{what}: {}", hermod_policy::errors::describe(&e))))
 }

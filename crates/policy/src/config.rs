@@ -3,7 +3,7 @@
 use mlua::{Lua, LuaSerdeExt, Value};
 use serde::de::DeserializeOwned;
 
-use crate::errors::located;
+use crate::errors::{located, CallSite};
 
 /// Decode `value` into `T` (which should use `#[serde(deny_unknown_fields)]`),
 /// naming the function and the caller's `file:line` on failure, so that a
@@ -16,4 +16,17 @@ pub fn from_lua_strict<T: DeserializeOwned>(
     let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
     lua.from_value_with::<T>(value, opts)
         .map_err(|e| located(lua, format!("{what}: {}", crate::errors::describe(&e))))
+}
+
+/// [`from_lua_strict`] for async functions: errors are located at `site`, captured when the
+/// function was entered, because once it awaits, the policy's frame is below mlua's async shim.
+pub fn from_lua_strict_at<T: DeserializeOwned>(
+    lua: &Lua,
+    site: &CallSite,
+    value: Value,
+    what: &str,
+) -> mlua::Result<T> {
+    let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
+    lua.from_value_with::<T>(value, opts)
+        .map_err(|e| site.error(format!("{what}: {}", crate::errors::describe(&e))))
 }

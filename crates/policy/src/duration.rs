@@ -43,10 +43,12 @@ pub fn from_secs(n: f64) -> Result<Duration, DurationError> {
 
 struct DurationVisitor;
 
-impl Visitor<'_> for DurationVisitor {
+impl<'de> Visitor<'de> for DurationVisitor {
     type Value = Duration;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a duration: seconds as a number, or a string like \"5 minutes\"")
+        f.write_str(
+            "a duration: seconds as a number, a string like \"5 minutes\", or { secs = , nanos = }",
+        )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
         parse(v).map_err(E::custom)
@@ -59,6 +61,22 @@ impl Visitor<'_> for DurationVisitor {
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
         Ok(Duration::from_secs(v))
+    }
+    /// `{ secs = 30, nanos = 0 }`, the form serde gives a Rust `Duration`, which some
+    /// published policies copy (for example NATS `ping_interval`).
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Duration, A::Error> {
+        let (mut secs, mut nanos) = (0u64, 0u32);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "secs" => secs = map.next_value()?,
+                "nanos" => nanos = map.next_value()?,
+                k => return Err(de::Error::unknown_field(k, &["secs", "nanos"])),
+            }
+        }
+        if nanos >= 1_000_000_000 {
+            return Err(de::Error::custom("nanos must be below 1000000000"));
+        }
+        Ok(Duration::new(secs, nanos))
     }
 }
 
@@ -85,6 +103,24 @@ mod tests {
         assert_eq!(parse("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(from_secs(0.25).unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_secs_and_nanos_table_is_a_duration_and_other_keys_are_refused() {
+        use serde::de::value::{Error, MapDeserializer};
+        let table = |pairs: Vec<(&'static str, u64)>| {
+            deserialize(MapDeserializer::<_, Error>::new(pairs.into_iter()))
+        };
+        assert_eq!(
+            table(vec![("secs", 30), ("nanos", 500_000_000)]).unwrap(),
+            Duration::from_millis(30_500)
+        );
+        let e = table(vec![("seconds", 30)]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `seconds`"), "{e}");
+        let e = table(vec![("nanos", 1_000_000_000)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nanos must be below"), "{e}");
     }
 
     #[test]

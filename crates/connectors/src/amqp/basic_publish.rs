@@ -195,7 +195,7 @@ impl BasicPublishParams {
 pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
     let site = CallSite::capture(&lua);
     let params: BasicPublishParams =
-        crate::common::decode(&lua, &site, params, "kumo.amqp.basic_publish")?;
+        hermod_policy::config::from_lua_strict_at(&lua, &site, params, "kumo.amqp.basic_publish")?;
     let target = format!(
         "{}:{} exchange '{}' routing key '{}'",
         params.connection.host, params.connection.port, params.exchange, params.routing_key

@@ -140,8 +140,12 @@ impl UserData for AmqpClient {
                 .slot()
                 .map_err(|e| site.error(format!("amqp publish: {e}")))?;
             drop(this);
-            let mut params: PublishParams =
-                crate::common::decode(&lua, &site, params, "amqp client:publish")?;
+            let mut params: PublishParams = hermod_policy::config::from_lua_strict_at(
+                &lua,
+                &site,
+                params,
+                "amqp client:publish",
+            )?;
             let target = format!(
                 "exchange '{}' routing key '{}'",
                 params.exchange, params.routing_key

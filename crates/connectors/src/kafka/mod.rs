@@ -24,8 +24,12 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         "build_producer",
         lua.create_async_function(|lua, params: Value| async move {
             let site = CallSite::capture(&lua);
-            let raw: BTreeMap<String, Stringish> =
-                crate::common::decode(&lua, &site, params, "kumo.kafka.build_producer")?;
+            let raw: BTreeMap<String, Stringish> = hermod_policy::config::from_lua_strict_at(
+                &lua,
+                &site,
+                params,
+                "kumo.kafka.build_producer",
+            )?;
             let props = effective_properties(raw.into_iter().map(|(k, v)| (k, v.0)).collect());
             if hermod_policy::startup::is_validating(&lua) {
                 return Ok(KafkaProducer::validating(props));

@@ -142,8 +142,12 @@ fn records_from(lua: &Lua, site: &CallSite, value: Value) -> mlua::Result<Vec<Re
     };
     let mut out = Vec::new();
     for (i, v) in t.sequence_values::<Value>().enumerate() {
-        let rec: Record =
-            crate::common::decode(lua, site, v?, &format!("kafka send_batch record {}", i + 1))?;
+        let rec: Record = hermod_policy::config::from_lua_strict_at(
+            lua,
+            site,
+            v?,
+            &format!("kafka send_batch record {}", i + 1),
+        )?;
         out.push(rec);
     }
     Ok(out)
@@ -158,7 +162,12 @@ impl UserData for KafkaProducer {
                 .map_err(|e| site.error(format!("kafka send: {e}")))?;
             super::pool::mark_used(&this.props);
             drop(this);
-            let record: Record = crate::common::decode(&lua, &site, params, "kafka producer:send")?;
+            let record: Record = hermod_policy::config::from_lua_strict_at(
+                &lua,
+                &site,
+                params,
+                "kafka producer:send",
+            )?;
             let (partition, offset) = send_one(&lua, &producer, &record).await.map_err(|e| {
                 site.error(format!(
                     "kafka send to topic '{}' failed: {e}",

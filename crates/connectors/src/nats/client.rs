@@ -115,7 +115,7 @@ impl UserData for NatsClient {
         methods.add_async_method("publish", |lua, this, params: Value| async move {
             let site = CallSite::capture(&lua);
             let params: PublishParams =
-                crate::common::decode(&lua, &site, params, "nats client:publish")?;
+                hermod_policy::config::from_lua_strict_at(&lua, &site, params, "nats client:publish")?;
             let ctx = this.context().map_err(|e| site.error(format!("nats publish: {e}")))?;
             drop(this);
             let subject = params.subject.clone();

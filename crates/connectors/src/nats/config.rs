@@ -9,7 +9,6 @@ use hermod_policy::KeySource;
 use serde::Deserialize;
 
 use super::NatsError;
-use crate::common::deserialize_flexible_duration_opt;
 
 /// Strict connection parameters. `sender_capacity` is accepted as an alias of
 /// `client_capacity` because KumoMTA's docs use that name.
@@ -37,7 +36,7 @@ pub struct NatsConfig {
     pub client_cert: Option<PathBuf>,
     #[serde(default)]
     pub client_key: Option<PathBuf>,
-    #[serde(default, deserialize_with = "deserialize_flexible_duration_opt")]
+    #[serde(default, deserialize_with = "hermod_policy::duration::deserialize_opt")]
     pub ping_interval: Option<Duration>,
     #[serde(default, alias = "sender_capacity")]
     pub client_capacity: Option<usize>,
@@ -208,7 +207,7 @@ mod tests {
             .eval::<mlua::Value>()
             .map_err(|e| e.to_string())?;
         let site = hermod_policy::errors::CallSite::default();
-        crate::common::decode::<NatsConfig>(&lua, &site, v, "kumo.nats.connect")
+        hermod_policy::config::from_lua_strict_at::<NatsConfig>(&lua, &site, v, "kumo.nats.connect")
             .map_err(|e| e.to_string())
     }
 

@@ -20,8 +20,12 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         "connect",
         lua.create_async_function(|lua, params: Value| async move {
             let site = CallSite::capture(&lua);
-            let config: NatsConfig =
-                crate::common::decode(&lua, &site, params, "kumo.nats.connect")?;
+            let config: NatsConfig = hermod_policy::config::from_lua_strict_at(
+                &lua,
+                &site,
+                params,
+                "kumo.nats.connect",
+            )?;
             config
                 .validate()
                 .map_err(|e| site.error(format!("kumo.nats.connect: {e}")))?;
