@@ -65,14 +65,16 @@ impl<'de> Visitor<'de> for DurationVisitor {
     /// `{ secs = 30, nanos = 0 }`, the form serde gives a Rust `Duration`, which some
     /// published policies copy (for example NATS `ping_interval`).
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Duration, A::Error> {
-        let (mut secs, mut nanos) = (0u64, 0u32);
+        let (mut secs, mut nanos) = (None::<u64>, 0u32);
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "secs" => secs = map.next_value()?,
+                "secs" => secs = Some(map.next_value()?),
                 "nanos" => nanos = map.next_value()?,
                 k => return Err(de::Error::unknown_field(k, &["secs", "nanos"])),
             }
         }
+        // An empty table is a mistake, not zero seconds.
+        let secs = secs.ok_or_else(|| de::Error::missing_field("secs"))?;
         if nanos >= 1_000_000_000 {
             return Err(de::Error::custom("nanos must be below 1000000000"));
         }
@@ -117,10 +119,12 @@ mod tests {
         );
         let e = table(vec![("seconds", 30)]).unwrap_err().to_string();
         assert!(e.contains("unknown field `seconds`"), "{e}");
-        let e = table(vec![("nanos", 1_000_000_000)])
+        let e = table(vec![("secs", 1), ("nanos", 1_000_000_000)])
             .unwrap_err()
             .to_string();
         assert!(e.contains("nanos must be below"), "{e}");
+        let e = table(vec![]).unwrap_err().to_string();
+        assert!(e.contains("missing field `secs`"), "{e}");
     }
 
     #[test]

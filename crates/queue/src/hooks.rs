@@ -14,7 +14,7 @@
 //!    and runs `should_enqueue_log_record` for the whole round in one borrowed Lua context with
 //!    the handlers looked up once (`Context::prepare`).
 //! 3. **Routers without Lua.** The built-in `policy-extras.log_hooks` helper marks its router
-//!    when it has no `filter` (`LogHookRoute` in `crates/policy/src/events.rs`): a marked
+//!    when it has no `filter` (`crates/policy/src/log_hook_route.rs`): a marked
 //!    router is applied in Rust. When every handler is one, the worker keeps the chain as a
 //!    [`LogHookPlan`] and later rounds borrow no Lua context at all; the plan names each
 //!    record's queue, resolved once per round.
