@@ -31,9 +31,9 @@ pub struct Received<'a> {
 
 /// The complete header line, folded one clause per line, CRLF included.
 pub fn received_header(r: &Received<'_>, now: DateTime<Local>) -> String {
-    let with = match r.tls {
-        Some((version, cipher)) => format!("{}S ({version}:{cipher})", r.with),
-        None => r.with.as_str().to_string(),
+    let with: std::borrow::Cow<'_, str> = match r.tls {
+        Some((version, cipher)) => format!("{}S ({version}:{cipher})", r.with).into(),
+        None => r.with.as_str().into(),
     };
     format!(
         "Received: from {} ({})\r\n  by {} ({})\r\n  with {}\r\n  id {}\r\n  for <{}>;\r\n  {}\r\n",

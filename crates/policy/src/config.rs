@@ -13,9 +13,7 @@ pub fn from_lua_strict<T: DeserializeOwned>(
     value: Value,
     what: &str,
 ) -> mlua::Result<T> {
-    let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
-    lua.from_value_with::<T>(value, opts)
-        .map_err(|e| located(lua, format!("{what}: {}", crate::errors::describe(&e))))
+    decode(lua, value, what, |msg| located(lua, msg))
 }
 
 /// [`from_lua_strict`] for async functions: errors are located at `site`, captured when the
@@ -26,7 +24,18 @@ pub fn from_lua_strict_at<T: DeserializeOwned>(
     value: Value,
     what: &str,
 ) -> mlua::Result<T> {
+    decode(lua, value, what, |msg| site.error(msg))
+}
+
+/// The decoding both share; `locate` turns the message into an error at the right line, and
+/// runs only on failure (finding the line walks the Lua stack).
+fn decode<T: DeserializeOwned>(
+    lua: &Lua,
+    value: Value,
+    what: &str,
+    locate: impl FnOnce(String) -> mlua::Error,
+) -> mlua::Result<T> {
     let opts = mlua::DeserializeOptions::new().deny_unsupported_types(false);
     lua.from_value_with::<T>(value, opts)
-        .map_err(|e| site.error(format!("{what}: {}", crate::errors::describe(&e))))
+        .map_err(|e| locate(format!("{what}: {}", crate::errors::describe(&e))))
 }

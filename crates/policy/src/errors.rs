@@ -117,14 +117,15 @@ pub fn caller_location(lua: &Lua) -> Option<String> {
             .source
             .as_deref()
             .is_some_and(|s| s.starts_with('@') || s.starts_with("=[builtin"));
-        let file = src
-            .short_src
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "?".into());
-        if named {
-            return Some(format!("{file}:{line}"));
+        if !named && fallback.is_some() {
+            continue;
         }
-        fallback.get_or_insert(format!("{file}:{line}"));
+        let file = src.short_src.as_deref().unwrap_or("?");
+        let at = format!("{file}:{line}");
+        if named {
+            return Some(at);
+        }
+        fallback = Some(at);
     }
     fallback
 }
