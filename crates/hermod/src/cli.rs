@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Idle timeout of delivery sessions (default 5s, as KumoMTA).
     #[arg(long, env = "HERMOD_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<std::time::Duration>,
+    /// TESTS ONLY: look for idle queues this often and reap ready queues idle this long
+    /// (default: every minute; ready queues after 10 minutes, scheduled queues after their
+    /// `reap_interval`).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    pub queue_reap_interval: Option<std::time::Duration>,
 }
 
 #[derive(Args)]

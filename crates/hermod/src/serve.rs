@@ -143,6 +143,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let qopts = QueueOptions {
         idle_timeout: args.session_idle_timeout,
+        reap: args.queue_reap_interval,
     };
     let qm = QueueManager::new(engine.clone(), spool.clone(), logger.clone(), qopts);
     bridge.connect(qm.clone());
@@ -233,15 +234,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Queue depths for `/metrics` (`scheduled_count`, `ready_count`).
+/// Queue depths for `/metrics` (`scheduled_count`, `ready_count`). A queue
+/// that has gone (emptied, or reaped) stops being exported.
 fn spawn_queue_gauges(qm: QueueManager) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut scheduled_before = std::collections::HashSet::new();
+        let mut ready_before = std::collections::HashSet::new();
         loop {
             tick.tick().await;
+            let mut scheduled_now = std::collections::HashSet::new();
             for (queue, n) in qm.scheduled_counts() {
                 hermod_metrics::scheduled_count(&queue).set(n as i64);
+                scheduled_now.insert(queue);
             }
+            for gone in scheduled_before.difference(&scheduled_now) {
+                hermod_metrics::remove_scheduled_queue(gone);
+            }
+            scheduled_before = scheduled_now;
+            let mut ready_now = std::collections::HashSet::new();
             for (name, queued, sessions, state) in qm.ready_queue_states() {
                 let paused = matches!(state, hermod_queue::ReadyQueueState::Paused { .. });
                 let proto = match name.rsplit_once('@') {
@@ -253,7 +264,12 @@ fn spawn_queue_gauges(qm: QueueManager) {
                 hermod_metrics::ready_count(&service).set(queued as i64);
                 hermod_metrics::connection_count(&service).set(sessions as i64);
                 hermod_metrics::ready_queue_paused(&service).set(i64::from(paused));
+                ready_now.insert(service);
             }
+            for gone in ready_before.difference(&ready_now) {
+                hermod_metrics::remove_ready_queue(gone);
+            }
+            ready_before = ready_now;
         }
     });
 }

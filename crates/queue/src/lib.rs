@@ -1,17 +1,16 @@
 //! Queues and delivery: scheduled queues resolved through `get_queue_config`,
 //! a timer for messages waiting to retry, ready queues with their delivery
-//! sessions (`custom_lua`, `maildir`), retries and expiry, and the
+//! sessions (one driver; `custom_lua`, `maildir`, `smtp`), retries and expiry, and the
 //! `Acceptor` that listeners hand new messages to.
 
+mod delivery;
 mod hooks;
 mod ingress;
-mod maildir;
 mod manager;
 mod outcome;
 mod ready;
 mod resolve;
 pub mod retry;
-mod session;
 mod timer;
 
 pub use hooks::HookBridge;

@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::outcome;
+use crate::delivery::{self, Handles, Starter};
+use crate::outcome::{self, Recorder};
 use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
 use crate::resolve::{
     fetch_config, new_scheduled, ready_queue_name, QueueConfigError, ScheduledQueue,
@@ -25,7 +26,17 @@ use crate::timer::{Timer, Waiting};
 pub struct QueueOptions {
     /// Shorten every ready queue's idle timeout (tests).
     pub idle_timeout: Option<Duration>,
+    /// Reap idle queues this often, and ready queues idle this long (tests);
+    /// see [`REAP_TICK`] and [`READY_REAP_IDLE`].
+    pub reap: Option<Duration>,
 }
+
+/// How often idle queues are looked for. With SMTP every recipient domain is
+/// a queue, so queues that are no longer used must not live forever.
+pub const REAP_TICK: Duration = Duration::from_secs(60);
+/// A ready queue that has been empty, without a session and without a new
+/// message this long is removed (a scheduled queue waits its `reap_interval`).
+pub const READY_REAP_IDLE: Duration = Duration::from_secs(600);
 
 pub(crate) struct Inner {
     pub engine: Arc<Engine>,
@@ -35,6 +46,7 @@ pub(crate) struct Inner {
     scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
     ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
     pub timer: Arc<Timer>,
+    recorder: Recorder,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     accepting: AtomicBool,
@@ -46,6 +58,12 @@ pub struct QueueManager(pub(crate) Arc<Inner>);
 
 impl QueueManager {
     pub fn new(engine: Arc<Engine>, spool: Spool, logger: Logger, opts: QueueOptions) -> Self {
+        let timer = Arc::new(Timer::default());
+        let recorder = Recorder {
+            logger: logger.clone(),
+            spool: spool.clone(),
+            timer: timer.clone(),
+        };
         let inner = Arc::new(Inner {
             engine,
             spool,
@@ -53,7 +71,8 @@ impl QueueManager {
             opts,
             scheduled: Mutex::new(HashMap::new()),
             ready: Mutex::new(HashMap::new()),
-            timer: Arc::new(Timer::default()),
+            timer,
+            recorder,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             accepting: AtomicBool::new(false),
@@ -70,7 +89,54 @@ impl QueueManager {
             },
             stop,
         ));
+        let weak = Arc::downgrade(&qm.0);
+        let stop = qm.0.shutdown.clone();
+        let tick = qm.0.opts.reap.unwrap_or(REAP_TICK);
+        qm.0.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                match weak.upgrade() {
+                    Some(inner) => QueueManager(inner).reap(),
+                    None => return,
+                }
+            }
+        });
         qm
+    }
+
+    /// Remove queues nothing uses any more: ready queues that are empty and
+    /// idle, and scheduled queues that no message refers to (a message holds
+    /// its scheduled queue while it is queued, waiting or being delivered).
+    fn reap(&self) {
+        let ready_idle = self.0.opts.reap.unwrap_or(READY_REAP_IDLE);
+        let reaped_ready = {
+            let mut g = self.0.ready.lock();
+            let before = g.len();
+            g.retain(|_, rq| !rq.retire_if_idle(ready_idle));
+            before - g.len()
+        };
+        let reaped_scheduled = {
+            let mut g = self.0.scheduled.lock();
+            let before = g.len();
+            // Only the map holds it: no message can reach it but through a
+            // lookup, which takes this lock.
+            g.retain(|_, sq| {
+                let reap_after = self.0.opts.reap.unwrap_or(sq.config().reap_interval);
+                Arc::strong_count(sq) > 1 || sq.idle() < reap_after
+            });
+            before - g.len()
+        };
+        if reaped_ready + reaped_scheduled > 0 {
+            tracing::debug!(ready = reaped_ready, scheduled = reaped_scheduled, "reaped idle queues");
+        }
+    }
+
+    /// How many scheduled and ready queues exist (operators and tests).
+    pub fn queue_counts(&self) -> (usize, usize) {
+        (self.0.scheduled.lock().len(), self.0.ready.lock().len())
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -101,6 +167,7 @@ impl QueueManager {
     ) -> Result<Arc<ScheduledQueue>, QueueConfigError> {
         let existing = self.0.scheduled.lock().get(name).cloned();
         if let Some(sq) = &existing {
+            sq.touch();
             if !sq.needs_refresh() {
                 return Ok(sq.clone());
             }
@@ -141,6 +208,7 @@ impl QueueManager {
         let name = ready_queue_name(&sq.components, &cfg);
         let rq = {
             let mut g = self.0.ready.lock();
+            // The map never holds a retired queue: `reap` removes it under this lock.
             match g.get(&name) {
                 Some(rq) => {
                     rq.set_protocol(cfg.protocol.clone());
@@ -163,17 +231,30 @@ impl QueueManager {
 
     /// Queue a message that is due now (fresh reception or retry due).
     pub(crate) fn to_ready(&self, message: Message, queue: Arc<ScheduledQueue>) {
-        let rq = self.ready_queue_for(&queue);
-        rq.push(Entry { message, queue });
-        self.maybe_start_sessions(&rq);
+        let mut entry = Entry { message, queue };
+        loop {
+            let rq = self.ready_queue_for(&entry.queue);
+            match rq.push(entry) {
+                Ok(()) => return self.maybe_start_sessions(&rq),
+                // Reaped since the lookup: the next lookup makes its successor.
+                Err(back) => entry = back,
+            }
+        }
     }
 
     /// Queue a message for later.
     pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
-        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-        self.0
-            .timer
-            .insert(Instant::now() + wait, Waiting { message, queue });
+        self.0.recorder.to_timer(message, queue, due);
+    }
+
+    /// What a delivery session may use; see [`Handles`].
+    fn handles(&self) -> Handles {
+        Handles {
+            recorder: self.0.recorder.clone(),
+            spool: self.0.spool.clone(),
+            engine: self.0.engine.clone(),
+            starter: Starter(Arc::downgrade(&self.0)),
+        }
     }
 
     pub(crate) fn maybe_start_sessions(&self, rq: &Arc<ReadyQueue>) {
@@ -193,8 +274,9 @@ impl QueueManager {
             {
                 let qm = self.clone();
                 let rq = rq.clone();
+                let h = self.handles();
                 self.0.tasks.spawn(async move {
-                    crate::session::run(&qm, &rq).await;
+                    delivery::run_session(&h, &rq).await;
                     rq.sessions.fetch_sub(1, Ordering::SeqCst);
                     // Messages may have arrived while this session was winding down.
                     if rq.len() > 0 {
@@ -210,7 +292,7 @@ impl QueueManager {
         let name = match message.queue_name() {
             Ok(n) => n,
             Err(e) => {
-                outcome::expire_unroutable(self, message, &e.to_string()).await;
+                outcome::expire_unroutable(&self.0.recorder, message, &e.to_string()).await;
                 return;
             }
         };
@@ -227,7 +309,7 @@ impl QueueManager {
             .duration_since(message.created())
             .unwrap_or_default();
         if age >= cfg.max_age {
-            outcome::expire(self, message, &sq, cfg.max_age, Duration::ZERO).await;
+            outcome::expire(&self.0.recorder, message, &sq, cfg.max_age, Duration::ZERO).await;
             return;
         }
         match message.due() {

@@ -5,13 +5,32 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hermod_logging::{EnhancedCode, LogEvent, PeerAddress, RecordType, Response};
+use hermod_logging::{EnhancedCode, LogEvent, Logger, PeerAddress, RecordType, Response};
 use hermod_message::{Message, Protocol};
+use hermod_spool::Spool;
 
-use crate::manager::QueueManager;
 use crate::ready::ReadyQueue;
 use crate::resolve::ScheduledQueue;
 use crate::retry::{after_failure, RetryDecision};
+use crate::timer::{Timer, Waiting};
+
+/// What outcome code needs and nothing more: the logger for the record, the
+/// spool to remove or reschedule the message, and the timer a retry waits in.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    pub logger: Logger,
+    pub spool: Spool,
+    pub timer: Arc<Timer>,
+}
+
+impl Recorder {
+    /// Queue a message for later; its bytes leave memory while it waits.
+    pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        self.timer
+            .insert(std::time::Instant::now() + wait, Waiting { message, queue });
+    }
+}
 
 /// Where and how an attempt was made, shared by a session's records.
 #[derive(Clone)]
@@ -66,78 +85,53 @@ fn event(
     }
 }
 
-fn remove(qm: &QueueManager, msg: &Message) {
-    remove_all(qm, std::slice::from_ref(msg));
+fn remove(rec: &Recorder, msg: &Message) {
+    remove_all(rec, std::slice::from_ref(msg));
 }
 
 /// Remove messages whose final record is logged, in one spool request.
-fn remove_all(qm: &QueueManager, msgs: &[Message]) {
+fn remove_all(rec: &Recorder, msgs: &[Message]) {
     // Not awaited: the final records are already logged, and a removal that
     // does not reach disk can only cause a re-delivery after a crash (which
     // brokers deduplicate by message id), never a loss.
-    if let Err(e) = qm.spool().remove_detached(msgs) {
+    if let Err(e) = rec.spool.remove_detached(msgs) {
         tracing::error!(messages = msgs.len(), error = %e, "spool removal failed after final disposition");
     }
 }
 
-pub async fn delivered(
-    qm: &QueueManager,
-    msg: Message,
-    sq: &ScheduledQueue,
+/// Messages delivered in one attempt (one `send_batch` call, one maildir
+/// batch): each gets its Delivery record, then all leave the spool in one request.
+pub(crate) async fn delivered_all(
+    rec: &Recorder,
+    delivered: impl IntoIterator<Item = (Message, Arc<ScheduledQueue>, Response)>,
     info: &AttemptInfo,
-    content: String,
 ) {
-    log_delivery(qm, &msg, sq, info, Response::new(200, None, &content)).await;
-    remove(qm, &msg);
-}
-
-/// Messages delivered together (one `send_batch` call): each gets its
-/// Delivery record, then all leave the spool in one request.
-pub async fn delivered_all(
-    qm: &QueueManager,
-    delivered: impl IntoIterator<Item = (Message, Arc<ScheduledQueue>)>,
-    info: &AttemptInfo,
-    content: &str,
-) {
-    let resp = Response::new(200, None, content);
     let mut msgs = Vec::new();
-    for (msg, sq) in delivered {
-        log_delivery(qm, &msg, &sq, info, resp.clone()).await;
+    for (msg, sq, resp) in delivered {
+        rec.logger
+            .log(event(
+                RecordType::Delivery,
+                &msg,
+                &sq.name,
+                Some(info),
+                resp,
+                info.peer.clone(),
+            ))
+            .await;
+        hermod_metrics::delivered(&info.service).inc();
         msgs.push(msg);
     }
-    remove_all(qm, &msgs);
+    remove_all(rec, &msgs);
 }
 
-async fn log_delivery(
-    qm: &QueueManager,
-    msg: &Message,
+pub(crate) async fn bounced(
+    rec: &Recorder,
+    msg: Message,
     sq: &ScheduledQueue,
     info: &AttemptInfo,
     resp: Response,
 ) {
-    qm.logger()
-        .log(event(
-            RecordType::Delivery,
-            msg,
-            &sq.name,
-            Some(info),
-            resp,
-            info.peer.clone(),
-        ))
-        .await;
-    hermod_metrics::delivered(&info.service).inc();
-}
-
-pub async fn bounced(
-    qm: &QueueManager,
-    msg: Message,
-    sq: &ScheduledQueue,
-    info: &AttemptInfo,
-    code: u16,
-    content: String,
-) {
-    let resp = Response::new(code, None, &content);
-    qm.logger()
+    rec.logger
         .log(event(
             RecordType::Bounce,
             &msg,
@@ -148,21 +142,21 @@ pub async fn bounced(
         ))
         .await;
     hermod_metrics::failed(&info.service).inc();
-    remove(qm, &msg);
+    remove(rec, &msg);
 }
 
-/// A failed attempt: log it, then retry on the schedule or expire.
-pub async fn transient(
-    qm: &QueueManager,
+/// A failed attempt: log it, then retry on the schedule or expire. `peer` is
+/// the attempt's peer when the destination answered, `None` when the failure
+/// happened on this side (KumoMTA leaves `peer_address` null then).
+pub(crate) async fn transient(
+    rec: &Recorder,
     msg: Message,
     sq: Arc<ScheduledQueue>,
     info: &AttemptInfo,
-    code: u16,
-    content: String,
+    resp: Response,
     peer: Option<PeerAddress>,
 ) {
-    let resp = Response::new(code, None, &content);
-    qm.logger()
+    rec.logger
         .log(event(
             RecordType::TransientFailure,
             &msg,
@@ -185,24 +179,24 @@ pub async fn transient(
         age,
         rand::random::<f64>(),
     ) {
-        RetryDecision::Expire { next_delay } => expire(qm, msg, &sq, cfg.max_age, next_delay).await,
+        RetryDecision::Expire { next_delay } => expire(rec, msg, &sq, cfg.max_age, next_delay).await,
         RetryDecision::Retry { delay, attempts } => {
             msg.set_num_attempts(attempts);
             let due = SystemTime::now() + delay;
             msg.set_due(Some(due));
             msg.mark_meta_dirty();
-            if let Err(e) = qm.spool().store(&msg).await {
+            if let Err(e) = rec.spool.store(&msg).await {
                 // The old spool entry remains valid; after a restart the
                 // message is simply due sooner.
                 tracing::warn!(id = %msg.id(), error = %e, "could not persist the retry schedule");
             }
-            qm.to_timer(msg, sq, due);
+            rec.to_timer(msg, sq, due);
         }
     }
 }
 
-pub async fn expire(
-    qm: &QueueManager,
+pub(crate) async fn expire(
+    rec: &Recorder,
     msg: Message,
     sq: &ScheduledQueue,
     max_age: Duration,
@@ -223,7 +217,7 @@ pub async fn expire(
         }),
         &content,
     );
-    qm.logger()
+    rec.logger
         .log(event(
             RecordType::Expiration,
             &msg,
@@ -233,11 +227,11 @@ pub async fn expire(
             None,
         ))
         .await;
-    remove(qm, &msg);
+    remove(rec, &msg);
 }
 
 /// A spooled message whose queue name cannot be computed (bad meta).
-pub async fn expire_unroutable(qm: &QueueManager, msg: Message, reason: &str) {
+pub(crate) async fn expire_unroutable(rec: &Recorder, msg: Message, reason: &str) {
     let resp = Response::new(
         551,
         Some(EnhancedCode {
@@ -247,8 +241,8 @@ pub async fn expire_unroutable(qm: &QueueManager, msg: Message, reason: &str) {
         }),
         &format!("cannot compute the queue name: {reason}"),
     );
-    qm.logger()
+    rec.logger
         .log(event(RecordType::Expiration, &msg, "", None, resp, None))
         .await;
-    remove(qm, &msg);
+    remove(rec, &msg);
 }

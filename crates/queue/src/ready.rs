@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hermod_message::Message;
@@ -46,14 +46,24 @@ pub struct ReadyQueue {
     pub limits: ReadyLimits,
     protocol: RwLock<ProtocolConfig>,
     /// The scheduled queue whose name supplies the constructor's arguments.
-    representative: RwLock<Option<Arc<ScheduledQueue>>>,
-    entries: Mutex<VecDeque<Entry>>,
+    /// Weak, so that it does not keep an idle scheduled queue from being reaped.
+    representative: RwLock<Weak<ScheduledQueue>>,
+    entries: Mutex<Entries>,
     notify: Notify,
     pub(crate) sessions: AtomicUsize,
     closed: AtomicBool,
+    /// Reaped: removed from the manager's map, so it takes no more messages.
+    /// Changed and checked only under the `entries` lock.
+    retired: AtomicBool,
     health: Mutex<Health>,
     /// One session probes a paused destination; the others end.
     probing: AtomicBool,
+}
+
+struct Entries {
+    queue: VecDeque<Entry>,
+    /// When a message last arrived: an idle queue is reaped after a while.
+    last_push: Instant,
 }
 
 /// Consecutive delivery failures that look like an unreachable destination.
@@ -82,8 +92,12 @@ impl ReadyQueue {
             name,
             limits: ReadyLimits::default(),
             protocol: RwLock::new(protocol),
-            representative: RwLock::new(None),
-            entries: Mutex::new(VecDeque::new()),
+            representative: RwLock::new(Weak::new()),
+            entries: Mutex::new(Entries {
+                queue: VecDeque::new(),
+                last_push: Instant::now(),
+            }),
+            retired: AtomicBool::new(false),
             notify: Notify::new(),
             sessions: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -101,34 +115,63 @@ impl ReadyQueue {
     }
 
     pub fn representative(&self) -> Option<Arc<ScheduledQueue>> {
-        self.representative.read().clone()
+        self.representative.read().upgrade()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.lock().queue.len()
     }
 
-    pub fn push(&self, entry: Entry) {
-        {
-            let mut rep = self.representative.write();
-            if rep.is_none() {
-                *rep = Some(entry.queue.clone());
-            }
+    /// Queue a message; `Err` gives it back when this queue has been reaped,
+    /// and the caller must find the queue that replaced it.
+    pub fn push(&self, entry: Entry) -> Result<(), Entry> {
+        if self.representative.read().strong_count() == 0 {
+            *self.representative.write() = Arc::downgrade(&entry.queue);
         }
         let mut g = self.entries.lock();
-        if g.len() >= self.limits.max_ready {
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(entry);
+        }
+        if g.queue.len() >= self.limits.max_ready {
             entry.message.unload_data();
         }
-        g.push_back(entry);
+        g.queue.push_back(entry);
+        g.last_push = Instant::now();
         drop(g);
         self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Retire the queue if it is empty, has no session and has had no
+    /// message for `idle`. A retired queue refuses [`push`](Self::push).
+    pub(crate) fn retire_if_idle(&self, idle: Duration) -> bool {
+        let g = self.entries.lock();
+        if self.retired.load(Ordering::SeqCst) {
+            return true;
+        }
+        if !g.queue.is_empty()
+            || self.sessions.load(Ordering::SeqCst) > 0
+            || g.last_push.elapsed() < idle
+        {
+            return false;
+        }
+        self.retired.store(true, Ordering::SeqCst);
+        drop(g);
+        true
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Put messages back at the front, in order (a session ended before sending them).
     pub fn push_front(&self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
         let mut g = self.entries.lock();
         for e in entries.into_iter().rev() {
-            g.push_front(e);
+            g.queue.push_front(e);
         }
         drop(g);
         self.notify.notify_one();
@@ -211,13 +254,13 @@ impl ReadyQueue {
 
     /// Everything still queued (shutdown persists what was never spooled).
     pub fn drain_all(&self) -> Vec<Entry> {
-        self.entries.lock().drain(..).collect()
+        self.entries.lock().queue.drain(..).collect()
     }
 
     fn take(&self, max: usize) -> Vec<Entry> {
         let mut g = self.entries.lock();
-        let n = max.min(g.len());
-        g.drain(..n).collect()
+        let n = max.min(g.queue.len());
+        g.queue.drain(..n).collect()
     }
 
     /// Wait for the next batch: up to `batch_size` entries; when fewer than
@@ -325,7 +368,7 @@ mod tests {
     async fn a_full_batch_is_returned_at_once_and_capped_at_batch_size() {
         let (rq, sq) = queue(Duration::from_secs(5));
         for _ in 0..7 {
-            rq.push(entry(&sq));
+            assert!(rq.push(entry(&sq)).is_ok());
         }
         let started = Instant::now();
         assert_eq!(rq.next_batch(5, 5, Duration::from_secs(10)).await.len(), 5);
@@ -336,8 +379,8 @@ mod tests {
     #[tokio::test]
     async fn below_min_batch_size_waits_for_max_batch_latency_then_sends_what_it_has() {
         let (rq, sq) = queue(Duration::from_secs(5));
-        rq.push(entry(&sq));
-        rq.push(entry(&sq));
+        assert!(rq.push(entry(&sq)).is_ok());
+        assert!(rq.push(entry(&sq)).is_ok());
         let started = Instant::now();
         let batch = rq.next_batch(10, 5, Duration::from_millis(300)).await;
         let waited = started.elapsed();
@@ -349,13 +392,13 @@ mod tests {
     #[tokio::test]
     async fn a_batch_completes_as_soon_as_min_batch_size_arrives() {
         let (rq, sq) = queue(Duration::from_secs(5));
-        rq.push(entry(&sq));
+        assert!(rq.push(entry(&sq)).is_ok());
         let rq2 = rq.clone();
         let sq2 = sq.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             for _ in 0..3 {
-                rq2.push(entry(&sq2));
+                assert!(rq2.push(entry(&sq2)).is_ok());
             }
         });
         let started = Instant::now();
@@ -375,7 +418,7 @@ mod tests {
     #[tokio::test]
     async fn closing_returns_pending_entries_to_the_queue() {
         let (rq, sq) = queue(Duration::from_secs(5));
-        rq.push(entry(&sq));
+        assert!(rq.push(entry(&sq)).is_ok());
         rq.close();
         assert!(rq
             .next_batch(10, 5, Duration::from_secs(1))
@@ -388,7 +431,7 @@ mod tests {
     async fn repeated_failures_pause_the_queue_and_a_success_resumes_it() {
         let (rq, sq) = queue(Duration::from_secs(5));
         for _ in 0..10 {
-            rq.push(entry(&sq));
+            assert!(rq.push(entry(&sq)).is_ok());
         }
         rq.record_failure("broker down");
         rq.record_failure("broker down");
@@ -419,10 +462,10 @@ mod tests {
     fn wanted_sessions_grow_with_depth_but_never_exceed_the_limit() {
         let (rq, sq) = queue(Duration::from_secs(5));
         assert_eq!(rq.wanted_sessions(), 0);
-        rq.push(entry(&sq));
+        assert!(rq.push(entry(&sq)).is_ok());
         assert_eq!(rq.wanted_sessions(), 1);
         for _ in 0..5000 {
-            rq.push(entry(&sq));
+            assert!(rq.push(entry(&sq)).is_ok());
         }
         assert_eq!(rq.wanted_sessions(), rq.limits.connection_limit);
     }
@@ -438,15 +481,32 @@ mod tests {
         let cfg: QueueConfig = hermod_policy::config::from_lua_strict(&lua, v, "t").unwrap();
         rq.set_protocol(cfg.protocol);
         for _ in 0..512 {
-            rq.push(entry(&sq));
+            assert!(rq.push(entry(&sq)).is_ok());
         }
         // Six batches of up to 100: at most six sessions, where messages alone would ask for 32.
         let wanted = rq.wanted_sessions();
         assert!((1..=6).contains(&wanted), "{wanted}");
         for _ in 0..5000 {
-            rq.push(entry(&sq));
+            assert!(rq.push(entry(&sq)).is_ok());
         }
         assert!(rq.wanted_sessions() <= rq.limits.connection_limit);
+    }
+
+    #[tokio::test]
+    async fn only_an_idle_empty_queue_retires_and_a_retired_queue_gives_messages_back() {
+        let (rq, sq) = queue(Duration::from_millis(50));
+        assert!(rq.push(entry(&sq)).is_ok());
+        assert!(!rq.retire_if_idle(Duration::ZERO), "a queue holding a message stays");
+        assert_eq!(rq.next_batch(1, 1, Duration::ZERO).await.len(), 1);
+        assert!(!rq.retire_if_idle(Duration::from_secs(60)), "recently used");
+        rq.sessions.store(1, Ordering::SeqCst);
+        assert!(!rq.retire_if_idle(Duration::ZERO), "a session is running");
+        rq.sessions.store(0, Ordering::SeqCst);
+        assert!(rq.retire_if_idle(Duration::ZERO));
+        assert!(rq.is_retired());
+        let back = rq.push(entry(&sq));
+        assert!(back.is_err(), "a retired queue must hand the message back");
+        assert_eq!(rq.len(), 0);
     }
 
     #[test]
@@ -455,9 +515,14 @@ mod tests {
         for _ in 0..rq.limits.max_ready + 1 {
             let e = entry(&sq);
             e.message.mark_clean();
-            rq.push(e);
+            assert!(rq.push(e).is_ok());
         }
-        let last = rq.entries.lock().back().map(|e| e.message.is_data_loaded());
+        let last = rq
+            .entries
+            .lock()
+            .queue
+            .back()
+            .map(|e| e.message.is_data_loaded());
         assert_eq!(last, Some(false));
     }
 }

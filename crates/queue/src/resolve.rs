@@ -1,8 +1,9 @@
 //! Scheduled queues: a queue name's config from `get_queue_config`, cached
 //! and refreshed every `refresh_interval`, and the ready queue it feeds.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hermod_message::QueueNameComponents;
 use hermod_policy::{CallError, Engine, PolicyError, ProtocolConfig, QueueConfig, Reject};
@@ -40,6 +41,15 @@ pub struct ScheduledQueue {
     /// until the config changes, a message needs no name formatting, map
     /// lookup or protocol copy to find it (that was measurable per message).
     ready: Mutex<Option<(Arc<QueueConfig>, Arc<ReadyQueue>)>>,
+    /// When a message last looked this queue up (milliseconds on [`clock_ms`]):
+    /// a queue that nothing uses is reaped after its `reap_interval`.
+    last_used: AtomicU64,
+}
+
+/// Milliseconds since the first call: a clock cheap enough to read per message.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl ScheduledQueue {
@@ -56,12 +66,22 @@ impl ScheduledQueue {
         *self.state.write() = (Arc::new(cfg), Instant::now());
     }
 
-    /// The ready queue remembered for exactly this `cfg`, if any.
+    /// The ready queue remembered for exactly this `cfg`, unless it was reaped.
     pub(crate) fn cached_ready(&self, cfg: &Arc<QueueConfig>) -> Option<Arc<ReadyQueue>> {
         let g = self.ready.lock();
         g.as_ref()
-            .filter(|(c, _)| Arc::ptr_eq(c, cfg))
+            .filter(|(c, rq)| Arc::ptr_eq(c, cfg) && !rq.is_retired())
             .map(|(_, rq)| rq.clone())
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_used.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a message last looked this queue up.
+    pub(crate) fn idle(&self) -> Duration {
+        let last = self.last_used.load(Ordering::Relaxed);
+        Duration::from_millis(clock_ms().saturating_sub(last))
     }
 
     pub(crate) fn remember_ready(&self, cfg: Arc<QueueConfig>, rq: Arc<ReadyQueue>) {
@@ -100,6 +120,7 @@ pub fn new_scheduled(name: &str, cfg: QueueConfig) -> ScheduledQueue {
         components: QueueNameComponents::parse(name),
         state: RwLock::new((Arc::new(cfg), Instant::now())),
         ready: Mutex::new(None),
+        last_used: AtomicU64::new(clock_ms()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `maildir_path` protocol: each message becomes a file written to
 //! `tmp/`, fsynced, then renamed into `new/` (the Maildir delivery rule);
-//! `new/` is fsynced once per batch before any of it counts as delivered.
+//! `new/` is fsynced once per batch before any of it counts as delivered. A batch that
+//! writes nothing because of I/O errors counts against the destination's health.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,11 +12,11 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use hermod_logging::Response;
 use hermod_message::Protocol;
 use hermod_policy::queue_config::MaildirConfig;
 
-use crate::manager::QueueManager;
-use crate::outcome::{self, AttemptInfo};
+use super::{Attempt, Batching, Dispatcher, Health, Outcome, Outcomes};
 use crate::ready::{Entry, ReadyQueue};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -176,51 +177,101 @@ fn hostname_safe() -> &'static str {
     })
 }
 
-pub async fn session(qm: &QueueManager, rq: &Arc<ReadyQueue>, cfg: MaildirConfig) {
-    let info = AttemptInfo::for_queue(rq, None, Protocol::Maildir, format!("maildir:{}", rq.name));
-    let templated = cfg.maildir_path.contains("{{") || cfg.maildir_path.contains("{%");
-    loop {
-        let batch = rq.next_batch(32, 1, std::time::Duration::ZERO).await;
-        let batch = crate::session::load_data(qm, batch, &info).await;
-        if batch.is_empty() {
-            return;
+pub(super) struct Maildir {
+    cfg: MaildirConfig,
+    templated: bool,
+}
+
+impl Maildir {
+    pub(super) fn new(cfg: MaildirConfig) -> Self {
+        let templated = cfg.maildir_path.contains("{{") || cfg.maildir_path.contains("{%");
+        Maildir { cfg, templated }
+    }
+}
+
+/// Messages written per batch: they share one fsync of each `new/` directory.
+const BATCH: usize = 32;
+
+impl Dispatcher for Maildir {
+    fn protocol(&self) -> Protocol {
+        Protocol::Maildir
+    }
+
+    fn service(&self, rq: &ReadyQueue) -> String {
+        format!("maildir:{}", rq.name)
+    }
+
+    fn batching(&self) -> Batching {
+        Batching {
+            size: BATCH,
+            min: 1,
+            max_latency: std::time::Duration::ZERO,
         }
+    }
+
+    async fn connect(&mut self, _rq: &ReadyQueue, _first: &[Entry]) -> Result<(), Attempt> {
+        Ok(())
+    }
+
+    async fn deliver(&mut self, batch: &[Entry]) -> Attempt {
+        let mut outcomes = vec![Outcome::Untried; batch.len()];
         let mut jobs = Vec::with_capacity(batch.len());
-        let mut entries = Vec::with_capacity(batch.len());
-        for e in batch {
-            let dir = if templated {
-                render_path(&cfg.maildir_path, &e)
+        let mut slots = Vec::with_capacity(batch.len());
+        for (i, e) in batch.iter().enumerate() {
+            let dir = if self.templated {
+                render_path(&self.cfg.maildir_path, e)
             } else {
-                Ok(PathBuf::from(&cfg.maildir_path))
+                Ok(PathBuf::from(&self.cfg.maildir_path))
             };
             match dir {
                 Ok(dir) => {
                     jobs.push((dir, e.message.data().unwrap_or_default()));
-                    entries.push(e);
+                    slots.push(i);
                 }
-                Err(err) => {
-                    let text = format!("maildir delivery failed: {err}");
-                    outcome::transient(qm, e.message, e.queue, &info, 400, text, None).await
-                }
+                Err(err) => outcomes[i] = failed(&err),
             }
         }
-        let cfg2 = cfg.clone();
+        let cfg = self.cfg.clone();
         let n = jobs.len();
-        let results = tokio::task::spawn_blocking(move || deliver_batch(jobs, &cfg2))
+        let results = tokio::task::spawn_blocking(move || deliver_batch(jobs, &cfg))
             .await
             .unwrap_or_else(|e| vec![Err(MaildirError::Writer(Arc::new(e))); n]);
-        for (e, result) in entries.into_iter().zip(results) {
-            match result {
+        let mut written = false;
+        let mut io_error = None;
+        for (i, result) in slots.into_iter().zip(results) {
+            outcomes[i] = match result {
                 Ok(path) => {
+                    written = true;
                     let text = format!("250 delivered to {}", path.display());
-                    outcome::delivered(qm, e.message, &e.queue, &info, text).await
+                    Outcome::Delivered(Response::new(200, None, &text))
                 }
                 Err(err) => {
-                    let text = format!("maildir delivery failed: {err}");
-                    outcome::transient(qm, e.message, e.queue, &info, 400, text, None).await
+                    io_error.get_or_insert_with(|| err.to_string());
+                    failed(&err)
                 }
-            }
+            };
         }
+        // A directory that takes no file at all looks like a full or broken
+        // disk: it counts toward pausing the queue, as a broker outage does.
+        let health = match (written, io_error) {
+            (true, _) => Health::Reached,
+            (false, Some(why)) => Health::Failed(why),
+            (false, None) => Health::Unknown,
+        };
+        Attempt {
+            outcomes: Outcomes::Each(outcomes),
+            health,
+            end_session: false,
+        }
+    }
+
+    async fn close(&mut self) {}
+}
+
+fn failed(err: &MaildirError) -> Outcome {
+    Outcome::Transient {
+        response: Response::new(400, None, &format!("maildir delivery failed: {err}")),
+        at_peer: false,
     }
 }
 

@@ -1,0 +1,126 @@
+//! What the delivery driver (crates/queue/src/delivery/) gives every protocol, shown with the
+//! maildir protocol through the real `hermod` binary: a destination that keeps failing pauses
+//! its ready queue, and queues left idle are reaped and made again when mail arrives.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{records_of, smtp, unique, Server, ServerConfig};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Every domain goes to a maildir at `path` (a template), retried every second.
+fn maildir_policy(path: &str) -> String {
+    format!(
+        r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{
+    retry_interval = '1s', max_retry_interval = '1s',
+    protocol = {{ maildir_path = {path} }},
+  }}
+end)
+"#
+    )
+}
+
+async fn send_one(server: &Server, rcpt: &str) -> HashSet<String> {
+    smtp::send_messages(server.smtp_addr(), rcpt, &unique("driver"), 1, 1)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+/// Poll the server's stderr until it contains `needle`.
+async fn wait_for_stderr(server: &Server, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !server.stderr().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in stderr after {timeout:?}:\n{}",
+            server.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maildir_that_cannot_be_written_pauses_its_ready_queue() {
+    // Nothing can be created below /dev/null, so every write fails with an I/O error.
+    let server = Server::start(&maildir_policy("'/dev/null/maildir'")).await;
+    let ids = send_one(&server, "user@broken-disk.example").await;
+    let records = server
+        .wait_for_records(WAIT, "a TransientFailure", |r| {
+            !records_of(r, "TransientFailure", &ids).is_empty()
+        })
+        .await;
+    let failure = records_of(&records, "TransientFailure", &ids)[0];
+    let content = failure["response"]["content"].as_str().unwrap_or_default();
+    assert!(
+        content.starts_with("maildir delivery failed:"),
+        "{failure}"
+    );
+    assert_eq!(failure["delivery_protocol"], "Maildir", "{failure}");
+    // Three failed attempts in a row (one per retry, a second apart) pause the queue.
+    wait_for_stderr(
+        &server,
+        "ready queue paused: destination looks unreachable",
+        WAIT,
+    )
+    .await;
+    let stderr = server.stderr();
+    let paused = stderr
+        .lines()
+        .find(|l| l.contains("ready queue paused"))
+        .unwrap_or_default();
+    assert!(
+        paused.contains("unspecified->broken-disk.example@maildir"),
+        "the pause must name the maildir queue: {paused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_queues_are_reaped_and_made_again_when_mail_arrives() {
+    let mut cfg = ServerConfig::with_p0(&maildir_policy(
+        "os.getenv('ACCEPT_DIR') .. '/maildir/{{ domain }}'",
+    ));
+    cfg.args = [
+        "--queue-reap-interval",
+        "500ms",
+        "--session-idle-timeout",
+        "200ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let cfg = cfg.env("HERMOD_LOG", "info,hermod_queue=debug");
+    let server = Server::launch(cfg).await;
+
+    let first = send_one(&server, "user@reaped.example").await;
+    server
+        .wait_for_records(WAIT, "the first Delivery", |r| {
+            records_of(r, "Delivery", &first).len() == 1
+        })
+        .await;
+    // Both the scheduled queue and the ready queue of the domain go once idle
+    // (the only queues this server has).
+    wait_for_stderr(&server, "ready=1", WAIT).await;
+    wait_for_stderr(&server, "scheduled=1", WAIT).await;
+
+    let second = send_one(&server, "user@reaped.example").await;
+    let records = server
+        .wait_for_records(WAIT, "the second Delivery", |r| {
+            records_of(r, "Delivery", &second).len() == 1
+        })
+        .await;
+    let delivered = records_of(&records, "Delivery", &second)[0];
+    assert_eq!(
+        delivered["site"], "unspecified->reaped.example@maildir",
+        "{delivered}"
+    );
+    let files = std::fs::read_dir(server.dir().join("maildir/reaped.example/new"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(files, 2, "both messages are in the maildir");
+}

@@ -1,0 +1,157 @@
+//! The session loop every protocol shares (ARCHITECTURE.md, step 7): take a batch, connect
+//! once, deliver in calls of the protocol's size, record each message's outcome, and end the
+//! session when the queue is idle, the connection has delivered
+//! `max_deliveries_per_connection`, the connection failed, or the destination was paused.
+
+use std::sync::Arc;
+
+use crate::outcome::{self, AttemptInfo, Recorder};
+use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
+
+use super::{Attempt, Batching, Dispatcher, Handles, Health, Outcome, Outcomes};
+
+pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d: D) {
+    let mut info = AttemptInfo::for_queue(rq, None, d.protocol(), d.service(rq));
+    let first = take(h, rq, d.batching(), &info).await;
+    if first.is_empty() {
+        d.close().await;
+        return;
+    }
+    if let Err(failed) = d.connect(rq, &first).await {
+        note_health(h, rq, &failed.health);
+        if let Health::Failed(why) = &failed.health {
+            tracing::warn!(queue = %rq.name, error = %why, "delivery connection failed");
+        }
+        let untried = record(&h.recorder, rq, first, &info, failed.outcomes).await;
+        rq.push_front(untried);
+        d.close().await;
+        return;
+    }
+    info.peer = d.peer();
+    let mut delivered = 0usize;
+    let mut batch = first;
+    loop {
+        let per_call = d.per_call().max(1);
+        let mut rest = batch.into_iter();
+        loop {
+            let chunk: Vec<Entry> = rest.by_ref().take(per_call).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let attempt = d.deliver(&chunk).await;
+            delivered += chunk.len();
+            note_health(h, rq, &attempt.health);
+            let end = attempt.end_session;
+            let mut untried = record(&h.recorder, rq, chunk, &info, attempt.outcomes).await;
+            // A paused destination is probed by one session; the others stop here.
+            if end || rq.state() != ReadyQueueState::Active {
+                untried.extend(rest);
+                rq.push_front(untried);
+                d.close().await;
+                return;
+            }
+            rq.push_front(untried);
+        }
+        if delivered >= rq.limits.max_deliveries_per_connection {
+            break;
+        }
+        batch = take(h, rq, d.batching(), &info).await;
+        if batch.is_empty() {
+            break;
+        }
+    }
+    d.close().await;
+}
+
+/// The next batch with every message's bytes in memory. Messages whose data
+/// cannot be read fail transiently and stay in the spool.
+async fn take(
+    h: &Handles,
+    rq: &ReadyQueue,
+    batching: Batching,
+    info: &AttemptInfo,
+) -> Vec<Entry> {
+    let size = batching.size.max(1);
+    let batch = rq
+        .next_batch(size, batching.min.clamp(1, size), batching.max_latency)
+        .await;
+    let mut ok = Vec::with_capacity(batch.len());
+    for e in batch {
+        if e.message.is_data_loaded() {
+            ok.push(e);
+            continue;
+        }
+        match h.spool.load_data(e.message.id()).await {
+            Ok(d) => {
+                e.message.load_data(d);
+                ok.push(e);
+            }
+            Err(err) => {
+                tracing::error!(id = %e.message.id(), error = %err, "cannot read message data from the spool");
+                let resp = hermod_logging::Response::new(
+                    400,
+                    None,
+                    &format!("spool data unavailable: {err}"),
+                );
+                outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+            }
+        }
+    }
+    ok
+}
+
+/// Feed an attempt into the ready queue's health: a failure counts toward a
+/// pause; reaching the destination ends one.
+fn note_health(h: &Handles, rq: &Arc<ReadyQueue>, health: &Health) {
+    match health {
+        Health::Reached => {
+            if rq.record_success() {
+                h.starter.resume(rq);
+            }
+        }
+        Health::Failed(why) => rq.record_failure(why),
+        Health::Unknown => {}
+    }
+}
+
+/// Turn each message's outcome into its record (ARCHITECTURE.md step 8). The
+/// messages delivered by one attempt leave the spool in one request. Returns
+/// the untried messages, for the caller to put back in order.
+async fn record(
+    rec: &Recorder,
+    rq: &ReadyQueue,
+    batch: Vec<Entry>,
+    info: &AttemptInfo,
+    outcomes: Outcomes,
+) -> Vec<Entry> {
+    let n = batch.len();
+    let each: Box<dyn Iterator<Item = Outcome> + Send> = match outcomes {
+        Outcomes::All(o) => Box::new(std::iter::repeat_n(o, n)),
+        Outcomes::Each(v) => {
+            if v.len() != n {
+                tracing::error!(queue = %rq.name, messages = n, outcomes = v.len(),
+                    "a protocol returned the wrong number of outcomes; the rest are retried");
+            }
+            Box::new(v.into_iter().chain(std::iter::repeat(Outcome::Untried)))
+        }
+    };
+    let mut delivered = Vec::new();
+    let mut untried = Vec::new();
+    for (e, o) in batch.into_iter().zip(each) {
+        match o {
+            Outcome::Delivered(resp) => delivered.push((e.message, e.queue, resp)),
+            Outcome::Transient { response, at_peer } => {
+                let peer = if at_peer { info.peer.clone() } else { None };
+                outcome::transient(rec, e.message, e.queue, info, response, peer).await
+            }
+            Outcome::Bounced(resp) => {
+                outcome::bounced(rec, e.message, &e.queue, info, resp).await
+            }
+            Outcome::Untried => untried.push(e),
+        }
+    }
+    if !delivered.is_empty() {
+        outcome::delivered_all(rec, delivered, info).await;
+    }
+    untried
+}
