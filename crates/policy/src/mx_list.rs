@@ -21,8 +21,13 @@ use serde::Deserialize;
 pub enum MxListEntry {
     /// A host name to resolve to its A/AAAA addresses.
     Host { name: String, port: Option<u16> },
-    /// An address given literally; no DNS lookup.
-    Literal { addr: IpAddr, port: Option<u16> },
+    /// An address given literally; no DNS lookup. `written` is the entry as the policy wrote
+    /// it (trimmed), which is its [`MxListEntry::label`].
+    Literal {
+        addr: IpAddr,
+        port: Option<u16>,
+        written: String,
+    },
     /// A name and the address it was resolved to by the policy.
     Resolved {
         name: String,
@@ -60,15 +65,24 @@ impl MxListEntry {
             let addr = ip
                 .parse::<IpAddr>()
                 .map_err(|_| bad(&format!("{literal:?} is not an IP address")))?;
-            return Ok(MxListEntry::Literal { addr, port });
+            return Ok(MxListEntry::Literal {
+                addr,
+                port,
+                written: s.to_string(),
+            });
         }
         if let Ok(addr) = s.parse::<IpAddr>() {
-            return Ok(MxListEntry::Literal { addr, port: None });
+            return Ok(MxListEntry::Literal {
+                addr,
+                port: None,
+                written: s.to_string(),
+            });
         }
         if let Ok(sa) = s.parse::<SocketAddr>() {
             return Ok(MxListEntry::Literal {
                 addr: sa.ip(),
                 port: Some(sa.port()),
+                written: s.to_string(),
             });
         }
         let (name, port) = match s.rsplit_once(':') {
@@ -96,8 +110,8 @@ impl MxListEntry {
         }
     }
 
-    /// How the entry appears in a site name built from an `mx_list`: the host as written,
-    /// or the address (with its port) of a resolved entry.
+    /// How the entry appears in a site name built from an `mx_list`, as in KumoMTA: a string
+    /// entry as written, or the address (with its port) of a resolved entry.
     pub fn label(&self) -> String {
         self.to_string()
     }
@@ -111,11 +125,7 @@ impl fmt::Display for MxListEntry {
                 name,
                 port: Some(p),
             } => write!(f, "{name}:{p}"),
-            MxListEntry::Literal { addr, port: None } => write!(f, "[{addr}]"),
-            MxListEntry::Literal {
-                addr,
-                port: Some(p),
-            } => write!(f, "[{addr}]:{p}"),
+            MxListEntry::Literal { written, .. } => f.write_str(written),
             MxListEntry::Resolved {
                 addr, port: None, ..
             } => write!(f, "{addr}"),
@@ -227,15 +237,8 @@ mod tests {
         }
     }
 
-    fn lit(addr: &str, port: Option<u16>) -> MxListEntry {
-        MxListEntry::Literal {
-            addr: addr.parse().unwrap(),
-            port,
-        }
-    }
-
     #[test]
-    fn every_string_form_parses() {
+    fn host_names_parse_with_an_optional_port() {
         for (text, want) in [
             ("smart.host.local", host("smart.host.local", None)),
             (
@@ -244,19 +247,38 @@ mod tests {
             ),
             ("localhost", host("localhost", None)),
             ("mx.example.com.", host("mx.example.com.", None)),
-            ("[10.0.0.1]", lit("10.0.0.1", None)),
-            ("[10.0.0.1]:2525", lit("10.0.0.1", Some(2525))),
-            ("[IPv6:2001:db8::1]", lit("2001:db8::1", None)),
-            ("[ipv6:::1]:25", lit("::1", Some(25))),
-            ("[::1]", lit("::1", None)),
-            ("10.0.0.1", lit("10.0.0.1", None)),
-            ("10.0.0.1:2525", lit("10.0.0.1", Some(2525))),
-            ("::1", lit("::1", None)),
         ] {
-            assert_eq!(MxListEntry::parse(text).unwrap(), want, "{text}");
+            let got = MxListEntry::parse(text).unwrap();
+            assert_eq!(got, want, "{text}");
+            assert_eq!(got.label(), text);
         }
-        assert_eq!(host("h", Some(25)).label(), "h:25");
-        assert_eq!(lit("10.0.0.1", None).label(), "[10.0.0.1]");
+    }
+
+    #[test]
+    fn address_literals_parse_bracketed_or_bare_and_keep_their_spelling_as_label() {
+        for (text, addr, port) in [
+            ("[10.0.0.1]", "10.0.0.1", None),
+            ("[10.0.0.1]:2525", "10.0.0.1", Some(2525)),
+            ("[IPv6:2001:db8::1]", "2001:db8::1", None),
+            ("[ipv6:::1]:25", "::1", Some(25)),
+            ("[::1]", "::1", None),
+            ("10.0.0.1", "10.0.0.1", None),
+            ("10.0.0.1:2525", "10.0.0.1", Some(2525)),
+            ("::1", "::1", None),
+        ] {
+            let got = MxListEntry::parse(text).unwrap();
+            assert_eq!(
+                got,
+                MxListEntry::Literal {
+                    addr: addr.parse().unwrap(),
+                    port,
+                    written: text.into()
+                },
+                "{text}"
+            );
+            assert_eq!(got.port(), port);
+            assert_eq!(got.label(), text);
+        }
     }
 
     #[test]

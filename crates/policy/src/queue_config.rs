@@ -270,7 +270,8 @@ mod tests {
                 },
                 MxListEntry::Literal {
                     addr: ip("10.0.0.1"),
-                    port: None
+                    port: None,
+                    written: "[10.0.0.1]".into()
                 },
                 MxListEntry::Resolved {
                     name: "mx.example.com".into(),
