@@ -46,14 +46,14 @@ impl Tls {
     }
 }
 
-/// What a session does after a 421, an I/O error or a timeout.
+/// What the SMTP client does after a 421, an I/O error or a timeout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum ReconnectStrategy {
-    /// End the session; the queue decides whether to open another.
+    /// End the SMTP session; the ready queue decides whether to open another.
     TerminateSession,
     /// Connect to the same host again.
     ReconnectSameHost,
-    /// Go on to the next host of the connection plan; with none left, end the session.
+    /// Go on to the next host of the connection plan; with none left, end the SMTP session.
     #[default]
     ConnectNextHost,
 }
