@@ -64,6 +64,21 @@ async fn problems(args: &CheckArgs) -> Vec<Problem> {
     {
         out.push(locate(&e.to_string()));
     }
+    // Likewise the shaping catch-all: make_egress_path is nearly always called there, and a
+    // key Hermod refuses would otherwise surface only at the first outbound connection.
+    if let Err(e) = engine
+        .call::<Value>(
+            "get_egress_path_config",
+            (
+                "hermod-check.invalid",
+                "unspecified",
+                "hermod-check.invalid",
+            ),
+        )
+        .await
+    {
+        out.push(locate(&e.to_string()));
+    }
     out
 }
 

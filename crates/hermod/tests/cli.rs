@@ -114,6 +114,30 @@ end)\n";
 }
 
 #[test]
+fn check_locates_an_unsupported_egress_path_key_in_the_shaping_catch_all() {
+    let src = "local kumo = require 'kumo'\n\
+kumo.on('get_egress_path_config', function(routing_domain, egress_source, site_name)\n\
+  return kumo.make_egress_path {\n\
+    connection_limit = 10,\n\
+    enable_dane = true,\n\
+  }\n\
+end)\n";
+    // The call starts on line 3; Lua reports a multi-line table call at its last line.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = policy(tmp.path(), src);
+    let out = hermod(&["check", "--policy", p.to_str().unwrap()], &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    let path = p.to_str().unwrap();
+    assert!(
+        all.lines().any(|l| (l.starts_with(&format!("{path}:3: "))
+            || l.starts_with(&format!("{path}:6: ")))
+            && l.contains("make_egress_path: key 'enable_dane' is not supported by Hermod yet")),
+        "expected {path}:3 (or :6) refusing enable_dane in:\n{all}"
+    );
+}
+
+#[test]
 fn check_locates_a_duplicate_init_handler() {
     let src = "local kumo = require 'kumo'\n\
 kumo.on('init', function() end)\n\

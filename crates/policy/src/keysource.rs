@@ -115,6 +115,41 @@ impl<'de> Deserialize<'de> for KeySource {
     }
 }
 
+/// A secret such as a password, given as a [`KeySource`]: a file path string or
+/// `{ key_data = '...' }`. Unlike a key file, neither the path nor the data is ever shown:
+/// a policy that writes the password itself where a path belongs (`password = 'tiger'`) must
+/// not have it printed in a log line or an error.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(KeySource);
+
+/// Why a [`Secret`] could not be read; names no path (see [`Secret`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the secret's file: {source}")]
+pub struct SecretError {
+    #[source]
+    source: std::io::Error,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn new(source: KeySource) -> Self {
+        Secret(source)
+    }
+
+    /// The secret as text: a file's trailing line breaks removed, inline data as written.
+    pub async fn resolve(&self) -> Result<String, SecretError> {
+        self.0.resolve().await.map_err(|e| match e {
+            KeySourceError::Read { source, .. } => SecretError { source },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +234,17 @@ mod tests {
         assert!(
             matches!(&e, KeySourceError::Read { path, .. } if path == "/nonexistent/hermod/key")
         );
+    }
+
+    #[tokio::test]
+    async fn a_secret_shows_neither_its_data_nor_its_path() {
+        let inline = Secret::new(data("tiger"));
+        assert_eq!(format!("{inline:?}"), "Secret(<redacted>)");
+        assert_eq!(inline.resolve().await.unwrap(), "tiger");
+        let mistaken = Secret::new(KeySource::Path("tiger-password".into()));
+        assert_eq!(format!("{mistaken:?}"), "Secret(<redacted>)");
+        let e = mistaken.resolve().await.unwrap_err().to_string();
+        assert!(e.starts_with("cannot read the secret's file: "), "{e}");
+        assert!(!e.contains("tiger"), "{e}");
     }
 }

@@ -1,9 +1,12 @@
 //! The core `kumo` module: `on`, `reject`, JSON, logging, `sleep`,
-//! `make_queue_config` and the context-pool settings.
+//! `make_queue_config`, the egress constructors (`make_egress_path`, `make_egress_source`,
+//! `make_egress_pool`) and the context-pool settings.
 
 use mlua::{Lua, Table, Value, Variadic};
 use serde_json::Value as Json;
 
+use crate::egress_path::make_egress_path;
+use crate::egress_source::{make_egress_pool, make_egress_source};
 use crate::errors::{caller_location, located, reject_error};
 use crate::queue_config::make_queue_config;
 use crate::{json_to_lua, lua_to_json};
@@ -42,6 +45,18 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     kumo.set(
         "make_queue_config",
         lua.create_function(|lua, params: Value| make_queue_config(lua, params))?,
+    )?;
+    kumo.set(
+        "make_egress_path",
+        lua.create_function(|lua, params: Value| make_egress_path(lua, params))?,
+    )?;
+    kumo.set(
+        "make_egress_source",
+        lua.create_function(|lua, params: Value| make_egress_source(lua, params))?,
+    )?;
+    kumo.set(
+        "make_egress_pool",
+        lua.create_function(|lua, params: Value| make_egress_pool(lua, params))?,
     )?;
 
     let serde = lua.create_table()?;

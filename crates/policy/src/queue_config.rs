@@ -6,6 +6,7 @@ use mlua::{Lua, UserData, Value};
 use serde::Deserialize;
 
 use crate::config::from_lua_strict;
+use crate::mx_list::MxListEntry;
 
 fn default_retry() -> Duration {
     Duration::from_secs(20 * 60)
@@ -41,8 +42,9 @@ pub struct CustomLuaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpProtocolConfig {
-    #[serde(default)]
-    pub mx_list: Vec<serde_json::Value>,
+    /// Hosts to deliver to instead of the domain's MX records, in order.
+    #[serde(default, deserialize_with = "crate::mx_list::deserialize_list")]
+    pub mx_list: Vec<MxListEntry>,
     #[serde(default)]
     pub treat_mx_list_as_secure: bool,
 }
@@ -242,5 +244,83 @@ mod tests {
         let v: Value = lua.load("return { max_age = 'forever' }").eval().unwrap();
         let e = make_queue_config(&lua, v).unwrap_err().to_string();
         assert!(e.contains("forever"), "{e}");
+    }
+
+    #[test]
+    fn mx_list_entries_parse_in_every_documented_form() {
+        let lua = Lua::new();
+        let v: Value = lua
+            .load(
+                "return { protocol = { smtp = { mx_list = { 'smart.host.local:2025', '[10.0.0.1]', \
+                 { name = 'mx.example.com', addr = '10.0.0.1:2025' }, \
+                 { name = 'mx6', addr = '::1', is_secure = true } } } } }",
+            )
+            .eval()
+            .unwrap();
+        let ProtocolConfig::SmtpWith(smtp) = make_queue_config(&lua, v).unwrap().protocol else {
+            panic!("not smtp");
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            smtp.mx_list,
+            [
+                MxListEntry::Host {
+                    name: "smart.host.local".into(),
+                    port: Some(2025)
+                },
+                MxListEntry::Literal {
+                    addr: ip("10.0.0.1"),
+                    port: None,
+                    written: "[10.0.0.1]".into()
+                },
+                MxListEntry::Resolved {
+                    name: "mx.example.com".into(),
+                    addr: ip("10.0.0.1"),
+                    port: Some(2025),
+                    is_secure: false
+                },
+                MxListEntry::Resolved {
+                    name: "mx6".into(),
+                    addr: ip("::1"),
+                    port: None,
+                    is_secure: true
+                },
+            ]
+        );
+        let v: Value = lua
+            .load("return { protocol = { smtp = { mx_list = {} } } }")
+            .eval()
+            .unwrap();
+        let ProtocolConfig::SmtpWith(smtp) = make_queue_config(&lua, v).unwrap().protocol else {
+            panic!("not smtp");
+        };
+        assert!(smtp.mx_list.is_empty());
+    }
+
+    #[test]
+    fn malformed_mx_list_entries_are_refused_with_the_entry_named() {
+        let lua = Lua::new();
+        for (entry, needle) in [
+            (
+                "'[10.0.0.1'",
+                "mx_list entry \"[10.0.0.1\": an address literal needs a closing ']'",
+            ),
+            ("'mx:smtp'", "\"smtp\" is not a port number"),
+            (
+                "{ name = 'mx', addr = 'mx.example.com' }",
+                "addr must be an IP address",
+            ),
+            ("{ name = 'mx', adr = '10.0.0.1' }", "unknown field `adr`"),
+            ("42", "expected a host string"),
+        ] {
+            let src = format!("return {{ protocol = {{ smtp = {{ mx_list = {{ {entry} }} }} }} }}");
+            let v: Value = lua.load(src).eval().unwrap();
+            let e = make_queue_config(&lua, v).unwrap_err().to_string();
+            assert!(
+                e.contains("make_queue_config: ") && e.contains("protocol smtp: "),
+                "{e}"
+            );
+            assert!(e.contains(needle), "{entry}: {e}");
+        }
     }
 }
