@@ -36,6 +36,7 @@ pub struct LogEvent {
     pub session_id: Option<String>,
     pub tls_cipher: Option<String>,
     pub tls_protocol_version: Option<String>,
+    pub tls_peer_subject_name: Option<Vec<String>>,
     pub num_attempts: u32,
 }
 
@@ -502,7 +503,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
         nodeid: node_id.to_string(),
         tls_cipher: ev.tls_cipher,
         tls_protocol_version: ev.tls_protocol_version,
-        tls_peer_subject_name: None,
+        tls_peer_subject_name: ev.tls_peer_subject_name,
         provider_name: None,
         session_id: ev.session_id,
     }

@@ -30,6 +30,7 @@ fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
         session_id: info.session_id.clone(),
         tls_cipher: info.tls_cipher.clone(),
         tls_protocol_version: info.tls_protocol_version.clone(),
+        tls_peer_subject_name: None,
         num_attempts: 0,
     }
 }

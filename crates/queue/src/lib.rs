@@ -4,6 +4,7 @@
 //! `Acceptor` that listeners hand new messages to.
 
 mod delivery;
+mod egress;
 mod hooks;
 mod ingress;
 mod manager;
@@ -11,8 +12,11 @@ mod outcome;
 mod ready;
 mod resolve;
 pub mod retry;
+mod route;
+mod throttle;
 mod timer;
 
 pub use hooks::HookBridge;
 pub use manager::{QueueManager, QueueOptions};
+pub use egress::EgressConfigError;
 pub use ready::ReadyQueueState;

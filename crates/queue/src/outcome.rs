@@ -41,6 +41,18 @@ pub struct AttemptInfo {
     pub session_id: String,
     /// `lua:<ready queue>` style label for per-service metrics.
     pub service: String,
+    pub egress_pool: String,
+    pub egress_source: String,
+    /// The TLS of the session's connection, when it has one.
+    pub tls: Option<TlsDetails>,
+}
+
+/// What log records say of a connection's TLS.
+#[derive(Clone, Debug)]
+pub struct TlsDetails {
+    pub cipher: String,
+    pub protocol_version: String,
+    pub peer_subject_name: Vec<String>,
 }
 
 impl AttemptInfo {
@@ -56,6 +68,9 @@ impl AttemptInfo {
             delivery_protocol,
             session_id: uuid::Uuid::new_v4().to_string(),
             service,
+            egress_pool: rq.pool.clone(),
+            egress_source: rq.path.source.clone(),
+            tls: None,
         }
     }
 }
@@ -68,6 +83,8 @@ fn event(
     response: Response,
     peer: Option<PeerAddress>,
 ) -> LogEvent {
+    // TLS fields describe the connection the destination answered on.
+    let tls = info.and_then(|i| i.tls.as_ref()).filter(|_| peer.is_some());
     LogEvent {
         kind,
         message: msg.clone(),
@@ -75,12 +92,13 @@ fn event(
         site: info.map(|i| i.site.clone()).unwrap_or_default(),
         response,
         peer_address: peer,
-        egress_pool: info.map(|_| "unspecified".to_string()),
-        egress_source: info.map(|_| "unspecified".to_string()),
+        egress_pool: info.map(|i| i.egress_pool.clone()),
+        egress_source: info.map(|i| i.egress_source.clone()),
         delivery_protocol: info.map(|i| i.delivery_protocol),
         session_id: info.map(|i| i.session_id.clone()),
-        tls_cipher: None,
-        tls_protocol_version: None,
+        tls_cipher: tls.map(|t| t.cipher.clone()),
+        tls_protocol_version: tls.map(|t| t.protocol_version.clone()),
+        tls_peer_subject_name: tls.map(|t| t.peer_subject_name.clone()),
         num_attempts: msg.num_attempts(),
     }
 }

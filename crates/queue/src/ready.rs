@@ -7,14 +7,17 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hermod_message::Message;
-use hermod_policy::ProtocolConfig;
+use hermod_policy::{EgressPathConfig, ProtocolConfig};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::resolve::ScheduledQueue;
+use crate::route::SmtpTarget;
+use crate::throttle::{self, Throttle};
 
-/// Egress-path limits (KumoMTA defaults).
-#[derive(Debug, Clone)]
+/// The egress-path limits every protocol obeys (KumoMTA defaults until
+/// `get_egress_path_config` answers).
+#[derive(Debug, Clone, Copy)]
 pub struct ReadyLimits {
     pub connection_limit: usize,
     pub max_deliveries_per_connection: usize,
@@ -35,6 +38,14 @@ impl Default for ReadyLimits {
     }
 }
 
+/// What `get_egress_path_config(routing_domain, egress_source, site_name)` is asked with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPathKey {
+    pub routing_domain: String,
+    pub source: String,
+    pub site: String,
+}
+
 /// A message waiting in a ready queue, with the scheduled queue it came from.
 pub struct Entry {
     pub message: Message,
@@ -43,7 +54,20 @@ pub struct Entry {
 
 pub struct ReadyQueue {
     pub name: String,
-    pub limits: ReadyLimits,
+    /// The arguments of `get_egress_path_config` for this queue.
+    pub path: EgressPathKey,
+    /// The egress pool its messages came through (log records name it).
+    pub pool: String,
+    limits: RwLock<ReadyLimits>,
+    /// The answer of `get_egress_path_config` and when it came; `None` until
+    /// the first answer, and no session starts before it.
+    egress: RwLock<Option<(Arc<EgressPathConfig>, Instant)>>,
+    /// A `get_egress_path_config` call for this queue is under way.
+    configuring: AtomicBool,
+    /// SMTP queues: the hosts to connect to and the source to connect from.
+    smtp_target: RwLock<Option<Arc<SmtpTarget>>>,
+    /// `max_message_rate` and `max_connection_rate`, shared by the sessions.
+    throttles: RwLock<(Option<Arc<Throttle>>, Option<Arc<Throttle>>)>,
     protocol: RwLock<ProtocolConfig>,
     /// The scheduled queue whose name supplies the constructor's arguments.
     /// Weak, so that it does not keep an idle scheduled queue from being reaped.
@@ -87,10 +111,16 @@ pub enum ReadyQueueState {
 }
 
 impl ReadyQueue {
-    pub fn new(name: String, protocol: ProtocolConfig) -> Self {
+    pub fn new(name: String, path: EgressPathKey, pool: String, protocol: ProtocolConfig) -> Self {
         Self {
             name,
-            limits: ReadyLimits::default(),
+            path,
+            pool,
+            limits: RwLock::new(ReadyLimits::default()),
+            egress: RwLock::new(None),
+            configuring: AtomicBool::new(false),
+            smtp_target: RwLock::new(None),
+            throttles: RwLock::new((None, None)),
             protocol: RwLock::new(protocol),
             representative: RwLock::new(Weak::new()),
             entries: Mutex::new(Entries {
@@ -104,6 +134,75 @@ impl ReadyQueue {
             health: Mutex::new(Health::default()),
             probing: AtomicBool::new(false),
         }
+    }
+
+    pub fn limits(&self) -> ReadyLimits {
+        *self.limits.read()
+    }
+
+    pub fn set_limits(&self, limits: ReadyLimits) {
+        *self.limits.write() = limits;
+    }
+
+    /// Apply an answer of `get_egress_path_config`; `idle_timeout` overrides
+    /// its idle timeout (tests).
+    pub(crate) fn configure(&self, cfg: EgressPathConfig, idle_timeout: Option<Duration>) {
+        self.set_limits(ReadyLimits {
+            connection_limit: usize::try_from(cfg.connection_limit.limit).unwrap_or(usize::MAX),
+            max_deliveries_per_connection: cfg.max_deliveries_per_connection.max(1),
+            idle_timeout: idle_timeout.unwrap_or(cfg.idle_timeout),
+            max_ready: cfg.max_ready,
+        });
+        {
+            let mut t = self.throttles.write();
+            t.0 = throttle::refreshed(t.0.take(), cfg.max_message_rate);
+            t.1 = throttle::refreshed(t.1.take(), cfg.max_connection_rate);
+        }
+        *self.egress.write() = Some((Arc::new(cfg), Instant::now()));
+    }
+
+    /// The `max_message_rate` every session's messages share, if any.
+    pub(crate) fn message_throttle(&self) -> Option<Arc<Throttle>> {
+        self.throttles.read().0.clone()
+    }
+
+    /// The `max_connection_rate` every session's connections share, if any.
+    pub(crate) fn connection_throttle(&self) -> Option<Arc<Throttle>> {
+        self.throttles.read().1.clone()
+    }
+
+    /// The egress path config, once `get_egress_path_config` has answered.
+    pub fn egress_path(&self) -> Option<Arc<EgressPathConfig>> {
+        self.egress.read().as_ref().map(|(c, _)| c.clone())
+    }
+
+    pub(crate) fn set_smtp_target(&self, target: Arc<SmtpTarget>) {
+        *self.smtp_target.write() = Some(target);
+    }
+
+    pub(crate) fn smtp_target(&self) -> Option<Arc<SmtpTarget>> {
+        self.smtp_target.read().clone()
+    }
+
+    pub(crate) fn is_configured(&self) -> bool {
+        self.egress.read().is_some()
+    }
+
+    /// Whether the config is missing or older than its `refresh_interval`,
+    /// and no call to get it is under way; if so, the caller now makes it.
+    pub(crate) fn begin_configuring(&self) -> bool {
+        let due = match &*self.egress.read() {
+            None => true,
+            Some((cfg, at)) => at.elapsed() >= cfg.refresh_interval,
+        };
+        due && self
+            .configuring
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    pub(crate) fn end_configuring(&self) {
+        self.configuring.store(false, Ordering::SeqCst);
     }
 
     pub fn protocol(&self) -> ProtocolConfig {
@@ -132,7 +231,7 @@ impl ReadyQueue {
         if self.retired.load(Ordering::SeqCst) {
             return Err(entry);
         }
-        if g.queue.len() >= self.limits.max_ready {
+        if g.queue.len() >= self.limits.read().max_ready {
             entry.message.unload_data();
         }
         g.queue.push_back(entry);
@@ -242,9 +341,10 @@ impl ReadyQueue {
             _ => 1,
         };
         let n = self.len().div_ceil(per_call) as f64;
-        let limit = self.limits.connection_limit as f64;
+        let connection_limit = self.limits.read().connection_limit;
+        let limit = connection_limit as f64;
         let curve = (limit * (1.0 - (-0.023 * n).exp())).ceil();
-        (n.min(curve) as usize).min(self.limits.connection_limit)
+        (n.min(curve) as usize).min(connection_limit)
     }
 
     pub fn close(&self) {
@@ -295,7 +395,7 @@ impl ReadyQueue {
                 }
             }
         }
-        let idle_deadline = Instant::now() + self.limits.idle_timeout;
+        let idle_deadline = Instant::now() + self.limits.read().idle_timeout;
         let mut batch: Vec<Entry> = Vec::new();
         let mut latency_deadline: Option<Instant> = None;
         loop {
@@ -352,11 +452,20 @@ mod tests {
     }
 
     fn queue(idle: Duration) -> (Arc<ReadyQueue>, Arc<ScheduledQueue>) {
-        let mut rq = ReadyQueue::new(
+        let rq = ReadyQueue::new(
             "unspecified->nats@lua:make.nats".into(),
+            EgressPathKey {
+                routing_domain: "nats".into(),
+                source: "unspecified".into(),
+                site: "nats".into(),
+            },
+            "unspecified".into(),
             ProtocolConfig::Smtp,
         );
-        rq.limits.idle_timeout = idle;
+        rq.set_limits(ReadyLimits {
+            idle_timeout: idle,
+            ..ReadyLimits::default()
+        });
         let sq = Arc::new(crate::resolve::new_scheduled(
             "nats",
             QueueConfig::default(),
@@ -467,7 +576,7 @@ mod tests {
         for _ in 0..5000 {
             assert!(rq.push(entry(&sq)).is_ok());
         }
-        assert_eq!(rq.wanted_sessions(), rq.limits.connection_limit);
+        assert_eq!(rq.wanted_sessions(), rq.limits().connection_limit);
     }
 
     #[test]
@@ -489,7 +598,7 @@ mod tests {
         for _ in 0..5000 {
             assert!(rq.push(entry(&sq)).is_ok());
         }
-        assert!(rq.wanted_sessions() <= rq.limits.connection_limit);
+        assert!(rq.wanted_sessions() <= rq.limits().connection_limit);
     }
 
     #[tokio::test]
@@ -512,7 +621,7 @@ mod tests {
     #[test]
     fn messages_beyond_max_ready_drop_their_bytes_from_memory() {
         let (rq, sq) = queue(Duration::from_secs(5));
-        for _ in 0..rq.limits.max_ready + 1 {
+        for _ in 0..rq.limits().max_ready + 1 {
             let e = entry(&sq);
             e.message.mark_clean();
             assert!(rq.push(e).is_ok());

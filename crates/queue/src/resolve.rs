@@ -41,6 +41,8 @@ pub struct ScheduledQueue {
     /// until the config changes, a message needs no name formatting, map
     /// lookup or protocol copy to find it (that was measurable per message).
     ready: Mutex<Option<(Arc<QueueConfig>, Arc<ReadyQueue>)>>,
+    /// SMTP queues: the route to their site and the messages waiting for it.
+    pub(crate) smtp: Mutex<crate::route::RouteState>,
     /// When a message last looked this queue up (milliseconds on [`clock_ms`]):
     /// a queue that nothing uses is reaped after its `reap_interval`.
     last_used: AtomicU64,
@@ -120,6 +122,7 @@ pub fn new_scheduled(name: &str, cfg: QueueConfig) -> ScheduledQueue {
         components: QueueNameComponents::parse(name),
         state: RwLock::new((Arc::new(cfg), Instant::now())),
         ready: Mutex::new(None),
+        smtp: Mutex::new(Default::default()),
         last_used: AtomicU64::new(clock_ms()),
     }
 }
@@ -132,8 +135,9 @@ pub fn ready_queue_name(components: &QueueNameComponents, cfg: &QueueConfig) -> 
     match &cfg.protocol {
         ProtocolConfig::CustomLua(c) => format!("{source}->{site}@lua:{}", c.constructor),
         ProtocolConfig::Maildir(_) => format!("{source}->{site}@maildir"),
+        // Named by their MX site instead: see crates/queue/src/route.rs.
         ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => {
-            format!("{source}->{site}@smtp_client")
+            format!("{source}->{site}@smtp")
         }
     }
 }

@@ -34,9 +34,11 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether something accepts connections on 127.0.0.1:`port`.
 async fn connects(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
+    connects_to(std::net::Ipv4Addr::LOCALHOST, port).await
+}
+
+async fn connects_to(ip: std::net::Ipv4Addr, port: u16) -> bool {
+    tokio::net::TcpStream::connect((ip, port)).await.is_ok()
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (bound and released).
@@ -122,6 +124,13 @@ pub struct ServerConfig {
     pub env: Vec<(String, String)>,
     /// Extra `hermod serve` arguments.
     pub args: Vec<String>,
+    /// The SMTP listener's address (several loopback addresses stand for
+    /// several MX hosts) and, when set, its port instead of a free one.
+    pub smtp_ip: std::net::Ipv4Addr,
+    pub smtp_port: Option<u16>,
+    /// More `start_esmtp_listener` keys for the P0 prelude, e.g.
+    /// `trace_headers = { received_header = false }`.
+    pub listener_extra: String,
 }
 
 impl ServerConfig {
@@ -132,6 +141,9 @@ impl ServerConfig {
             with_p0: true,
             env: Vec::new(),
             args: Vec::new(),
+            smtp_ip: std::net::Ipv4Addr::LOCALHOST,
+            smtp_port: None,
+            listener_extra: String::new(),
         }
     }
 
@@ -163,10 +175,19 @@ impl Server {
             .prefix("hermod-e2e")
             .tempdir()
             .expect("creating a tempdir");
-        let smtp_port = free_port();
+        let smtp_port = cfg.smtp_port.unwrap_or_else(free_port);
         let http_port = free_port();
         let policy_text = if cfg.with_p0 {
-            format!("{}\n{}", test_p0(smtp_port, http_port), cfg.scenario)
+            let listen = format!("listen = '{}:{smtp_port}'", cfg.smtp_ip);
+            let p0 = test_p0(smtp_port, http_port).replace(
+                &format!("listen = '127.0.0.1:{smtp_port}'"),
+                &if cfg.listener_extra.is_empty() {
+                    listen
+                } else {
+                    format!("{listen}, {}", cfg.listener_extra)
+                },
+            );
+            format!("{p0}\n{}", cfg.scenario)
         } else {
             cfg.scenario.clone()
         };
@@ -221,7 +242,7 @@ impl Server {
     }
 
     pub fn smtp_addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.smtp_port))
+        std::net::SocketAddr::from((self.cfg.smtp_ip, self.smtp_port))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -270,7 +291,7 @@ impl Server {
             // The P0 prelude starts the HTTP listener after the SMTP one: a
             // start-up that fails there (its port taken, say) must show up
             // here with stderr, not as a reset in the test's first session.
-            if connects(self.smtp_port).await
+            if connects_to(self.cfg.smtp_ip, self.smtp_port).await
                 && (!self.cfg.with_p0 || connects(self.http_port).await)
             {
                 return;

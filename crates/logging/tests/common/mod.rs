@@ -36,6 +36,7 @@ pub fn event(kind: RecordType, message: Message) -> LogEvent {
         session_id: None,
         tls_cipher: None,
         tls_protocol_version: None,
+        tls_peer_subject_name: None,
         num_attempts: 0,
     }
 }

@@ -28,6 +28,8 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
         return;
     }
     info.peer = d.peer();
+    info.tls = d.tls();
+    let max_deliveries = rq.limits().max_deliveries_per_connection;
     let mut delivered = 0usize;
     let mut batch = first;
     loop {
@@ -39,21 +41,21 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
                 break;
             }
             let attempt = d.deliver(&chunk).await;
+            // The peer the attempt was made with: a protocol may reconnect.
+            info.peer = d.peer();
+            info.tls = d.tls();
             delivered += chunk.len();
             note_health(h, rq, &attempt.health);
             let end = attempt.end_session;
             let mut untried = record(&h.recorder, rq, chunk, &info, attempt.outcomes).await;
             // A paused destination is probed by one session; the others stop here.
-            if end || rq.state() != ReadyQueueState::Active {
+            if end || delivered >= max_deliveries || rq.state() != ReadyQueueState::Active {
                 untried.extend(rest);
                 rq.push_front(untried);
                 d.close().await;
                 return;
             }
             rq.push_front(untried);
-        }
-        if delivered >= rq.limits.max_deliveries_per_connection {
-            break;
         }
         batch = take(h, rq, d.batching(), &info).await;
         if batch.is_empty() {

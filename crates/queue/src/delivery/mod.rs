@@ -18,7 +18,7 @@ use hermod_policy::{Engine, ProtocolConfig};
 use hermod_spool::Spool;
 
 use crate::manager::Inner;
-use crate::outcome::Recorder;
+use crate::outcome::{Recorder, TlsDetails};
 use crate::ready::{Entry, ReadyQueue};
 
 /// The handles a session needs: no more than these, so a protocol cannot
@@ -123,6 +123,10 @@ pub(crate) trait Dispatcher: Send {
     fn peer(&self) -> Option<PeerAddress> {
         None
     }
+    /// The TLS of the open connection, for log records.
+    fn tls(&self) -> Option<TlsDetails> {
+        None
+    }
     /// Open the connection for the session's first batch. On failure the
     /// attempt says what becomes of that batch, and the session ends.
     fn connect(
@@ -136,6 +140,15 @@ pub(crate) trait Dispatcher: Send {
     fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
+/// The `delivery_protocol` of a queue config's records.
+pub(crate) fn protocol_of(p: &ProtocolConfig) -> Protocol {
+    match p {
+        ProtocolConfig::CustomLua(_) => Protocol::Lua,
+        ProtocolConfig::Maildir(_) => Protocol::Maildir,
+        ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => Protocol::Esmtp,
+    }
+}
+
 /// Run one session of `rq` with the protocol its queue config names.
 pub(crate) async fn run_session(h: &Handles, rq: &Arc<ReadyQueue>) {
     match rq.protocol() {
@@ -144,7 +157,7 @@ pub(crate) async fn run_session(h: &Handles, rq: &Arc<ReadyQueue>) {
         }
         ProtocolConfig::Maildir(cfg) => driver::run(h, rq, maildir::Maildir::new(cfg)).await,
         ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => {
-            driver::run(h, rq, smtp::Smtp).await
+            driver::run(h, rq, smtp::Smtp::new(rq)).await
         }
     }
 }

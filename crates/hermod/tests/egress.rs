@@ -1,0 +1,334 @@
+//! Outbound SMTP (crates/queue/src/route.rs, crates/queue/src/delivery/smtp.rs) through the
+//! real `hermod` binary, offline: a test resolver with zone text names the MX hosts, and the
+//! receivers are other `hermod` processes listening on 127.0.0.x addresses, whose policy answers
+//! by local part (`tempfail@` 451, `permfail@` 550) and files accepted mail in a maildir.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{records_of, smtp, unique, Server, ServerConfig};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A receiving MTA on `ip:port`: no trace headers, so what it files is the
+/// bytes it received; refusals by local part; everything else to
+/// `<dir>/sink/<domain>/new`. `ehlo` may replace its EHLO extensions.
+async fn sink(ip: Ipv4Addr, port: Option<u16>, ehlo: &str) -> Server {
+    let scenario = format!(
+        r#"
+kumo.on('smtp_server_rcpt_to', function(rcpt, meta)
+  if rcpt.user == 'tempfail' then kumo.reject(451, '4.3.0 try again later') end
+  if rcpt.user == 'permfail' then kumo.reject(550, '5.1.1 no such user') end
+end)
+{ehlo}
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{
+    protocol = {{ maildir_path = os.getenv('ACCEPT_DIR') .. '/sink/{{{{ domain }}}}' }},
+  }}
+end)
+"#
+    );
+    let mut cfg = ServerConfig::with_p0(&scenario);
+    cfg.smtp_ip = ip;
+    cfg.smtp_port = port;
+    cfg.listener_extra =
+        "trace_headers = { received_header = false, supplemental_header = false }".into();
+    Server::launch(cfg).await
+}
+
+/// The files a sink has filed for `domain`.
+fn filed(sink: &Server, domain: &str) -> Vec<Vec<u8>> {
+    let dir: PathBuf = sink.dir().join("sink").join(domain).join("new");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Ok(b) = std::fs::read(e.path()) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// The sending side: `zone` for the test resolver, every egress path sent to `port` with
+/// loopback allowed, plus `path_extra` keys and `queue_extra` queue config keys.
+fn sender_policy(zone: &str, port: u16, path_extra: &str, queue_extra: &str) -> String {
+    format!(
+        r#"
+kumo.dns.configure_test_resolver {{ [=[
+{zone}
+]=] }}
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{
+    retry_interval = '1s', max_retry_interval = '2s', {queue_extra}
+  }}
+end)
+kumo.on('get_egress_path_config', function(routing_domain, source, site)
+  return kumo.make_egress_path {{
+    smtp_port = {port}, prohibited_hosts = {{}}, enable_tls = 'OpportunisticInsecure',
+    {path_extra}
+  }}
+end)
+"#
+    )
+}
+
+async fn sender(policy: &str) -> Server {
+    let mut cfg = ServerConfig::with_p0(policy);
+    cfg.listener_extra =
+        "trace_headers = { received_header = false, supplemental_header = false }".into();
+    Server::launch(cfg).await
+}
+
+async fn send(server: &Server, rcpt: &str, count: usize) -> Vec<smtp::Sent> {
+    smtp::send_messages(server.smtp_addr(), rcpt, &unique("egress"), count, 1).await
+}
+
+fn ids(sent: &[smtp::Sent]) -> HashSet<String> {
+    sent.iter().map(|s| s.id.clone()).collect()
+}
+
+const ONE_MX: &str = "$ORIGIN mx.test.
+@ 300 IN MX 10 mx1.mx.test.
+mx1 300 IN A 127.0.0.2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_reaches_the_mx_host_byte_for_byte_with_an_esmtp_delivery_record() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "")).await;
+    let sent = send(&tx, "someone@mx.test", 3).await;
+    let records = tx
+        .wait_for_records(WAIT, "3 Delivery records", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 3
+        })
+        .await;
+    for d in records_of(&records, "Delivery", &ids(&sent)) {
+        assert_eq!(d["delivery_protocol"], "ESMTP", "{d}");
+        assert_eq!(d["site"], "unspecified->mx1.mx.test@smtp", "{d}");
+        assert_eq!(d["peer_address"]["name"], "mx1.mx.test", "{d}");
+        assert_eq!(d["peer_address"]["addr"], "127.0.0.2", "{d}");
+        assert_eq!(d["response"]["code"], 250, "{d}");
+        assert_eq!(d["egress_pool"], "unspecified", "{d}");
+        assert_eq!(d["egress_source"], "unspecified", "{d}");
+        // OpportunisticInsecure against a receiver that offers STARTTLS.
+        assert!(d["tls_protocol_version"].is_string(), "{d}");
+        assert!(d["tls_cipher"].is_string(), "{d}");
+    }
+    let got: HashSet<Vec<u8>> = filed(&rx, "mx.test").into_iter().collect();
+    for s in &sent {
+        assert!(
+            got.contains(s.data.as_slice()),
+            "message {} did not arrive byte for byte",
+            s.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_retried_and_a_5xx_bounces_with_the_remote_response() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "max_age = '4s',")).await;
+    let temp = send(&tx, "tempfail@mx.test", 1).await;
+    let perm = send(&tx, "permfail@mx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a Bounce and two TransientFailures", |r| {
+            records_of(r, "Bounce", &ids(&perm)).len() == 1
+                && records_of(r, "TransientFailure", &ids(&temp)).len() >= 2
+        })
+        .await;
+    let bounce = records_of(&records, "Bounce", &ids(&perm))[0];
+    assert_eq!(bounce["response"]["code"], 550, "{bounce}");
+    assert_eq!(bounce["response"]["enhanced_code"]["detail"], 1, "{bounce}");
+    assert_eq!(bounce["response"]["command"], "RCPT TO:<permfail@mx.test>\r\n".trim_end(), "{bounce}");
+    let t = records_of(&records, "TransientFailure", &ids(&temp))[0];
+    assert_eq!(t["response"]["code"], 451, "{t}");
+    assert_eq!(t["peer_address"]["addr"], "127.0.0.2", "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_mx_host_takes_the_mail_when_the_first_is_down() {
+    let port = common::free_port();
+    // mx1 (127.0.0.3) has no listener; mx2 (127.0.0.2) is up.
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), Some(port), "").await;
+    let zone = "$ORIGIN failover.test.
+@ 300 IN MX 10 mx1.failover.test.
+@ 300 IN MX 20 mx2.failover.test.
+mx1 300 IN A 127.0.0.3
+mx2 300 IN A 127.0.0.2";
+    let tx = sender(&sender_policy(zone, port, "", "")).await;
+    let sent = send(&tx, "user@failover.test", 2).await;
+    let records = tx
+        .wait_for_records(WAIT, "2 Delivery records", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 2
+        })
+        .await;
+    for d in records_of(&records, "Delivery", &ids(&sent)) {
+        assert_eq!(d["peer_address"]["name"], "mx2.failover.test", "{d}");
+    }
+    assert_eq!(filed(&rx, "failover.test").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_mx_bounces_with_556_and_an_unknown_host_is_retried_with_451() {
+    let zone = "$ORIGIN nullmx.test.
+@ 300 IN MX 0 .
+nohost 300 IN MX 10 gone.nullmx.test.";
+    let tx = sender(&sender_policy(zone, 25, "", "max_age = '3s',")).await;
+    let null = send(&tx, "user@nullmx.test", 1).await;
+    let none = send(&tx, "user@nohost.nullmx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a Bounce and a TransientFailure", |r| {
+            records_of(r, "Bounce", &ids(&null)).len() == 1
+                && !records_of(r, "TransientFailure", &ids(&none)).is_empty()
+        })
+        .await;
+    let b = records_of(&records, "Bounce", &ids(&null))[0];
+    assert_eq!(b["response"]["code"], 556, "{b}");
+    assert_eq!(b["response"]["enhanced_code"]["subject"], 1, "{b}");
+    assert_eq!(b["response"]["enhanced_code"]["detail"], 10, "{b}");
+    let t = records_of(&records, "TransientFailure", &ids(&none))[0];
+    assert_eq!(t["response"]["code"], 451, "{t}");
+    let content = t["response"]["content"].as_str().unwrap_or_default();
+    assert!(content.contains("gone.nullmx.test"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_refused_by_the_default_prohibited_hosts() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    // The path leaves prohibited_hosts at its default.
+    let policy = sender_policy(ONE_MX, rx.smtp_port, "", "").replace("prohibited_hosts = {},", "");
+    let tx = sender(&policy).await;
+    let sent = send(&tx, "user@mx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a Bounce", |r| {
+            records_of(r, "Bounce", &ids(&sent)).len() == 1
+        })
+        .await;
+    let b = records_of(&records, "Bounce", &ids(&sent))[0];
+    assert_eq!(b["response"]["code"], 550, "{b}");
+    let content = b["response"]["content"].as_str().unwrap_or_default();
+    assert!(content.contains("prohibited_hosts"), "{b}");
+    assert!(content.contains("127.0.0.2"), "{b}");
+    assert!(filed(&rx, "mx.test").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_without_starttls_is_a_transient_failure_naming_the_reason() {
+    // This receiver offers no STARTTLS.
+    let no_tls = r#"
+kumo.on('smtp_server_ehlo', function(domain, meta, extensions)
+  local out = {}
+  for _, e in ipairs(extensions) do if e ~= 'STARTTLS' then table.insert(out, e) end end
+  return out
+end)"#;
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, no_tls).await;
+    let policy = sender_policy(ONE_MX, rx.smtp_port, "", "")
+        .replace("enable_tls = 'OpportunisticInsecure'", "enable_tls = 'RequiredInsecure'");
+    let tx = sender(&policy).await;
+    let sent = send(&tx, "user@mx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a TransientFailure", |r| {
+            !records_of(r, "TransientFailure", &ids(&sent)).is_empty()
+        })
+        .await;
+    let t = records_of(&records, "TransientFailure", &ids(&sent))[0];
+    let content = t["response"]["content"].as_str().unwrap_or_default();
+    assert!(content.contains("STARTTLS"), "{t}");
+    assert!(filed(&rx, "mx.test").is_empty());
+
+    // Opportunistic delivers in plain text to the same receiver.
+    let tx2 = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "")).await;
+    let plain = send(&tx2, "user@mx.test", 1).await;
+    let records = tx2
+        .wait_for_records(WAIT, "a Delivery", |r| {
+            records_of(r, "Delivery", &ids(&plain)).len() == 1
+        })
+        .await;
+    let d = records_of(&records, "Delivery", &ids(&plain))[0];
+    assert_eq!(d["tls_cipher"], Value::Null, "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_share_few_connections_and_max_message_rate_spaces_them() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let path = "connection_limit = 1, max_message_rate = '10/s,max_burst=1',";
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, path, "")).await;
+    let started = std::time::Instant::now();
+    let sent = send(&tx, "user@mx.test", 20).await;
+    let records = tx
+        .wait_for_records(WAIT, "20 Delivery records", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 20
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1800), "20 messages at 10/s took {took:?}");
+    let sessions: HashSet<&str> = records_of(&records, "Delivery", &ids(&sent))
+        .iter()
+        .filter_map(|d| d["session_id"].as_str())
+        .collect();
+    assert!(sessions.len() <= 2, "connection_limit 1 with reuse, got {} sessions", sessions.len());
+    // The sink saw the same: one connection at a time.
+    let rx_records = rx.log_records();
+    let conns: HashSet<String> = rx_records
+        .iter()
+        .filter(|r| r["type"] == "Reception")
+        .filter_map(|r| r["meta"]["received_from"].as_str().map(String::from))
+        .collect();
+    let _ = conns;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smarthost_in_mx_list_gets_the_mail_with_auth_plain() {
+    let rx = sink(
+        Ipv4Addr::new(127, 0, 0, 2),
+        None,
+        r#"
+kumo.on('smtp_server_auth_plain', function(authz, authc, password, meta)
+  return authc == 'relay-user' and password == 'relay-secret'
+end)"#,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "relay-secret\n").unwrap();
+    let policy = format!(
+        r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{
+    retry_interval = '1s',
+    protocol = {{ smtp = {{ mx_list = {{ '127.0.0.2:{port}' }} }} }},
+  }}
+end)
+kumo.on('get_egress_path_config', function(routing_domain, source, site)
+  return kumo.make_egress_path {{
+    prohibited_hosts = {{}}, enable_tls = 'RequiredInsecure',
+    smtp_auth_plain_username = 'relay-user',
+    smtp_auth_plain_password = '{secret}',
+    allow_smtp_auth_plain_without_valid_certificate = true,
+  }}
+end)
+"#,
+        port = rx.smtp_port,
+        secret = secret.display()
+    );
+    let tx = sender(&policy).await;
+    let sent = send(&tx, "someone@anywhere.test", 2).await;
+    let records = tx
+        .wait_for_records(WAIT, "2 Delivery records", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 2
+        })
+        .await;
+    for d in records_of(&records, "Delivery", &ids(&sent)) {
+        assert_eq!(d["peer_address"]["addr"], "127.0.0.2", "{d}");
+    }
+    assert!(
+        !tx.stderr().contains("relay-secret"),
+        "the password must never reach the log"
+    );
+    assert_eq!(filed(&rx, "anywhere.test").len(), 2);
+}

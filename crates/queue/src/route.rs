@@ -1,0 +1,232 @@
+//! Where an SMTP queue's mail goes (ARCHITECTURE.md, step 6): the site (the domain's MX hosts,
+//! or the queue's `mx_list`), the egress pool's sources, and one ready queue
+//! `<source>-><site_name>@smtp` per source. Domains whose MX hosts are the same share a site,
+//! and so a ready queue and its connections.
+//!
+//! Resolving takes DNS and Lua calls, so a scheduled queue whose route is missing or expired
+//! parks its due messages and resolves once; they move on when the answer is in. A null MX
+//! bounces them; a failed lookup retries them on their schedule.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hermod_dns::{DnsError, MailExchanger};
+use hermod_logging::{EnhancedCode, Response};
+use hermod_message::Protocol;
+use hermod_policy::{EgressPool, EgressSource, MxListEntry, ProtocolConfig, SourceSelector};
+use parking_lot::Mutex;
+
+use crate::egress::{self, EgressConfigError};
+use crate::outcome::AttemptInfo;
+use crate::ready::Entry;
+
+/// The hosts an SMTP ready queue connects to.
+#[derive(Debug, Clone)]
+pub enum SmtpHosts {
+    /// The domain's MX hosts (or the domain itself when it has no MX).
+    Mx(Arc<MailExchanger>),
+    /// The queue's `mx_list`, tried in the order written.
+    List(Vec<MxListEntry>),
+}
+
+/// One host address to try, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The host name the address stands for (log records' `peer_address.name`).
+    pub name: String,
+    pub addr: IpAddr,
+    /// A port the `mx_list` entry names; else the source's or the path's.
+    pub port: Option<u16>,
+}
+
+impl SmtpHosts {
+    /// Every address to try, most preferred first. An entry whose name does
+    /// not resolve is skipped; none at all is [`DnsError::NoAddresses`].
+    pub async fn candidates(&self, domain: &str) -> Result<Vec<Candidate>, DnsError> {
+        match self {
+            SmtpHosts::Mx(mx) => Ok(mx
+                .resolve_addresses()
+                .await?
+                .into_iter()
+                .map(|a| Candidate {
+                    name: a.name.trim_end_matches('.').to_string(),
+                    addr: a.addr,
+                    port: None,
+                })
+                .collect()),
+            SmtpHosts::List(entries) => {
+                let mut out = Vec::new();
+                let mut failures = Vec::new();
+                for entry in entries {
+                    match entry {
+                        MxListEntry::Literal { addr, port, written } => out.push(Candidate {
+                            name: written.clone(),
+                            addr: *addr,
+                            port: *port,
+                        }),
+                        MxListEntry::Resolved {
+                            name, addr, port, ..
+                        } => out.push(Candidate {
+                            name: name.clone(),
+                            addr: *addr,
+                            port: *port,
+                        }),
+                        MxListEntry::Host { name, port } => {
+                            match hermod_dns::resolve_addrs(name).await {
+                                Ok(addrs) => out.extend(addrs.iter().map(|a| Candidate {
+                                    name: name.clone(),
+                                    addr: *a,
+                                    port: *port,
+                                })),
+                                Err(e) => failures.push(format!("{name}: {e}")),
+                            }
+                        }
+                    }
+                }
+                if out.is_empty() {
+                    return Err(DnsError::NoAddresses {
+                        domain: domain.to_string(),
+                        detail: failures.join("; "),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// What an SMTP ready queue needs to connect: its hosts and its source.
+#[derive(Debug)]
+pub struct SmtpTarget {
+    /// The domain the hosts were found for (for error texts).
+    pub domain: String,
+    pub hosts: SmtpHosts,
+    pub source: EgressSource,
+}
+
+/// A scheduled queue's resolved SMTP route.
+pub(crate) struct SmtpRoute {
+    pub site: String,
+    pub hosts: SmtpHosts,
+    /// The pool's sources, in turn by weight.
+    selector: Mutex<SourceSelector>,
+    /// Source configs by name, fetched once per route.
+    sources: Vec<EgressSource>,
+    expires: Option<Instant>,
+    /// The ready queue of each source, once made.
+    pub ready: Mutex<Vec<(String, Arc<crate::ready::ReadyQueue>)>>,
+}
+
+impl SmtpRoute {
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.expires.is_none_or(|e| e > Instant::now())
+    }
+
+    /// The source the next message leaves from (weighted round robin).
+    pub(crate) fn next_source(&self) -> Option<&EgressSource> {
+        let mut sel = self.selector.lock();
+        let name = sel.next_source()?;
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The parked messages and the route of one scheduled queue.
+#[derive(Default)]
+pub(crate) struct RouteState {
+    pub route: Option<Arc<SmtpRoute>>,
+    pub parked: Vec<Entry>,
+    pub resolving: bool,
+}
+
+/// Why no route could be found; each becomes the parked messages' outcome.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RouteError {
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error(transparent)]
+    Egress(#[from] EgressConfigError),
+    #[error("egress pool '{0}' has no source with a weight above 0")]
+    EmptyPool(String),
+}
+
+impl RouteError {
+    /// The record for every message that was waiting for this route: a null
+    /// MX is permanent, anything else is retried on the schedule.
+    pub(crate) fn response(&self) -> (Response, bool) {
+        let enhanced = |class, subject, detail| {
+            Some(EnhancedCode {
+                class,
+                subject,
+                detail,
+            })
+        };
+        match self {
+            RouteError::Dns(DnsError::NullMx { .. }) => {
+                (Response::new(556, enhanced(5, 1, 10), &self.to_string()), true)
+            }
+            _ => (Response::new(451, enhanced(4, 4, 4), &self.to_string()), false),
+        }
+    }
+}
+
+/// Resolve the route of a scheduled queue whose protocol is SMTP.
+pub(crate) async fn resolve(
+    engine: &Arc<hermod_policy::Engine>,
+    domain: &str,
+    protocol: &ProtocolConfig,
+    pool_name: &str,
+) -> Result<SmtpRoute, RouteError> {
+    let (site, hosts, expires) = match protocol {
+        ProtocolConfig::SmtpWith(p) if !p.mx_list.is_empty() => {
+            let labels: Vec<String> = p.mx_list.iter().map(MxListEntry::label).collect();
+            (
+                hermod_dns::site_name(&labels),
+                SmtpHosts::List(p.mx_list.clone()),
+                None,
+            )
+        }
+        _ => {
+            let mx = hermod_dns::resolve_mx(domain).await?;
+            if mx.is_null_mx() {
+                return Err(DnsError::NullMx {
+                    domain: domain.to_string(),
+                }
+                .into());
+            }
+            let expires = mx.expires().map(|e| e.into_std());
+            (mx.site_name.clone(), SmtpHosts::Mx(mx), expires)
+        }
+    };
+    let pool: EgressPool = egress::fetch_pool(engine, pool_name).await?;
+    let mut sources = Vec::with_capacity(pool.entries.len());
+    for entry in pool.entries.iter().filter(|e| e.weight > 0) {
+        sources.push(egress::fetch_source(engine, &entry.name).await?);
+    }
+    if sources.is_empty() {
+        return Err(RouteError::EmptyPool(pool.name.clone()));
+    }
+    Ok(SmtpRoute {
+        site,
+        hosts,
+        selector: Mutex::new(SourceSelector::new(&pool)),
+        sources,
+        expires,
+        ready: Mutex::new(Vec::new()),
+    })
+}
+
+/// The `site` and protocol of the records of messages that never reached a
+/// ready queue.
+pub(crate) fn unrouted_info(domain: &str, pool: &str) -> AttemptInfo {
+    AttemptInfo {
+        site: String::new(),
+        peer: None,
+        delivery_protocol: Protocol::Esmtp,
+        session_id: uuid::Uuid::new_v4().to_string(),
+        service: format!("smtp_client:{domain}"),
+        egress_pool: pool.to_string(),
+        egress_source: String::new(),
+        tls: None,
+    }
+}
