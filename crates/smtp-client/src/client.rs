@@ -283,7 +283,18 @@ impl Client {
         }
         // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
         self.capabilities = Capabilities::default();
-        self.ehlo().await
+        let ehlo = self.ehlo().await;
+        match (ehlo, &self.tls_failure) {
+            // After a failed handshake, the failed EHLO is only the symptom.
+            (Err(e), Some(reason)) => Err(self.wire.error(
+                Step::StartTls,
+                ErrorKind::TlsHandshake(format!(
+                    "{reason}; going on in plain text failed too: {}",
+                    e.kind
+                )),
+            )),
+            (ehlo, _) => ehlo,
+        }
     }
 
     async fn auth_plain(&mut self, auth: &AuthPlain) -> Result<(), ClientError> {

@@ -69,13 +69,17 @@ impl Timeouts {
     }
 }
 
-/// When to use STARTTLS (the `enable_tls` egress setting).
+/// When to use STARTTLS (the `enable_tls` egress setting). In every mode
+/// that sends STARTTLS, a refusal of the command itself fails the
+/// connection, and after a successful handshake EHLO is sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsMode {
     /// STARTTLS when the server offers it, with certificate verification.
     /// A failed handshake (including a certificate that does not verify)
     /// fails the connection: it does not fall back to plain text on the
-    /// same connection. A server without STARTTLS gets plain text.
+    /// same connection. A server without STARTTLS gets plain text. (A
+    /// driver that wants to retry such a host in the clear, or to skip TLS
+    /// for a site it remembers as broken, connects again with `Disabled`.)
     #[default]
     Opportunistic,
     /// STARTTLS when offered, without certificate verification. If the
