@@ -147,8 +147,8 @@ fn insecure_config() -> Result<rustls::ClientConfig, String> {
 }
 
 /// Accepts any certificate (the insecure modes) but still checks the
-/// handshake signatures, so the session is at least bound to the key the
-/// server presented.
+/// handshake signatures, so the encrypted channel is at least bound to the
+/// key the server presented.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
 
@@ -257,5 +257,39 @@ pub(crate) fn info(stream: &TlsStream<TcpStream>, verified: bool) -> TlsInfo {
         protocol_version,
         subject_name,
         verified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_and_address_literals_become_tls_server_names() {
+        let ip = |s| matches!(server_name(s), Ok(ServerName::IpAddress(_)));
+        assert!(ip("192.0.2.1") && ip("[192.0.2.1]") && ip("[IPv6:2001:db8::1]"));
+        match server_name("mx.example.com.") {
+            Ok(ServerName::DnsName(n)) => assert_eq!(n.as_ref(), "mx.example.com"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            server_name("not a name"),
+            Err(ErrorKind::InvalidServerName(_))
+        ));
+    }
+
+    #[test]
+    fn pem_bundles_give_their_certificates_and_garbage_is_refused() {
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let pem = format!("{}{}", cert.cert.pem(), cert.cert.pem());
+        assert_eq!(TlsTrust::parse_pem(pem.as_bytes()).unwrap().len(), 2);
+        assert!(TlsTrust::parse_pem(b"no pem here").is_err());
+    }
+
+    #[test]
+    fn verifying_without_any_trusted_root_is_a_configuration_error() {
+        assert!(TlsTrust::only(Vec::new()).client_config(true).is_err());
+        // Not verifying needs no roots.
+        assert!(TlsTrust::only(Vec::new()).client_config(false).is_ok());
     }
 }

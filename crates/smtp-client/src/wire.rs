@@ -44,10 +44,12 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     pub fn after(limit: Duration) -> Self {
-        Self {
-            at: Instant::now() + limit,
-            limit,
-        }
+        let now = Instant::now();
+        // A configured "forever" (Duration::MAX) must not overflow the clock.
+        let at = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        Self { at, limit }
     }
 }
 
@@ -214,5 +216,25 @@ fn excerpt(line: &str) -> String {
     match line.char_indices().nth(SHOWN) {
         Some((i, _)) => format!("{}...", &line[..i]),
         None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_timeout_does_not_overflow_the_clock() {
+        let d = Deadline::after(Duration::MAX);
+        assert!(d.at > Instant::now());
+    }
+
+    #[test]
+    fn error_excerpts_cut_long_lines_at_a_character_boundary() {
+        let line = "é".repeat(100);
+        let shown = excerpt(&line);
+        assert_eq!(shown.chars().count(), 83);
+        assert!(shown.ends_with("..."));
+        assert_eq!(excerpt("short"), "short");
     }
 }

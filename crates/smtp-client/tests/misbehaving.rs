@@ -51,7 +51,7 @@ async fn a_server_trickling_bytes_cannot_stretch_a_step_past_its_timeout() {
     let started = Instant::now();
     let err = connect(peer.addr, "slow.test", &quick()).await.unwrap_err();
     assert!(matches!(err.kind, ErrorKind::Timeout(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
