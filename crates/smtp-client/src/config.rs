@@ -172,6 +172,10 @@ pub struct ClientConfig {
     /// it). Off by default, as in KumoMTA: an EHLO refusal fails the
     /// connection.
     pub helo_fallback: bool,
+    /// Send 8-bit content or a UTF-8 envelope even when the server lacks
+    /// 8BITMIME or SMTPUTF8 (the `ignore_8bit_checks` egress setting),
+    /// instead of failing the message permanently.
+    pub ignore_8bit_checks: bool,
 }
 
 impl ClientConfig {
@@ -186,6 +190,7 @@ impl ClientConfig {
             source_address: None,
             auth: None,
             helo_fallback: false,
+            ignore_8bit_checks: false,
         }
     }
 }

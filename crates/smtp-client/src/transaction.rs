@@ -181,7 +181,11 @@ impl Client {
             ));
         }
         // Without the extension the server may mangle or refuse the
-        // message; KumoMTA fails it permanently rather than sending it.
+        // message; KumoMTA fails it permanently rather than sending it,
+        // unless told to try anyway.
+        if self.config.ignore_8bit_checks {
+            return None;
+        }
         if needs.smtputf8 && !self.capabilities.smtputf8() {
             return Some(TransactionResult::local(
                 554,

@@ -134,6 +134,20 @@ async fn eight_bit_content_fails_permanently_when_8bitmime_is_not_offered() {
 }
 
 #[tokio::test]
+async fn eight_bit_content_is_sent_anyway_when_told_to_ignore_8bit_checks() {
+    let sink = Sink::start(&["-8"]).await;
+    let mut cfg = config();
+    cfg.ignore_8bit_checks = true;
+    let dump = deliver(&sink, &cfg, "Subject: x\r\n\r\nsmörgåsbord\r\n".as_bytes()).await;
+    // No BODY= parameter for a server that does not know it.
+    assert!(
+        dump.contains("X-Mail-Args: <sender@client.test>\n"),
+        "{dump}"
+    );
+    assert!(dump_content(&dump).contains("smörgåsbord"));
+}
+
+#[tokio::test]
 async fn a_utf8_envelope_fails_permanently_when_smtputf8_is_not_offered() {
     let sink = Sink::start(&[]).await;
     let mut client = connect(sink.addr, "sink.test", &config()).await.unwrap();
