@@ -332,3 +332,35 @@ end)
     );
     assert_eq!(filed(&rx, "anywhere.test").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_takes_the_mail_over_starttls() {
+    let port = common::free_port();
+    let pf = common::postfix::Postfix::start(Ipv4Addr::new(127, 0, 0, 4), port, "postfix.test").await;
+    let zone = "$ORIGIN postfix.test.
+@ 300 IN MX 10 mx.postfix.test.
+mx 300 IN A 127.0.0.4";
+    let tx = sender(&sender_policy(zone, port, "", "")).await;
+    let sent = send(&tx, "someone@postfix.test", 2).await;
+    let records = tx
+        .wait_for_records(WAIT, "2 Delivery records", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 2
+        })
+        .await;
+    for d in records_of(&records, "Delivery", &ids(&sent)) {
+        assert_eq!(d["response"]["code"], 250, "{d}");
+        assert_eq!(d["peer_address"]["name"], "mx.postfix.test", "{d}");
+        assert!(
+            d["tls_protocol_version"].as_str().is_some_and(|v| v.starts_with("TLS")),
+            "{d}"
+        );
+        let subject = d["tls_peer_subject_name"].to_string();
+        assert!(subject.contains("mx.postfix.test"), "{d}");
+        let queued = d["response"]["content"].as_str().unwrap_or_default();
+        assert!(queued.contains("queued as"), "Postfix's own 250: {d}");
+    }
+    let log = pf.log();
+    assert!(log.contains("Anonymous TLS connection established") || log.contains("TLS connection established"),
+        "Postfix saw no TLS connection:\n{log}");
+    assert_eq!(log.matches("to=<someone@postfix.test>").count(), 2, "{log}");
+}

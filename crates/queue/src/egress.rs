@@ -8,6 +8,11 @@ use std::sync::Arc;
 use hermod_policy::mlua::{IntoLuaMulti, UserData, Value};
 use hermod_policy::{CallError, EgressPathConfig, EgressPool, EgressSource, Engine, PolicyError};
 
+use crate::delivery;
+use crate::manager::QueueManager;
+use crate::outcome;
+use crate::ready::ReadyQueue;
+
 /// Why an egress event gave no config.
 #[derive(Debug, thiserror::Error)]
 pub enum EgressConfigError {
@@ -101,4 +106,58 @@ pub(crate) async fn fetch_source(
         name: name.to_string(),
         ..EgressSource::default()
     }))
+}
+
+impl QueueManager {
+    /// Ask `get_egress_path_config` for `rq`'s config when it has none or it
+    /// is due for a refresh; sessions start once the first answer is in.
+    pub(crate) fn configure(&self, rq: &Arc<ReadyQueue>) {
+        if !rq.begin_configuring() {
+            return;
+        }
+        let qm = self.clone();
+        let rq = rq.clone();
+        self.0.tasks.spawn(async move {
+            let p = &rq.path;
+            match fetch_path(&qm.0.engine, &p.routing_domain, &p.source, &p.site).await {
+                Ok(cfg) => rq.configure(cfg, qm.0.opts.idle_timeout),
+                Err(e) if rq.is_configured() => {
+                    tracing::error!(queue = %rq.name, error = %e,
+                        "get_egress_path_config refresh failed; keeping the previous config");
+                    // Ask again after another refresh interval, not at once.
+                    if let Some(cfg) = rq.egress_path() {
+                        rq.configure((*cfg).clone(), qm.0.opts.idle_timeout);
+                    }
+                }
+                Err(e) => {
+                    rq.end_configuring();
+                    qm.fail_unconfigured(&rq, &e.to_string()).await;
+                    return;
+                }
+            }
+            rq.end_configuring();
+            qm.maybe_start_sessions(&rq);
+        });
+    }
+
+    /// Without its egress path config a queue cannot deliver: its messages
+    /// are retried on their schedule, as when any other attempt fails.
+    async fn fail_unconfigured(&self, rq: &Arc<ReadyQueue>, why: &str) {
+        tracing::error!(queue = %rq.name, error = %why, "ready queue has no egress path config");
+        let info = outcome::AttemptInfo::for_queue(
+            rq,
+            None,
+            delivery::protocol_of(&rq.protocol()),
+            format!("config:{}", rq.name),
+        );
+        for e in rq.drain_all() {
+            let resp = hermod_logging::Response::new(
+                451,
+                None,
+                &format!("cannot configure the ready queue {}: {why}", rq.name),
+            );
+            outcome::transient(&self.0.recorder, e.message, e.queue, &info, resp, None).await;
+        }
+    }
+
 }

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hermod_logging::Logger;
 use hermod_message::Message;
-use hermod_policy::{EgressSource, Engine, ProtocolConfig};
+use hermod_policy::{Engine, ProtocolConfig};
 use hermod_spool::Spool;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{self, Handles, Starter};
-use crate::egress;
-use crate::route::{self, SmtpRoute, SmtpTarget};
 use crate::outcome::{self, Recorder};
 use crate::ready::{EgressPathKey, Entry, ReadyQueue, ReadyQueueState};
 use crate::resolve::{
@@ -46,9 +44,9 @@ pub(crate) struct Inner {
     pub logger: Logger,
     pub opts: QueueOptions,
     scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
-    ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
+    pub(crate) ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
     pub timer: Arc<Timer>,
-    recorder: Recorder,
+    pub(crate) recorder: Recorder,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     accepting: AtomicBool,
@@ -257,129 +255,6 @@ impl QueueManager {
         }
     }
 
-    /// An SMTP message goes to the ready queue of its site and of the next
-    /// source of its pool; without a fresh route it waits for one.
-    fn to_ready_smtp(&self, mut entry: Entry) {
-        loop {
-            let sq = entry.queue.clone();
-            let route = {
-                let mut st = sq.smtp.lock();
-                match &st.route {
-                    Some(r) if r.is_fresh() && !st.resolving => r.clone(),
-                    _ => {
-                        st.parked.push(entry);
-                        if !std::mem::replace(&mut st.resolving, true) {
-                            drop(st);
-                            self.resolve_route(sq);
-                        }
-                        return;
-                    }
-                }
-            };
-            let Some(source) = route.next_source() else {
-                // `route::resolve` refuses a pool without sources.
-                tracing::error!(queue = %sq.name, "SMTP route has no source; message waits for a new route");
-                sq.smtp.lock().route = None;
-                continue;
-            };
-            let rq = self.smtp_ready_queue(&sq, &route, source);
-            match rq.push(entry) {
-                Ok(()) => return self.maybe_start_sessions(&rq),
-                Err(back) => entry = back,
-            }
-        }
-    }
-
-    fn smtp_ready_queue(
-        &self,
-        sq: &ScheduledQueue,
-        route: &SmtpRoute,
-        source: &EgressSource,
-    ) -> Arc<ReadyQueue> {
-        if let Some((_, rq)) = route
-            .ready
-            .lock()
-            .iter()
-            .find(|(s, rq)| *s == source.name && !rq.is_retired())
-        {
-            return rq.clone();
-        }
-        let name = format!("{}->{}@smtp", source.name, route.site);
-        let target = Arc::new(SmtpTarget {
-            domain: sq.components.site_domain().to_string(),
-            hosts: route.hosts.clone(),
-            source: source.clone(),
-        });
-        let rq = {
-            let mut g = self.0.ready.lock();
-            match g.get(&name) {
-                Some(rq) => rq.clone(),
-                None => {
-                    let path = EgressPathKey {
-                        routing_domain: sq.components.site_domain().to_string(),
-                        source: source.name.clone(),
-                        site: route.site.clone(),
-                    };
-                    let cfg = sq.config();
-                    let rq = Arc::new(ReadyQueue::new(
-                        name.clone(),
-                        path,
-                        cfg.egress_pool.clone(),
-                        cfg.protocol.clone(),
-                    ));
-                    g.insert(name, rq.clone());
-                    rq
-                }
-            }
-        };
-        // A newer route (the MX answer's TTL ran out) brings fresh addresses.
-        rq.set_smtp_target(target);
-        let mut cached = route.ready.lock();
-        cached.retain(|(s, _)| *s != source.name);
-        cached.push((source.name.clone(), rq.clone()));
-        rq
-    }
-
-    /// Find the route of an SMTP queue, then move its parked messages on; when
-    /// there is none, they bounce (null MX) or are retried on their schedule.
-    fn resolve_route(&self, sq: Arc<ScheduledQueue>) {
-        let qm = self.clone();
-        self.0.tasks.spawn(async move {
-            let cfg = sq.config();
-            let domain = sq.components.site_domain().to_string();
-            let found = route::resolve(&qm.0.engine, &domain, &cfg.protocol, &cfg.egress_pool).await;
-            let (parked, found) = {
-                let mut st = sq.smtp.lock();
-                st.resolving = false;
-                let found = found.map(|r| {
-                    tracing::debug!(queue = %sq.name, site = %r.site, "SMTP route resolved");
-                    st.route = Some(Arc::new(r));
-                });
-                (std::mem::take(&mut st.parked), found)
-            };
-            match found {
-                Ok(()) => {
-                    for e in parked {
-                        qm.to_ready(e.message, e.queue);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %sq.name, error = %e, "no SMTP route");
-                    let (resp, permanent) = e.response();
-                    let info = route::unrouted_info(&domain, &cfg.egress_pool);
-                    let rec = &qm.0.recorder;
-                    for p in parked {
-                        if permanent {
-                            outcome::bounced(rec, p.message, &p.queue, &info, resp.clone()).await;
-                        } else {
-                            outcome::transient(rec, p.message, p.queue, &info, resp.clone(), None).await;
-                        }
-                    }
-                }
-            }
-        });
-    }
-
     /// Queue a message for later.
     pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
         self.0.recorder.to_timer(message, queue, due);
@@ -392,57 +267,6 @@ impl QueueManager {
             spool: self.0.spool.clone(),
             engine: self.0.engine.clone(),
             starter: Starter(Arc::downgrade(&self.0)),
-        }
-    }
-
-    /// Ask `get_egress_path_config` for `rq`'s config when it has none or it
-    /// is due for a refresh; sessions start once the first answer is in.
-    fn configure(&self, rq: &Arc<ReadyQueue>) {
-        if !rq.begin_configuring() {
-            return;
-        }
-        let qm = self.clone();
-        let rq = rq.clone();
-        self.0.tasks.spawn(async move {
-            let p = &rq.path;
-            match egress::fetch_path(&qm.0.engine, &p.routing_domain, &p.source, &p.site).await {
-                Ok(cfg) => rq.configure(cfg, qm.0.opts.idle_timeout),
-                Err(e) if rq.is_configured() => {
-                    tracing::error!(queue = %rq.name, error = %e,
-                        "get_egress_path_config refresh failed; keeping the previous config");
-                    // Ask again after another refresh interval, not at once.
-                    if let Some(cfg) = rq.egress_path() {
-                        rq.configure((*cfg).clone(), qm.0.opts.idle_timeout);
-                    }
-                }
-                Err(e) => {
-                    rq.end_configuring();
-                    qm.fail_unconfigured(&rq, &e.to_string()).await;
-                    return;
-                }
-            }
-            rq.end_configuring();
-            qm.maybe_start_sessions(&rq);
-        });
-    }
-
-    /// Without its egress path config a queue cannot deliver: its messages
-    /// are retried on their schedule, as when any other attempt fails.
-    async fn fail_unconfigured(&self, rq: &Arc<ReadyQueue>, why: &str) {
-        tracing::error!(queue = %rq.name, error = %why, "ready queue has no egress path config");
-        let info = outcome::AttemptInfo::for_queue(
-            rq,
-            None,
-            delivery::protocol_of(&rq.protocol()),
-            format!("config:{}", rq.name),
-        );
-        for e in rq.drain_all() {
-            let resp = hermod_logging::Response::new(
-                451,
-                None,
-                &format!("cannot configure the ready queue {}: {why}", rq.name),
-            );
-            outcome::transient(&self.0.recorder, e.message, e.queue, &info, resp, None).await;
         }
     }
 

@@ -18,8 +18,10 @@ use hermod_policy::{EgressPool, EgressSource, MxListEntry, ProtocolConfig, Sourc
 use parking_lot::Mutex;
 
 use crate::egress::{self, EgressConfigError};
-use crate::outcome::AttemptInfo;
-use crate::ready::Entry;
+use crate::manager::QueueManager;
+use crate::outcome::{self, AttemptInfo};
+use crate::ready::{EgressPathKey, Entry, ReadyQueue};
+use crate::resolve::ScheduledQueue;
 
 /// The hosts an SMTP ready queue connects to.
 #[derive(Debug, Clone)]
@@ -229,4 +231,130 @@ pub(crate) fn unrouted_info(domain: &str, pool: &str) -> AttemptInfo {
         egress_source: String::new(),
         tls: None,
     }
+}
+
+impl QueueManager {
+    /// An SMTP message goes to the ready queue of its site and of the next
+    /// source of its pool; without a fresh route it waits for one.
+    pub(crate) fn to_ready_smtp(&self, mut entry: Entry) {
+        loop {
+            let sq = entry.queue.clone();
+            let route = {
+                let mut st = sq.smtp.lock();
+                match &st.route {
+                    Some(r) if r.is_fresh() && !st.resolving => r.clone(),
+                    _ => {
+                        st.parked.push(entry);
+                        if !std::mem::replace(&mut st.resolving, true) {
+                            drop(st);
+                            self.resolve_route(sq);
+                        }
+                        return;
+                    }
+                }
+            };
+            let Some(source) = route.next_source() else {
+                // `route::resolve` refuses a pool without sources.
+                tracing::error!(queue = %sq.name, "SMTP route has no source; message waits for a new route");
+                sq.smtp.lock().route = None;
+                continue;
+            };
+            let rq = self.smtp_ready_queue(&sq, &route, source);
+            match rq.push(entry) {
+                Ok(()) => return self.maybe_start_sessions(&rq),
+                Err(back) => entry = back,
+            }
+        }
+    }
+
+    fn smtp_ready_queue(
+        &self,
+        sq: &ScheduledQueue,
+        route: &SmtpRoute,
+        source: &EgressSource,
+    ) -> Arc<ReadyQueue> {
+        if let Some((_, rq)) = route
+            .ready
+            .lock()
+            .iter()
+            .find(|(s, rq)| *s == source.name && !rq.is_retired())
+        {
+            return rq.clone();
+        }
+        let name = format!("{}->{}@smtp", source.name, route.site);
+        let target = Arc::new(SmtpTarget {
+            domain: sq.components.site_domain().to_string(),
+            hosts: route.hosts.clone(),
+            source: source.clone(),
+        });
+        let rq = {
+            let mut g = self.0.ready.lock();
+            match g.get(&name) {
+                Some(rq) => rq.clone(),
+                None => {
+                    let path = EgressPathKey {
+                        routing_domain: sq.components.site_domain().to_string(),
+                        source: source.name.clone(),
+                        site: route.site.clone(),
+                    };
+                    let cfg = sq.config();
+                    let rq = Arc::new(ReadyQueue::new(
+                        name.clone(),
+                        path,
+                        cfg.egress_pool.clone(),
+                        cfg.protocol.clone(),
+                    ));
+                    g.insert(name, rq.clone());
+                    rq
+                }
+            }
+        };
+        // A newer route (the MX answer's TTL ran out) brings fresh addresses.
+        rq.set_smtp_target(target);
+        let mut cached = route.ready.lock();
+        cached.retain(|(s, _)| *s != source.name);
+        cached.push((source.name.clone(), rq.clone()));
+        rq
+    }
+
+    /// Find the route of an SMTP queue, then move its parked messages on; when
+    /// there is none, they bounce (null MX) or are retried on their schedule.
+    fn resolve_route(&self, sq: Arc<ScheduledQueue>) {
+        let qm = self.clone();
+        self.0.tasks.spawn(async move {
+            let cfg = sq.config();
+            let domain = sq.components.site_domain().to_string();
+            let found = resolve(&qm.0.engine, &domain, &cfg.protocol, &cfg.egress_pool).await;
+            let (parked, found) = {
+                let mut st = sq.smtp.lock();
+                st.resolving = false;
+                let found = found.map(|r| {
+                    tracing::debug!(queue = %sq.name, site = %r.site, "SMTP route resolved");
+                    st.route = Some(Arc::new(r));
+                });
+                (std::mem::take(&mut st.parked), found)
+            };
+            match found {
+                Ok(()) => {
+                    for e in parked {
+                        qm.to_ready(e.message, e.queue);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %sq.name, error = %e, "no SMTP route");
+                    let (resp, permanent) = e.response();
+                    let info = unrouted_info(&domain, &cfg.egress_pool);
+                    let rec = &qm.0.recorder;
+                    for p in parked {
+                        if permanent {
+                            outcome::bounced(rec, p.message, &p.queue, &info, resp.clone()).await;
+                        } else {
+                            outcome::transient(rec, p.message, p.queue, &info, resp.clone(), None).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
 }

@@ -13,10 +13,12 @@
 //! - [`brokers`]: readers for a NATS stream, an AMQP queue and a Kafka topic
 //!   that start at the current end and filter by a test's marker.
 //! - [`payload`]: splits Hermod's trace headers off a published payload.
+//! - [`postfix`]: a private Postfix instance with STARTTLS, as a receiving MTA.
 #![allow(dead_code)]
 
 pub mod brokers;
 pub mod payload;
+pub mod postfix;
 pub mod smtp;
 
 use std::fs::File;
