@@ -5,11 +5,21 @@
 //! default, zone text in tests) and the Lua module `kumo.dns`.
 //!
 //! Delivery calls [`resolve_mx`], checks [`MailExchanger::is_null_mx`], then
-//! [`MailExchanger::resolve_addresses`] (or [`resolve_addrs`] per host).
+//! [`MailExchanger::resolve_addresses`] (or [`resolve_addrs`] per host). The
+//! outcomes map onto delivery records as KumoMTA's do: a null MX (or
+//! [`DnsError::NullMx`]) is a Bounce `556 5.1.10`; [`DnsError::NoAddresses`]
+//! is a TransientFailure `451 4.4.4`; any other [`DnsError`] from
+//! [`resolve_mx`] is a TransientFailure whose text names the domain and the
+//! cause. Failed MX resolutions (timeouts included) are cached for the
+//! negative-cache TTL, as KumoMTA caches them.
+//!
+//! Tests and policies that must not touch the network install zone text with
+//! [`configure_test_resolver`] (process-wide) or give a [`TestResolver`] a
+//! name with [`define_resolver`] and pass that name to the `*_via` functions.
 
 mod addrs;
 mod cache;
-pub mod config;
+mod config;
 mod error;
 mod global;
 mod hickory;

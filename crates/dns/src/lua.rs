@@ -50,9 +50,9 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 let addrs = match crate::addrs::resolve_addrs_via(&name, resolver.as_deref()).await
                 {
                     Ok(addrs) => addrs,
-                    // The name exists but has no addresses: an empty list,
-                    // not an error, as the doc promises errors only for names
-                    // that do not exist.
+                    // The name exists but has no addresses: an empty list.
+                    // KumoMTA documents an error only for names that do not
+                    // exist.
                     Err(DnsError::NoRecords { .. }) => Arc::from([]),
                     Err(e) => return Err(site.error(format!("{WHAT}: {e}"))),
                 };

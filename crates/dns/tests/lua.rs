@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use mlua::{FromLuaMulti, Lua, Table};
 
+/// `hermod serve` and `hermod check` list `register` among the engine's
+/// registrars; this fails to compile if its signature drifts from theirs.
+const _: hermod_policy::Registrar = hermod_dns::register;
+
 /// The resolver, caches and MX settings are process-wide, as in KumoMTA:
 /// tests that change them take turns.
 static GLOBAL_STATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
