@@ -28,6 +28,7 @@ pub fn registrars() -> Vec<hermod_policy::Registrar> {
         hermod_smtp::register,
         hermod_http::register,
         hermod_connectors::register_all,
+        hermod_dns::register,
     ]
 }
 
