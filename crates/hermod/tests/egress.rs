@@ -21,9 +21,25 @@ const WAIT: Duration = Duration::from_secs(40);
 async fn sink(ip: Ipv4Addr, port: Option<u16>, ehlo: &str) -> Server {
     let scenario = format!(
         r#"
+local DIR = os.getenv 'ACCEPT_DIR'
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
 kumo.on('smtp_server_rcpt_to', function(rcpt, meta)
   if rcpt.user == 'tempfail' then kumo.reject(451, '4.3.0 try again later') end
   if rcpt.user == 'permfail' then kumo.reject(550, '5.1.1 no such user') end
+  -- The first attempt fails, the next one is taken.
+  if rcpt.user == 'once' and not exists(DIR .. '/once') then
+    io.open(DIR .. '/once', 'w'):close()
+    kumo.reject(451, '4.3.0 first attempt refused')
+  end
+end)
+-- While the file `slow` exists, the reply to the message content waits: the test kills
+-- this receiver in the middle of it.
+kumo.on('smtp_server_message_received', function(msg)
+  if exists(DIR .. '/slow') then kumo.sleep(60) end
 end)
 {ehlo}
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
@@ -363,4 +379,103 @@ mx 300 IN A 127.0.0.4";
     assert!(log.contains("Anonymous TLS connection established") || log.contains("TLS connection established"),
         "Postfix saw no TLS connection:\n{log}");
     assert_eq!(log.matches("to=<someone@postfix.test>").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_once_with_451_is_delivered_on_retry() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "")).await;
+    let sent = send(&tx, "once@mx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a Delivery", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 1
+        })
+        .await;
+    let t = records_of(&records, "TransientFailure", &ids(&sent));
+    assert_eq!(t.len(), 1, "one refused attempt before the delivery");
+    assert_eq!(t[0]["response"]["code"], 451, "{}", t[0]);
+    assert_eq!(filed(&rx, "mx.test").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_during_data_gets_the_message_on_a_later_attempt() {
+    let mut rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    std::fs::write(rx.dir().join("slow"), b"").unwrap();
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "")).await;
+    let sent = send(&tx, "user@mx.test", 1).await;
+    // Long enough for the content to be sent and the receiver to sit in its handler.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        records_of(&tx.log_records(), "Delivery", &ids(&sent)).is_empty(),
+        "no Delivery before the receiver answered"
+    );
+    rx.kill9();
+    std::fs::remove_file(rx.dir().join("slow")).unwrap();
+    rx.restart().await;
+    let records = tx
+        .wait_for_records(WAIT, "a Delivery after the restart", |r| {
+            records_of(r, "Delivery", &ids(&sent)).len() == 1
+        })
+        .await;
+    assert!(
+        !records_of(&records, "TransientFailure", &ids(&sent)).is_empty(),
+        "the broken attempt is a TransientFailure"
+    );
+    assert_eq!(filed(&rx, "mx.test").len(), 1, "exactly one copy arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_caps_the_connections_the_receiver_sees() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "connection_limit = 2,", "")).await;
+    let sent = smtp::send_messages(tx.smtp_addr(), "user@mx.test", &unique("limit"), 60, 6).await;
+    tx.wait_for_records(WAIT, "60 Delivery records", |r| {
+        records_of(r, "Delivery", &ids(&sent)).len() == 60
+    })
+    .await;
+    // Each connection the receiver accepted is one SMTP session. The mail
+    // arrives within the 5 s idle timeout, so the two connections allowed
+    // carry all of it.
+    let sessions: HashSet<String> = rx
+        .log_records()
+        .iter()
+        .filter(|r| r["type"] == "Reception")
+        .filter_map(|r| r["session_id"].as_str().map(String::from))
+        .collect();
+    assert!(
+        (1..=2).contains(&sessions.len()),
+        "{} connections reached the receiver with connection_limit 2",
+        sessions.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_egress_loses_no_acknowledged_message() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let mut tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "", "")).await;
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        sent.extend(
+            smtp::send_messages(tx.smtp_addr(), "user@mx.test", &unique("crash"), 40, 4).await,
+        );
+        // Kill while the last ones are still on their way out.
+        tokio::time::sleep(Duration::from_millis(50 * round)).await;
+        tx.kill9();
+        tx.restart().await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got: HashSet<Vec<u8>> = filed(&rx, "mx.test").into_iter().collect();
+        let missing = sent.iter().filter(|s| !got.contains(s.data.as_slice())).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged messages never reached the receiver; sender stderr:\n{}",
+            sent.len(),
+            tx.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
