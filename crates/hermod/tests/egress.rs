@@ -479,3 +479,26 @@ async fn kill_9_during_egress_loses_no_acknowledged_message() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_client_rewrite_delivery_status_turns_a_451_into_a_bounce() {
+    let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let policy = sender_policy(ONE_MX, rx.smtp_port, "", "")
+        + r#"
+kumo.on('smtp_client_rewrite_delivery_status', function(response, domain, tenant, campaign, routing_domain)
+  if domain == 'mx.test' and response:find('try again later') then return 550 end
+end)
+"#;
+    let tx = sender(&policy).await;
+    let sent = send(&tx, "tempfail@mx.test", 1).await;
+    let records = tx
+        .wait_for_records(WAIT, "a Bounce", |r| {
+            records_of(r, "Bounce", &ids(&sent)).len() == 1
+        })
+        .await;
+    let b = records_of(&records, "Bounce", &ids(&sent))[0];
+    assert_eq!(b["response"]["code"], 550, "{b}");
+    let content = b["response"]["content"].as_str().unwrap_or_default();
+    assert!(content.contains("rewritten from 451"), "{b}");
+    assert!(records_of(&records, "TransientFailure", &ids(&sent)).is_empty());
+}

@@ -358,3 +358,39 @@ impl QueueManager {
     }
 
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mx_list_candidates_keep_their_written_order_and_ports() {
+        let hosts = SmtpHosts::List(vec![
+            MxListEntry::parse("[127.0.0.9]:2525").unwrap(),
+            MxListEntry::parse("10.0.0.1").unwrap(),
+        ]);
+        let c = hosts.candidates("example.com").await.unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].addr, "127.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(c[0].port, Some(2525));
+        assert_eq!(c[1].port, None);
+    }
+
+    #[test]
+    fn a_null_mx_bounces_and_other_routing_failures_are_retried() {
+        let null = RouteError::Dns(DnsError::NullMx {
+            domain: "example.com".into(),
+        });
+        let (resp, permanent) = null.response();
+        assert!(permanent);
+        assert_eq!(resp.code, 556);
+        let timeout = RouteError::Dns(DnsError::Timeout {
+            name: "example.com".into(),
+            rtype: "MX",
+        });
+        let (resp, permanent) = timeout.response();
+        assert!(!permanent);
+        assert_eq!(resp.code, 451);
+        assert!(resp.content.contains("example.com"), "{}", resp.content);
+    }
+}

@@ -157,7 +157,7 @@ pub(crate) async fn run_session(h: &Handles, rq: &Arc<ReadyQueue>) {
         }
         ProtocolConfig::Maildir(cfg) => driver::run(h, rq, maildir::Maildir::new(cfg)).await,
         ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_) => {
-            driver::run(h, rq, smtp::Smtp::new(rq)).await
+            driver::run(h, rq, smtp::Smtp::new(h.engine.clone(), rq)).await
         }
     }
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use hermod_logging::{EnhancedCode, PeerAddress, Response};
 use hermod_message::Protocol;
-use hermod_policy::{EgressPathConfig, ReconnectStrategy, Tls};
+use hermod_policy::mlua::Value;
+use hermod_policy::{EgressPathConfig, Engine, ReconnectStrategy, Tls};
 use hermod_smtp_client::{self as client, ClientConfig, Needs, TlsMode, TlsTrust};
 
 use super::{Attempt, Batching, Dispatcher, Health, Outcome, Outcomes};
@@ -23,6 +24,7 @@ use crate::ready::{Entry, ReadyQueue};
 use crate::route::{Candidate, SmtpTarget};
 
 pub(super) struct Smtp {
+    engine: Arc<Engine>,
     path: Option<Arc<EgressPathConfig>>,
     target: Option<Arc<SmtpTarget>>,
     /// Hosts not yet tried by this session, in order (the next host on failure).
@@ -37,8 +39,9 @@ pub(super) struct Smtp {
 }
 
 impl Smtp {
-    pub(super) fn new(rq: &ReadyQueue) -> Self {
+    pub(super) fn new(engine: Arc<Engine>, rq: &ReadyQueue) -> Self {
         Smtp {
+            engine,
             path: rq.egress_path(),
             target: rq.smtp_target(),
             candidates: Vec::new(),
@@ -194,6 +197,57 @@ fn response(r: &client::Response) -> Response {
     );
     out.command = r.command.clone();
     out
+}
+
+/// `smtp_client_rewrite_delivery_status(response, domain, tenant, campaign, routing_domain)`
+/// may give a refusal another code (a full mailbox treated as permanent, say). Errors in the
+/// handler leave the response as it was.
+async fn rewrite_status(engine: &Arc<Engine>, resp: Response, e: &Entry) -> Response {
+    const EVENT: &str = "smtp_client_rewrite_delivery_status";
+    let Ok(ctx) = engine.context().await else {
+        return resp;
+    };
+    if !ctx.has_handler(EVENT) {
+        return resp;
+    }
+    let mut line = resp.code.to_string();
+    if let Some(c) = &resp.enhanced_code {
+        line.push_str(&format!(" {}.{}.{}", c.class, c.subject, c.detail));
+    }
+    line.push(' ');
+    line.push_str(&resp.content.replace("\r\n", "\\r\\n"));
+    let q = &e.queue.components;
+    let args = (
+        line,
+        q.domain.clone(),
+        q.tenant.clone(),
+        q.campaign.clone(),
+        q.routing_domain.clone(),
+    );
+    match ctx.call::<Value>(EVENT, args).await {
+        Ok(Some(Value::Integer(code))) if code != i64::from(resp.code) => {
+            match u16::try_from(code) {
+                Ok(code) if (200..600).contains(&code) => {
+                    let content = format!(
+                        "{} (status rewritten from {} by {EVENT})",
+                        resp.content, resp.code
+                    );
+                    let mut out = Response::new(code, resp.enhanced_code, &content);
+                    out.command = resp.command;
+                    out
+                }
+                _ => {
+                    tracing::warn!(code, "{EVENT} returned a code outside 200..=599; ignored");
+                    resp
+                }
+            }
+        }
+        Ok(_) => resp,
+        Err(err) => {
+            tracing::warn!(error = %err, "{EVENT} failed; the response stands");
+            resp
+        }
+    }
 }
 
 /// 2xx delivered; 3xx, 4xx and 503 (a sequence error, often from pipelining) retried; other
@@ -375,9 +429,14 @@ impl Dispatcher for Smtp {
                 let refused = (0..recipients.len())
                     .map(|i| tx.recipient_response(i))
                     .find(|r| !r.is_success());
-                let decisive = refused.unwrap_or(&tx.response);
+                let decisive = response(refused.unwrap_or(&tx.response));
+                let decisive = if decisive.code >= 300 {
+                    rewrite_status(&self.engine, decisive, e).await
+                } else {
+                    decisive
+                };
                 Attempt {
-                    outcomes: Outcomes::All(classify(response(decisive))),
+                    outcomes: Outcomes::All(classify(decisive)),
                     health: Health::Reached,
                     end_session: false,
                 }
@@ -410,5 +469,24 @@ impl Dispatcher for Smtp {
             // QUIT is a courtesy: its timeout is short and its errors do not matter.
             let _ = cl.quit().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(c: u16) -> Outcome {
+        classify(Response::new(c, None, "x"))
+    }
+
+    #[test]
+    fn replies_map_to_delivery_retry_or_bounce_as_in_kumomta() {
+        assert!(matches!(code(250), Outcome::Delivered(_)));
+        assert!(matches!(code(354), Outcome::Transient { .. }));
+        assert!(matches!(code(451), Outcome::Transient { at_peer: true, .. }));
+        assert!(matches!(code(503), Outcome::Transient { .. }));
+        assert!(matches!(code(550), Outcome::Bounced(_)));
+        assert!(matches!(code(554), Outcome::Bounced(_)));
     }
 }
