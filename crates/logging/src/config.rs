@@ -263,7 +263,8 @@ pub fn parse_log_hook(lua: &Lua, params: Value) -> mlua::Result<LogHookConfig> {
 #[derive(Default)]
 struct HookNames(HashSet<String>);
 
-/// Add `kumo.configure_local_logs` and `kumo.configure_log_hook`.
+/// Add `kumo.configure_local_logs`, `kumo.configure_log_hook` and
+/// `kumo.configure_bounce_classifier`.
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let kumo = hermod_policy::kumo_table(lua)?;
     kumo.set(
@@ -297,6 +298,10 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
             }
             hermod_policy::startup::push(lua, "kumo.configure_log_hook", cfg)
         })?,
+    )?;
+    kumo.set(
+        "configure_bounce_classifier",
+        lua.create_function(crate::bounce::configure)?,
     )?;
     Ok(())
 }

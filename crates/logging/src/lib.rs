@@ -3,6 +3,7 @@
 //! Producers build a [`LogEvent`] and call [`Logger::log`]; the logger turns
 //! it into one [`LogRecord`] per configured local logger / log hook.
 
+pub mod bounce;
 pub mod config;
 pub mod hook;
 mod line;
@@ -16,6 +17,7 @@ mod template;
 
 use std::path::PathBuf;
 
+pub use bounce::{BounceClassifier, ClassifierError};
 pub use config::{register, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
 pub use hook::{build_hook_message, hook_line, HookPermit, HookSink};
 pub use logger::{LogEvent, Logger};

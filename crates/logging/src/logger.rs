@@ -475,6 +475,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
     let now = Utc::now();
     let msg = &ev.message;
     let created: DateTime<Utc> = msg.created().into();
+    let bounce_classification = crate::bounce::classify(ev.kind, &ev.response);
     LogRecord {
         kind: ev.kind,
         id: msg.id().to_string(),
@@ -491,7 +492,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
         created: created.timestamp(),
         created_time: created,
         num_attempts: ev.num_attempts,
-        bounce_classification: "Uncategorized".into(),
+        bounce_classification,
         egress_pool: ev.egress_pool,
         egress_source: ev.egress_source,
         source_address: None,

@@ -33,6 +33,7 @@ pub(crate) fn rejection_record(r: &RejectionInfo, node_id: &str) -> LogRecord {
     let (enhanced, content) = split_enhanced(&r.text);
     let mut response = Response::new(r.code, enhanced, content);
     response.command = r.command.clone();
+    let bounce_classification = crate::bounce::classify(RecordType::Rejection, &response);
     let recipient = if r.recipients.is_empty() {
         vec![String::new()]
     } else {
@@ -57,7 +58,7 @@ pub(crate) fn rejection_record(r: &RejectionInfo, node_id: &str) -> LogRecord {
         created: now.timestamp(),
         created_time: now,
         num_attempts: 0,
-        bounce_classification: "Uncategorized".into(),
+        bounce_classification,
         egress_pool: None,
         egress_source: None,
         source_address: None,
