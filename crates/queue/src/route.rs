@@ -62,8 +62,10 @@ impl SmtpHosts {
                 let mut failures = Vec::new();
                 for entry in entries {
                     match entry {
-                        MxListEntry::Literal { addr, port, written } => out.push(Candidate {
-                            name: written.clone(),
+                        // The address is the name TLS verifies and records show: the
+                        // written form may carry a port or brackets.
+                        MxListEntry::Literal { addr, port, .. } => out.push(Candidate {
+                            name: addr.to_string(),
                             addr: *addr,
                             port: *port,
                         }),

@@ -58,6 +58,11 @@ impl Postfix {
                 .args(["-subj", "/CN=mx.postfix.test"]),
             "openssl req",
         );
+        // smtpd reads its key after dropping privileges to the postfix user.
+        run(
+            Command::new("chown").arg("postfix").arg(&key).arg(&cert),
+            "chown postfix key",
+        );
         let main_cf = format!(
             "compatibility_level = 3.6
 queue_directory = {queue}

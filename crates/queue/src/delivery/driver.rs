@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::outcome::{self, AttemptInfo, Recorder};
 use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
 
-use super::{Attempt, Batching, Dispatcher, Handles, Health, Outcome, Outcomes};
+use super::{Batching, Dispatcher, Handles, Health, Outcome, Outcomes};
 
 pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d: D) {
     let mut info = AttemptInfo::for_queue(rq, None, d.protocol(), d.service(rq));
