@@ -58,10 +58,7 @@ async fn a_maildir_that_cannot_be_written_pauses_its_ready_queue() {
         .await;
     let failure = records_of(&records, "TransientFailure", &ids)[0];
     let content = failure["response"]["content"].as_str().unwrap_or_default();
-    assert!(
-        content.starts_with("maildir delivery failed:"),
-        "{failure}"
-    );
+    assert!(content.starts_with("maildir delivery failed:"), "{failure}");
     assert_eq!(failure["delivery_protocol"], "Maildir", "{failure}");
     // Three failed attempts in a row (one per retry, a second apart) pause the queue.
     wait_for_stderr(

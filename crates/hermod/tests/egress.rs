@@ -160,7 +160,11 @@ async fn a_4xx_is_retried_and_a_5xx_bounces_with_the_remote_response() {
     let bounce = records_of(&records, "Bounce", &ids(&perm))[0];
     assert_eq!(bounce["response"]["code"], 550, "{bounce}");
     assert_eq!(bounce["response"]["enhanced_code"]["detail"], 1, "{bounce}");
-    assert_eq!(bounce["response"]["command"], "RCPT TO:<permfail@mx.test>\r\n".trim_end(), "{bounce}");
+    assert_eq!(
+        bounce["response"]["command"],
+        "RCPT TO:<permfail@mx.test>\r\n".trim_end(),
+        "{bounce}"
+    );
     let t = records_of(&records, "TransientFailure", &ids(&temp))[0];
     assert_eq!(t["response"]["code"], 451, "{t}");
     assert_eq!(t["peer_address"]["addr"], "127.0.0.2", "{t}");
@@ -243,8 +247,10 @@ kumo.on('smtp_server_ehlo', function(domain, meta, extensions)
   return out
 end)"#;
     let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, no_tls).await;
-    let policy = sender_policy(ONE_MX, rx.smtp_port, "", "")
-        .replace("enable_tls = 'OpportunisticInsecure'", "enable_tls = 'RequiredInsecure'");
+    let policy = sender_policy(ONE_MX, rx.smtp_port, "", "").replace(
+        "enable_tls = 'OpportunisticInsecure'",
+        "enable_tls = 'RequiredInsecure'",
+    );
     let tx = sender(&policy).await;
     let sent = send(&tx, "user@mx.test", 1).await;
     let records = tx
@@ -282,12 +288,19 @@ async fn many_messages_share_few_connections_and_max_message_rate_spaces_them() 
         })
         .await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1800), "20 messages at 10/s took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1800),
+        "20 messages at 10/s took {took:?}"
+    );
     let sessions: HashSet<&str> = records_of(&records, "Delivery", &ids(&sent))
         .iter()
         .filter_map(|d| d["session_id"].as_str())
         .collect();
-    assert!(sessions.len() <= 2, "connection_limit 1 with reuse, got {} sessions", sessions.len());
+    assert!(
+        sessions.len() <= 2,
+        "connection_limit 1 with reuse, got {} sessions",
+        sessions.len()
+    );
     // The sink saw the same: one connection at a time.
     let rx_records = rx.log_records();
     let conns: HashSet<String> = rx_records
@@ -352,7 +365,8 @@ end)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_takes_the_mail_over_starttls() {
     let port = common::free_port();
-    let pf = common::postfix::Postfix::start(Ipv4Addr::new(127, 0, 0, 4), port, "postfix.test").await;
+    let pf =
+        common::postfix::Postfix::start(Ipv4Addr::new(127, 0, 0, 4), port, "postfix.test").await;
     let zone = "$ORIGIN postfix.test.
 @ 300 IN MX 10 mx.postfix.test.
 mx 300 IN A 127.0.0.4";
@@ -367,7 +381,9 @@ mx 300 IN A 127.0.0.4";
         assert_eq!(d["response"]["code"], 250, "{d}");
         assert_eq!(d["peer_address"]["name"], "mx.postfix.test", "{d}");
         assert!(
-            d["tls_protocol_version"].as_str().is_some_and(|v| v.starts_with("TLS")),
+            d["tls_protocol_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("TLS")),
             "{d}"
         );
         let subject = d["tls_peer_subject_name"].to_string();
@@ -376,8 +392,11 @@ mx 300 IN A 127.0.0.4";
         assert!(queued.contains("queued as"), "Postfix's own 250: {d}");
     }
     let log = pf.log();
-    assert!(log.contains("Anonymous TLS connection established") || log.contains("TLS connection established"),
-        "Postfix saw no TLS connection:\n{log}");
+    assert!(
+        log.contains("Anonymous TLS connection established")
+            || log.contains("TLS connection established"),
+        "Postfix saw no TLS connection:\n{log}"
+    );
     assert_eq!(log.matches("to=<someone@postfix.test>").count(), 2, "{log}");
 }
 
@@ -427,7 +446,13 @@ async fn a_receiver_killed_during_data_gets_the_message_on_a_later_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_caps_the_connections_the_receiver_sees() {
     let rx = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
-    let tx = sender(&sender_policy(ONE_MX, rx.smtp_port, "connection_limit = 2,", "")).await;
+    let tx = sender(&sender_policy(
+        ONE_MX,
+        rx.smtp_port,
+        "connection_limit = 2,",
+        "",
+    ))
+    .await;
     let sent = smtp::send_messages(tx.smtp_addr(), "user@mx.test", &unique("limit"), 60, 6).await;
     tx.wait_for_records(WAIT, "60 Delivery records", |r| {
         records_of(r, "Delivery", &ids(&sent)).len() == 60
@@ -466,7 +491,10 @@ async fn kill_9_during_egress_loses_no_acknowledged_message() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let got: HashSet<Vec<u8>> = filed(&rx, "mx.test").into_iter().collect();
-        let missing = sent.iter().filter(|s| !got.contains(s.data.as_slice())).count();
+        let missing = sent
+            .iter()
+            .filter(|s| !got.contains(s.data.as_slice()))
+            .count();
         if missing == 0 {
             break;
         }

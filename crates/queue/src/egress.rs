@@ -81,8 +81,13 @@ pub(crate) async fn fetch_pool(
     engine: &Arc<Engine>,
     name: &str,
 ) -> Result<EgressPool, EgressConfigError> {
-    let found = fetch::<EgressPool>(engine, "get_egress_pool", "make_egress_pool", name.to_string())
-        .await?;
+    let found = fetch::<EgressPool>(
+        engine,
+        "get_egress_pool",
+        "make_egress_pool",
+        name.to_string(),
+    )
+    .await?;
     match found {
         Some(pool) => Ok(pool),
         None if name == "unspecified" => Ok(EgressPool::default()),
@@ -159,5 +164,4 @@ impl QueueManager {
             outcome::transient(&self.0.recorder, e.message, e.queue, &info, resp, None).await;
         }
     }
-
 }

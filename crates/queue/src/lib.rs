@@ -16,7 +16,7 @@ mod route;
 mod throttle;
 mod timer;
 
+pub use egress::EgressConfigError;
 pub use hooks::HookBridge;
 pub use manager::{QueueManager, QueueOptions};
-pub use egress::EgressConfigError;
 pub use ready::ReadyQueueState;

@@ -130,7 +130,11 @@ impl QueueManager {
             before - g.len()
         };
         if reaped_ready + reaped_scheduled > 0 {
-            tracing::debug!(ready = reaped_ready, scheduled = reaped_scheduled, "reaped idle queues");
+            tracing::debug!(
+                ready = reaped_ready,
+                scheduled = reaped_scheduled,
+                "reaped idle queues"
+            );
         }
     }
 

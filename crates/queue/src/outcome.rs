@@ -197,7 +197,9 @@ pub(crate) async fn transient(
         age,
         rand::random::<f64>(),
     ) {
-        RetryDecision::Expire { next_delay } => expire(rec, msg, &sq, cfg.max_age, next_delay).await,
+        RetryDecision::Expire { next_delay } => {
+            expire(rec, msg, &sq, cfg.max_age, next_delay).await
+        }
         RetryDecision::Retry { delay, attempts } => {
             msg.set_num_attempts(attempts);
             let due = SystemTime::now() + delay;

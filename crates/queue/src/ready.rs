@@ -67,7 +67,7 @@ pub struct ReadyQueue {
     /// SMTP queues: the hosts to connect to and the source to connect from.
     smtp_target: RwLock<Option<Arc<SmtpTarget>>>,
     /// `max_message_rate` and `max_connection_rate`, shared by the sessions.
-    throttles: RwLock<(Option<Arc<Throttle>>, Option<Arc<Throttle>>)>,
+    throttles: RwLock<Throttles>,
     protocol: RwLock<ProtocolConfig>,
     /// The scheduled queue whose name supplies the constructor's arguments.
     /// Weak, so that it does not keep an idle scheduled queue from being reaped.
@@ -82,6 +82,12 @@ pub struct ReadyQueue {
     health: Mutex<Health>,
     /// One session probes a paused destination; the others end.
     probing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Throttles {
+    message: Option<Arc<Throttle>>,
+    connection: Option<Arc<Throttle>>,
 }
 
 struct Entries {
@@ -120,7 +126,7 @@ impl ReadyQueue {
             egress: RwLock::new(None),
             configuring: AtomicBool::new(false),
             smtp_target: RwLock::new(None),
-            throttles: RwLock::new((None, None)),
+            throttles: RwLock::new(Throttles::default()),
             protocol: RwLock::new(protocol),
             representative: RwLock::new(Weak::new()),
             entries: Mutex::new(Entries {
@@ -155,20 +161,20 @@ impl ReadyQueue {
         });
         {
             let mut t = self.throttles.write();
-            t.0 = throttle::refreshed(t.0.take(), cfg.max_message_rate);
-            t.1 = throttle::refreshed(t.1.take(), cfg.max_connection_rate);
+            t.message = throttle::refreshed(t.message.take(), cfg.max_message_rate);
+            t.connection = throttle::refreshed(t.connection.take(), cfg.max_connection_rate);
         }
         *self.egress.write() = Some((Arc::new(cfg), Instant::now()));
     }
 
     /// The `max_message_rate` every session's messages share, if any.
     pub(crate) fn message_throttle(&self) -> Option<Arc<Throttle>> {
-        self.throttles.read().0.clone()
+        self.throttles.read().message.clone()
     }
 
     /// The `max_connection_rate` every session's connections share, if any.
     pub(crate) fn connection_throttle(&self) -> Option<Arc<Throttle>> {
-        self.throttles.read().1.clone()
+        self.throttles.read().connection.clone()
     }
 
     /// The egress path config, once `get_egress_path_config` has answered.
@@ -605,7 +611,10 @@ mod tests {
     async fn only_an_idle_empty_queue_retires_and_a_retired_queue_gives_messages_back() {
         let (rq, sq) = queue(Duration::from_millis(50));
         assert!(rq.push(entry(&sq)).is_ok());
-        assert!(!rq.retire_if_idle(Duration::ZERO), "a queue holding a message stays");
+        assert!(
+            !rq.retire_if_idle(Duration::ZERO),
+            "a queue holding a message stays"
+        );
         assert_eq!(rq.next_batch(1, 1, Duration::ZERO).await.len(), 1);
         assert!(!rq.retire_if_idle(Duration::from_secs(60)), "recently used");
         rq.sessions.store(1, Ordering::SeqCst);

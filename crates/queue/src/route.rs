@@ -166,10 +166,14 @@ impl RouteError {
             })
         };
         match self {
-            RouteError::Dns(DnsError::NullMx { .. }) => {
-                (Response::new(556, enhanced(5, 1, 10), &self.to_string()), true)
-            }
-            _ => (Response::new(451, enhanced(4, 4, 4), &self.to_string()), false),
+            RouteError::Dns(DnsError::NullMx { .. }) => (
+                Response::new(556, enhanced(5, 1, 10), &self.to_string()),
+                true,
+            ),
+            _ => (
+                Response::new(451, enhanced(4, 4, 4), &self.to_string()),
+                false,
+            ),
         }
     }
 }
@@ -351,14 +355,14 @@ impl QueueManager {
                         if permanent {
                             outcome::bounced(rec, p.message, &p.queue, &info, resp.clone()).await;
                         } else {
-                            outcome::transient(rec, p.message, p.queue, &info, resp.clone(), None).await;
+                            outcome::transient(rec, p.message, p.queue, &info, resp.clone(), None)
+                                .await;
                         }
                     }
                 }
             }
         });
     }
-
 }
 
 #[cfg(test)]

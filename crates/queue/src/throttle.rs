@@ -17,7 +17,8 @@ pub struct Throttle {
 impl Throttle {
     pub fn new(spec: ThrottleSpec) -> Arc<Self> {
         let burst = spec.max_burst.unwrap_or(spec.limit).max(1);
-        let burst = NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         // `interval` is never zero for a parsed spec; `with_period` refuses zero.
         let quota = Quota::with_period(spec.interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -40,7 +41,10 @@ impl Throttle {
 
 /// Keep `current` when it already enforces `spec`, so a config refresh does not
 /// reset a rate's state; else make a new one (or none).
-pub fn refreshed(current: Option<Arc<Throttle>>, spec: Option<ThrottleSpec>) -> Option<Arc<Throttle>> {
+pub fn refreshed(
+    current: Option<Arc<Throttle>>,
+    spec: Option<ThrottleSpec>,
+) -> Option<Arc<Throttle>> {
     match (current, spec) {
         (Some(t), Some(s)) if *t.spec() == s => Some(t),
         (_, Some(s)) => Some(Throttle::new(s)),
@@ -74,7 +78,10 @@ mod tests {
         let same = refreshed(Some(t.clone()), Some(spec)).unwrap();
         assert!(Arc::ptr_eq(&t, &same));
         let other = ThrottleSpec::parse("6/min").unwrap();
-        assert!(!Arc::ptr_eq(&t, &refreshed(Some(t.clone()), Some(other)).unwrap()));
+        assert!(!Arc::ptr_eq(
+            &t,
+            &refreshed(Some(t.clone()), Some(other)).unwrap()
+        ));
         assert!(refreshed(Some(t), None).is_none());
     }
 }

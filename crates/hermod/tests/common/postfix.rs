@@ -16,9 +16,11 @@ pub struct Postfix {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e} (is Debian's postfix package installed? ./scripts/services installs it)"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "{what}: {e} (is Debian's postfix package installed? ./scripts/services installs it)"
+        )
+    });
     assert!(
         out.status.success(),
         "{what} failed: {}\n{}",
@@ -50,7 +52,9 @@ impl Postfix {
         let key = conf.join("key.pem");
         run(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
@@ -110,6 +114,7 @@ retry unix - - n - - error
 discard unix - - n - - discard
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
+tlsmgr unix - - n 1000? 1 tlsmgr
 postlog unix-dgram n - n - 1 postlogd
 "
         );

@@ -86,7 +86,11 @@ impl Dispatcher for CustomLua {
         let Some(head) = first.first() else {
             return Ok(());
         };
-        let ctx = self.engine.context().await.map_err(|e| connect_failed(&e.to_string()))?;
+        let ctx = self
+            .engine
+            .context()
+            .await
+            .map_err(|e| connect_failed(&e.to_string()))?;
         let args = args_for(rq, head);
         let conn = call_constructor(&ctx, &self.cfg, args.clone(), head).await;
         self.ctx = Some(ctx);

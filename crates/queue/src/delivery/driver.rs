@@ -67,12 +67,7 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
 
 /// The next batch with every message's bytes in memory. Messages whose data
 /// cannot be read fail transiently and stay in the spool.
-async fn take(
-    h: &Handles,
-    rq: &ReadyQueue,
-    batching: Batching,
-    info: &AttemptInfo,
-) -> Vec<Entry> {
+async fn take(h: &Handles, rq: &ReadyQueue, batching: Batching, info: &AttemptInfo) -> Vec<Entry> {
     let size = batching.size.max(1);
     let batch = rq
         .next_batch(size, batching.min.clamp(1, size), batching.max_latency)
@@ -146,9 +141,7 @@ async fn record(
                 let peer = if at_peer { info.peer.clone() } else { None };
                 outcome::transient(rec, e.message, e.queue, info, response, peer).await
             }
-            Outcome::Bounced(resp) => {
-                outcome::bounced(rec, e.message, &e.queue, info, resp).await
-            }
+            Outcome::Bounced(resp) => outcome::bounced(rec, e.message, &e.queue, info, resp).await,
             Outcome::Untried => untried.push(e),
         }
     }

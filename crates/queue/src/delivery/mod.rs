@@ -59,7 +59,10 @@ pub(crate) enum Outcome {
     Delivered(Response),
     /// Retry on the queue's schedule. `at_peer`: the destination answered, so
     /// the record names the connection's peer; otherwise it names none.
-    Transient { response: Response, at_peer: bool },
+    Transient {
+        response: Response,
+        at_peer: bool,
+    },
     Bounced(Response),
     /// Never tried: back to the front of the ready queue unchanged.
     Untried,

@@ -128,7 +128,10 @@ fn hostname() -> &'static str {
     })
 }
 
-async fn client_config(path: &EgressPathConfig, target: &SmtpTarget) -> Result<ClientConfig, String> {
+async fn client_config(
+    path: &EgressPathConfig,
+    target: &SmtpTarget,
+) -> Result<ClientConfig, String> {
     let ehlo = path
         .ehlo_domain
         .clone()
@@ -421,7 +424,10 @@ impl Dispatcher for Smtp {
         let recipients: Vec<String> = msg.recipients().into_iter().map(String::from).collect();
         let data = msg.data().unwrap_or_default();
         let needs = Needs::detect(sender.email(), &recipients, &data);
-        match cl.send_message(sender.email(), &recipients, &data, needs).await {
+        match cl
+            .send_message(sender.email(), &recipients, &data, needs)
+            .await
+        {
             Ok(tx) => {
                 // Each message has one recipient; with several, the first
                 // refusal decides (a retry re-sends to those that took it:
@@ -484,7 +490,10 @@ mod tests {
     fn replies_map_to_delivery_retry_or_bounce_as_in_kumomta() {
         assert!(matches!(code(250), Outcome::Delivered(_)));
         assert!(matches!(code(354), Outcome::Transient { .. }));
-        assert!(matches!(code(451), Outcome::Transient { at_peer: true, .. }));
+        assert!(matches!(
+            code(451),
+            Outcome::Transient { at_peer: true, .. }
+        ));
         assert!(matches!(code(503), Outcome::Transient { .. }));
         assert!(matches!(code(550), Outcome::Bounced(_)));
         assert!(matches!(code(554), Outcome::Bounced(_)));
