@@ -9,6 +9,9 @@ import procstat
 
 TARGETS = {
     "ingress": "target: >= 15,000 msgs/s at 100 connections, 1 KB",
+    "relay": "SMTP in -> fsynced spool -> SMTP out (plaintext, up to 32 connections) to a second "
+             "server that discards (queue null); target: the sender's CPU per mail no more than "
+             "A2's (NATS)",
     "nats": "target: end-to-end >= 25% of the JetStream ceiling",
     "amqp": "target: end-to-end >= 80% of the RabbitMQ confirm ceiling",
     "kafka": "no target in the issues; ratio to the raw producer ceiling shown",
@@ -36,6 +39,44 @@ def backlog_table(rows):
           fmt(r.get("drain_msgs_per_sec")), fmt(r.get("drain_after_first_msgs_per_sec")),
           fmt(r.get("cpu_per_1k_inject"), ".3f"), fmt(r.get("cpu_per_1k_drain"), ".3f"), plot_link(r)]
          if "note" not in r else [r["case"], r["note"]] + [""] * 11 for r in rows])
+
+
+def relay_lines(rows, results, cores):
+    """The relay table, where the machine's CPU went, and the sender's CPU per mail against
+    A2's when this run measured A2 too (`--scenario relay,nats --cases A2`)."""
+    out = [table(
+        ["case", "mails", "delivered", "at sink", "SMTP msgs/s", "e2e msgs/s", "deliv. p50 ms",
+         "deliv. p99 ms", "sender CPU ms/mail", "sink CPU ms/mail", "sender peak RSS MiB",
+         "sink peak RSS MiB", "plot"],
+        [[r["case"], fmt(r.get("accepted")),
+          fmt(r.get("delivered")) + ("" if r.get("complete") else " (timeout)"),
+          fmt(r.get("at_sink")), fmt(r.get("smtp_msgs_per_sec")), fmt(r.get("e2e_msgs_per_sec")),
+          fmt(r.get("p50_ms"), ".1f"), fmt(r.get("p99_ms"), ".1f"), fmt(r.get("cpu_per_1k"), ".3f"),
+          fmt(r.get("sink_cpu_per_1k"), ".3f"), fmt(r.get("peak_rss_mb"), ".0f"),
+          fmt(r.get("sink_peak_rss_mb"), ".0f"), plot_link(r)]
+         if "note" not in r else [r["case"], r["note"]] + [""] * 11 for r in rows])]
+    rated = [r for r in rows if r.get("cpu_budget", {}).get("machine")]
+    if rated and cores:
+        out += ["", f"CPU per 1,000 mails, all processes (the bound is {cores} cores x 1,000 / total):",
+                "", table(["case", "sender (hermod)", "sink (hermod)", "load generator and rest",
+                           "total", "bound msgs/s"],
+                          [[r["case"], fmt(b["server"], ".3f"), fmt(b["other"], ".3f"),
+                            fmt(b["rest"], ".3f"), fmt(b["machine"], ".3f"),
+                            fmt(cores * 1000 / b["machine"])]
+                           for r in rated for b in [r["cpu_budget"]]])]
+    a2 = next((r for r in results.get("nats", []) if r.get("case") == "A2" and r.get("cpu_per_1k")),
+              None)
+    relay = next((r for r in rows if r.get("cpu_per_1k")), None)
+    if relay and a2:
+        ratio = relay["cpu_per_1k"] / a2["cpu_per_1k"] - 1
+        verdict = "met" if ratio <= 0 else "missed"
+        out += ["", f"Sender CPU per mail: relay **{relay['cpu_per_1k']:.3f} ms** against A2 (NATS) "
+                    f"**{a2['cpu_per_1k']:.3f} ms** in this run ({ratio * 100:+.0f}%); target: no "
+                    f"more than the NATS path: {verdict}."]
+    elif relay:
+        out += ["", "A2 was not measured in this run; `--scenario relay,nats --cases A2` puts "
+                    "both on the same machine at the same time."]
+    return out
 
 
 def run_meta(root, argv, args):
@@ -142,6 +183,8 @@ def render(meta, results, ceilings):
             lines += loghook_lines(rows)
         elif scen == "backlog":
             lines.append(backlog_table(rows))
+        elif scen == "relay":
+            lines += relay_lines(rows, results, meta.get("cores"))
         elif scen == "ingress":
             lines.append(table(
                 ["case", "msgs", "msgs/s", "p50 ms", "p99 ms", "fsyncs/msg", "CPU s/1k msgs", "peak RSS MiB",
