@@ -57,6 +57,7 @@ pub fn received_header(
             by_comment: "Hermod",
             with: Protocol::Http,
             tls: None,
+            authenticated: false,
             id,
             recipient,
         },

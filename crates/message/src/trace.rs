@@ -25,15 +25,20 @@ pub struct Received<'a> {
     /// written with an `S` and the two in parentheses, e.g.
     /// `ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)`, as RFC 3848 names it.
     pub tls: Option<(&'a str, &'a str)>,
+    /// The client authenticated (SMTP AUTH): `with` gets an `A` after the
+    /// `S`, e.g. `ESMTPSA` (RFC 3848).
+    pub authenticated: bool,
     pub id: &'a str,
     pub recipient: &'a str,
 }
 
 /// The complete header line, folded one clause per line, CRLF included.
 pub fn received_header(r: &Received<'_>, now: DateTime<Local>) -> String {
-    let with: std::borrow::Cow<'_, str> = match r.tls {
-        Some((version, cipher)) => format!("{}S ({version}:{cipher})", r.with).into(),
-        None => r.with.as_str().into(),
+    let auth = if r.authenticated { "A" } else { "" };
+    let with: std::borrow::Cow<'_, str> = match (r.tls, r.authenticated) {
+        (Some((version, cipher)), _) => format!("{}S{auth} ({version}:{cipher})", r.with).into(),
+        (None, true) => format!("{}A", r.with).into(),
+        (None, false) => r.with.as_str().into(),
     };
     format!(
         "Received: from {} ({})\r\n  by {} ({})\r\n  with {}\r\n  id {}\r\n  for <{}>;\r\n  {}\r\n",
@@ -122,6 +127,7 @@ mod tests {
                 by_comment: "Hermod",
                 with: Protocol::Http,
                 tls: None,
+                authenticated: false,
                 id: "abc",
                 recipient: "b@example.net",
             },
@@ -144,6 +150,7 @@ mod tests {
             by_comment: "Hermod",
             with: Protocol::Esmtp,
             tls: None,
+            authenticated: false,
             id: "i",
             recipient: "r@x",
         };
@@ -160,11 +167,32 @@ mod tests {
             by_comment: "Hermod",
             with: Protocol::Esmtp,
             tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
+            authenticated: false,
             id: "i",
             recipient: "r@x",
         };
         assert!(received_header(&r, now)
             .contains("\r\n  with ESMTPS (TLSv1_3:TLS13_AES_128_GCM_SHA256)\r\n  id i\r\n"));
+    }
+
+    #[test]
+    fn received_header_of_an_authenticated_client_says_esmtpsa_or_esmtpa() {
+        let now = Local.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let mut r = Received {
+            from: Some("c"),
+            peer_ip: "::1",
+            by: "h",
+            by_comment: "Hermod",
+            with: Protocol::Esmtp,
+            tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
+            authenticated: true,
+            id: "i",
+            recipient: "r@x",
+        };
+        assert!(received_header(&r, now)
+            .contains("\r\n  with ESMTPSA (TLSv1_3:TLS13_AES_128_GCM_SHA256)\r\n"));
+        r.tls = None;
+        assert!(received_header(&r, now).contains("\r\n  with ESMTPA\r\n"));
     }
 
     #[test]

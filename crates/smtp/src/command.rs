@@ -18,6 +18,12 @@ pub enum Command {
     Noop,
     Quit,
     StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954). The response is kept
+    /// as sent (base64 or `=`); the AUTH handler decodes it.
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
     /// VRFY, EXPN, HELP, LHLO and unknown verbs: all answered `502 5.5.1`.
     NotImplemented(String),
 }
@@ -60,6 +66,14 @@ pub enum SyntaxError {
     Arguments(String),
     #[error("{0} requires a domain")]
     NoDomain(String),
+    #[error("AUTH requires a mechanism")]
+    NoMechanism,
+    /// Not `1*20(ALPHA / DIGIT / "-" / "_")` (RFC 4422 §3.1).
+    #[error("invalid AUTH mechanism name")]
+    Mechanism,
+    /// Not base64 or `=`; the text is not echoed, as it may hold credentials.
+    #[error("invalid AUTH initial response")]
+    InitialResponse,
 }
 
 impl ParseError {
@@ -127,6 +141,40 @@ fn parse_size(params: &str) -> Result<Option<usize>, SyntaxError> {
     Ok(None)
 }
 
+/// The longest SASL mechanism name (RFC 4422 §3.1).
+const MAX_MECHANISM_LEN: usize = 20;
+
+/// True for a well-formed SASL mechanism name. Names are compared without
+/// regard to case, as most servers and clients do.
+pub fn is_mechanism_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_MECHANISM_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn parse_auth(rest: &str) -> Result<Command, ParseError> {
+    let mut words = rest.split_ascii_whitespace();
+    let mechanism = words.next().ok_or(SyntaxError::NoMechanism)?;
+    if !is_mechanism_name(mechanism) {
+        return Err(SyntaxError::Mechanism.into());
+    }
+    let initial_response = match (words.next(), words.next()) {
+        (None, _) => None,
+        (Some(r), None)
+            if r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')) =>
+        {
+            Some(r.to_string())
+        }
+        _ => return Err(SyntaxError::InitialResponse.into()),
+    };
+    Ok(Command::Auth {
+        mechanism: mechanism.to_ascii_uppercase(),
+        initial_response,
+    })
+}
+
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     if line.contains(&0) {
         return Err(ParseError::Encoding);
@@ -174,6 +222,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         "NOOP" => Ok(Command::Noop),
         "QUIT" => no_args(Command::Quit),
         "STARTTLS" => no_args(Command::StartTls),
+        "AUTH" => parse_auth(rest),
         _ => Ok(Command::NotImplemented(upper)),
     }
 }
@@ -309,6 +358,52 @@ mod tests {
         assert_eq!(parse(b"NOOP\0"), Err(ParseError::Encoding));
         assert_eq!(parse(b"EHLO \xff\xfe"), Err(ParseError::Encoding));
         assert_eq!(ParseError::Encoding.reply().0, 501);
+    }
+
+    #[test]
+    fn auth_parses_the_mechanism_and_an_optional_initial_response() {
+        assert_eq!(
+            parse(b"auth plain AGEAYg==").unwrap(),
+            Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: Some("AGEAYg==".into())
+            }
+        );
+        assert_eq!(
+            parse(b"AUTH PLAIN").unwrap(),
+            Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: None
+            }
+        );
+        assert_eq!(
+            parse(b"AUTH PLAIN =").unwrap(),
+            Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: Some("=".into())
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_auth_lines_are_syntax_errors_that_do_not_echo_the_response() {
+        let reply = |line: &[u8]| parse(line).unwrap_err().reply();
+        assert_eq!(
+            reply(b"AUTH"),
+            (501, "5.5.4 AUTH requires a mechanism".into())
+        );
+        assert_eq!(
+            reply(b"AUTH PL@IN"),
+            (501, "5.5.4 invalid AUTH mechanism name".into())
+        );
+        assert_eq!(
+            reply(b"AUTH PLAIN secret!pw"),
+            (501, "5.5.4 invalid AUTH initial response".into())
+        );
+        assert_eq!(
+            reply(b"AUTH PLAIN a b"),
+            (501, "5.5.4 invalid AUTH initial response".into())
+        );
     }
 
     #[test]

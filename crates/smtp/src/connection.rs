@@ -124,6 +124,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Read one command line (LF or CRLF terminated).
     pub async fn read_line(&mut self) -> Result<Line, ReadError> {
+        self.read_line_limited(self.line_limit).await
+    }
+
+    /// Read one line with its own length limit: an AUTH exchange line may be
+    /// longer than a command line.
+    pub async fn read_line_limited(&mut self, limit: usize) -> Result<Line, ReadError> {
         let mut too_long = false;
         loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.rbuf) {
@@ -135,14 +141,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if line.last() == Some(&b'\r') {
                     line.truncate(pos - 1);
                 }
-                if line.len() > self.line_limit {
+                if line.len() > limit {
                     return Ok(Line::TooLong);
                 }
                 return Ok(Line::Text(line));
             }
             // No line ending yet: drop an over-long partial line so a client
             // cannot make us buffer without bound.
-            if self.rbuf.len() > self.line_limit + 2 {
+            if self.rbuf.len() > limit + 2 {
                 too_long = true;
                 self.rbuf.clear();
             }

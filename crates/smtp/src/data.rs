@@ -63,6 +63,7 @@ impl Session {
             hostname: &cfg.hostname,
             listener_ip: &listener_ip,
             tls: self.tls.as_ref().map(|(v, c)| (v.as_str(), c.as_str())),
+            authenticated: self.auth.is_some(),
         };
         let now = chrono::Local::now();
         let mut messages = Vec::with_capacity(self.recipients.len());

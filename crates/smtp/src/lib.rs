@@ -4,8 +4,10 @@
 //! Layout: `listener` accepts connections and enforces `max_connections`;
 //! `session` runs the SMTP state machine over a `connection` (buffered
 //! line/DATA reader and reply writer); `command` parses command lines;
-//! `data` turns a DATA body into messages; `tls` handles STARTTLS.
+//! `data` turns a DATA body into messages; `tls` handles STARTTLS; `auth`
+//! handles AUTH PLAIN.
 
+mod auth;
 mod command;
 pub mod config;
 mod connection;

@@ -29,6 +29,7 @@ pub(crate) struct Handlers {
     pub mail_from: bool,
     pub rcpt_to: bool,
     pub message_received: bool,
+    pub auth_plain: bool,
 }
 
 /// Everything a session needs from its listener.
@@ -81,6 +82,7 @@ pub async fn start_listener(
             mail_from: ctx.has_handler("smtp_server_mail_from"),
             rcpt_to: ctx.has_handler("smtp_server_rcpt_to"),
             message_received: ctx.has_handler("smtp_server_message_received"),
+            auth_plain: ctx.has_handler(crate::auth::EVENT),
         }
     };
     let listener = TcpListener::bind(addr)

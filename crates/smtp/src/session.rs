@@ -38,6 +38,8 @@ pub(crate) struct Session {
     /// The envelope of the transaction DATA just ended (moved out, not
     /// copied), for the Rejection records of its reply.
     pub ended: Option<(Option<EnvelopeAddress>, Vec<EnvelopeAddress>)>,
+    /// Set by a successful AUTH; kept for the rest of the connection.
+    pub auth: Option<crate::auth::Identity>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
@@ -58,6 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
         recipients: Vec::new(),
         rcpt_total: 0,
         ended: None,
+        auth: None,
     };
     let mut conn = Connection::new(
         Stream::Plain(sock),
@@ -155,7 +158,8 @@ impl Session {
                             self.handle(&mut conn, cmd).await
                         }
                     };
-                    answered = Some(line);
+                    // An AUTH line carries credentials: record only its verb.
+                    answered = Some(crate::auth::redact(line));
                     flow
                 }
             };
@@ -228,7 +232,7 @@ impl Session {
         }
     }
 
-    fn shutting_down(&self, conn: &mut Connection<Stream>) {
+    pub(crate) fn shutting_down(&self, conn: &mut Connection<Stream>) {
         conn.reply(421, &format!("4.3.2 {} shutting down", self.host()));
     }
 
@@ -272,6 +276,10 @@ impl Session {
                     Flow::StartTls
                 }
             }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(conn, mechanism, initial_response).await,
             Command::NotImplemented(verb) => {
                 conn.reply(502, &format!("5.5.1 {verb} is not implemented"));
                 Flow::Continue
@@ -290,6 +298,9 @@ impl Session {
         extensions.push(format!("SIZE {}", self.shared.cfg.max_message_size));
         if self.tls.is_none() {
             extensions.push("STARTTLS".into());
+        } else if self.shared.handlers.auth_plain {
+            // Offered only over TLS: PLAIN sends the password in the clear.
+            extensions.push("AUTH PLAIN".into());
         }
         if self.shared.handlers.ehlo {
             let args = (domain.clone(), self.meta.clone(), extensions.clone());

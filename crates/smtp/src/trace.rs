@@ -12,6 +12,8 @@ pub struct ReceivedParts<'a> {
     pub listener_ip: &'a str,
     /// `(protocol version, cipher)` when TLS is active.
     pub tls: Option<(&'a str, &'a str)>,
+    /// The client authenticated with SMTP AUTH.
+    pub authenticated: bool,
 }
 
 /// The complete header line, CRLF included.
@@ -30,6 +32,7 @@ pub fn received_header(
             by_comment: &by_comment,
             with: Protocol::Esmtp,
             tls: p.tls,
+            authenticated: p.authenticated,
             id,
             recipient,
         },
@@ -53,6 +56,7 @@ mod tests {
             hostname: "mx.example",
             listener_ip: "127.0.0.1",
             tls: Some(("TLSv1_3", "TLS13_AES_128_GCM_SHA256")),
+            authenticated: false,
         };
         let h = received_header(&p, "abc", "b@example.com", now);
         assert!(

@@ -13,8 +13,12 @@ use hermod_message::{AcceptError, Accepted, Acceptor, Message, ReceptionInfo, Re
 use hermod_policy::{Engine, EngineOptions};
 use hermod_smtp::{start_listener, EsmtpListenerConfig, ListenerHandle};
 use parking_lot::Mutex;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 pub const STEP: Duration = Duration::from_secs(10);
@@ -268,5 +272,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.send(".\r\n").await;
         let (code, lines) = self.reply().await;
         (code, lines.join("\n"))
+    }
+}
+
+/// The test trusts whatever certificate the listener presents.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+impl Client<TcpStream> {
+    /// EHLO, STARTTLS and the handshake; the TLS client has not sent EHLO.
+    pub async fn starttls(mut self) -> Client<TlsStream<TcpStream>> {
+        self.cmd("EHLO c", 250).await;
+        self.cmd("STARTTLS", 220).await;
+        let tcp = self.io.into_inner();
+        let name = ServerName::try_from("mx.test").unwrap();
+        Client::new(connector().connect(name, tcp).await.unwrap())
     }
 }
