@@ -530,3 +530,58 @@ end)
     assert!(content.contains("rewritten from 451"), "{b}");
     assert!(records_of(&records, "TransientFailure", &ids(&sent)).is_empty());
 }
+
+/// What each `enable_tls` mode does against a receiver offering STARTTLS with a certificate
+/// no one trusts (Hermod's self-signed one), and against one offering no STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_enable_tls_mode_against_receivers_with_and_without_starttls() {
+    let no_tls = r#"
+kumo.on('smtp_server_ehlo', function(domain, meta, extensions)
+  local out = {}
+  for _, e in ipairs(extensions) do if e ~= 'STARTTLS' then table.insert(out, e) end end
+  return out
+end)"#;
+    let with = sink(Ipv4Addr::new(127, 0, 0, 2), None, "").await;
+    let without = sink(Ipv4Addr::new(127, 0, 0, 2), None, no_tls).await;
+    // (mode, outcome with STARTTLS, outcome without): Some(true) delivered over TLS,
+    // Some(false) delivered in plain text, None retried.
+    let cases = [
+        ("Opportunistic", None, Some(false)),
+        ("OpportunisticInsecure", Some(true), Some(false)),
+        ("Required", None, None),
+        ("RequiredInsecure", Some(true), None),
+        ("Disabled", Some(false), Some(false)),
+    ];
+    for (mode, with_tls, without_tls) in cases {
+        for (rx, want, label) in [(&with, with_tls, "STARTTLS"), (&without, without_tls, "no STARTTLS")] {
+            let policy = sender_policy(ONE_MX, rx.smtp_port, "", "").replace(
+                "enable_tls = 'OpportunisticInsecure'",
+                &format!("enable_tls = '{mode}'"),
+            );
+            let tx = sender(&policy).await;
+            let sent = send(&tx, "user@mx.test", 1).await;
+            let records = tx
+                .wait_for_records(WAIT, "an attempt", |r| {
+                    !records_of(r, "Delivery", &ids(&sent)).is_empty()
+                        || !records_of(r, "TransientFailure", &ids(&sent)).is_empty()
+                })
+                .await;
+            let delivered = records_of(&records, "Delivery", &ids(&sent));
+            match want {
+                None => assert!(
+                    delivered.is_empty(),
+                    "{mode} against a receiver with {label} must not deliver: {delivered:?}"
+                ),
+                Some(tls) => {
+                    assert_eq!(delivered.len(), 1, "{mode} against {label} must deliver");
+                    assert_eq!(
+                        delivered[0]["tls_cipher"].is_string(),
+                        tls,
+                        "{mode} against {label}: {}",
+                        delivered[0]
+                    );
+                }
+            }
+        }
+    }
+}
