@@ -121,3 +121,56 @@ async fn idle_queues_are_reaped_and_made_again_when_mail_arrives() {
         .unwrap_or(0);
     assert_eq!(files, 2, "both messages are in the maildir");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_connection_failures_before_delay_retries_the_whole_queue() {
+    let policy = r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    retry_interval = '1 hour',
+    protocol = { custom_lua = { constructor = 'make.down' } },
+  }
+end)
+kumo.on('get_egress_path_config', function(routing_domain, source, site)
+  return kumo.make_egress_path {
+    connection_limit = 1, consecutive_connection_failures_before_delay = 2,
+  }
+end)
+kumo.on('make.down', function(domain, tenant, campaign)
+  error('the broker is down')
+end)
+"#;
+    let server = Server::start(policy).await;
+    let ids: HashSet<String> = smtp::send_messages(
+        server.smtp_addr(),
+        "user@down.example",
+        &unique("delay"),
+        12,
+        1,
+    )
+    .await
+    .into_iter()
+    .map(|s| s.id)
+    .collect();
+    let records = server
+        .wait_for_records(WAIT, "a TransientFailure for every message", |r| {
+            records_of(r, "TransientFailure", &ids).len() >= ids.len()
+        })
+        .await;
+    let delayed: Vec<_> = records_of(&records, "TransientFailure", &ids)
+        .into_iter()
+        .filter(|r| {
+            r["response"]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("consecutive connection failures"))
+        })
+        .collect();
+    assert!(
+        !delayed.is_empty(),
+        "the queued messages must be delayed in bulk after two failed connections"
+    );
+    for d in &delayed {
+        assert_eq!(d["response"]["code"], 451, "{d}");
+        assert_eq!(d["response"]["enhanced_code"]["detail"], 1, "{d}");
+    }
+}

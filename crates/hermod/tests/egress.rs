@@ -553,7 +553,10 @@ end)"#;
         ("Disabled", Some(false), Some(false)),
     ];
     for (mode, with_tls, without_tls) in cases {
-        for (rx, want, label) in [(&with, with_tls, "STARTTLS"), (&without, without_tls, "no STARTTLS")] {
+        for (rx, want, label) in [
+            (&with, with_tls, "STARTTLS"),
+            (&without, without_tls, "no STARTTLS"),
+        ] {
             let policy = sender_policy(ONE_MX, rx.smtp_port, "", "").replace(
                 "enable_tls = 'OpportunisticInsecure'",
                 &format!("enable_tls = '{mode}'"),

@@ -100,6 +100,8 @@ struct Entries {
 #[derive(Default)]
 struct Health {
     failures: u32,
+    /// Failures in a row since the last success or bulk delay.
+    since_delay: u32,
     paused_until: Option<Instant>,
     reason: String,
 }
@@ -286,9 +288,14 @@ impl ReadyQueue {
     /// grows quickly with depth, never above `connection_limit`.
     /// A delivery attempt failed in a way that suggests the destination is
     /// down (connection or broker error, not a policy reject).
-    pub fn record_failure(&self, reason: &str) {
+    ///
+    /// Returns how many failures in a row there have been since the last
+    /// success or the last [`ReadyQueue::delay_all`].
+    pub fn record_failure(&self, reason: &str) -> u32 {
         let mut h = self.health.lock();
         h.failures = h.failures.saturating_add(1);
+        h.since_delay = h.since_delay.saturating_add(1);
+        let since_delay = h.since_delay;
         if h.failures >= PAUSE_AFTER_FAILURES {
             let k = (h.failures - PAUSE_AFTER_FAILURES).min(5);
             let pause = Duration::from_secs(1 << k).min(MAX_PAUSE);
@@ -301,6 +308,15 @@ impl ReadyQueue {
         }
         drop(h);
         self.probing.store(false, Ordering::SeqCst);
+        since_delay
+    }
+
+    /// `consecutive_connection_failures_before_delay` was reached: take every
+    /// queued message out, for the caller to retry on its own schedule, and
+    /// count failures afresh.
+    pub(crate) fn delay_all(&self) -> Vec<Entry> {
+        self.health.lock().since_delay = 0;
+        self.drain_all()
     }
 
     /// A delivery attempt reached the destination (delivered or rejected by
@@ -313,6 +329,7 @@ impl ReadyQueue {
             tracing::info!(queue = %self.name, "ready queue resumed: destination reachable again");
         }
         h.failures = 0;
+        h.since_delay = 0;
         drop(h);
         if self.probing.swap(false, Ordering::SeqCst) {
             self.notify.notify_waiters();

@@ -18,7 +18,7 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
         return;
     }
     if let Err(failed) = d.connect(rq, &first).await {
-        note_health(h, rq, &failed.health);
+        note_health(h, rq, &failed.health, &info).await;
         if let Health::Failed(why) = &failed.health {
             tracing::warn!(queue = %rq.name, error = %why, "delivery connection failed");
         }
@@ -45,7 +45,7 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
             info.peer = d.peer();
             info.tls = d.tls();
             delivered += chunk.len();
-            note_health(h, rq, &attempt.health);
+            note_health(h, rq, &attempt.health, &info).await;
             let end = attempt.end_session;
             let mut untried = record(&h.recorder, rq, chunk, &info, attempt.outcomes).await;
             // A paused destination is probed by one session; the others stop here.
@@ -98,15 +98,41 @@ async fn take(h: &Handles, rq: &ReadyQueue, batching: Batching, info: &AttemptIn
 }
 
 /// Feed an attempt into the ready queue's health: a failure counts toward a
-/// pause; reaching the destination ends one.
-fn note_health(h: &Handles, rq: &Arc<ReadyQueue>, health: &Health) {
+/// pause; reaching the destination ends one. After
+/// `consecutive_connection_failures_before_delay` failures in a row every
+/// queued message is retried on its own schedule (`451 4.4.1`), as in KumoMTA.
+async fn note_health(h: &Handles, rq: &Arc<ReadyQueue>, health: &Health, info: &AttemptInfo) {
     match health {
         Health::Reached => {
             if rq.record_success() {
                 h.starter.resume(rq);
             }
         }
-        Health::Failed(why) => rq.record_failure(why),
+        Health::Failed(why) => {
+            let failures = rq.record_failure(why);
+            let limit = rq
+                .egress_path()
+                .map(|p| p.consecutive_connection_failures_before_delay)
+                .unwrap_or(100)
+                .max(1);
+            if failures as usize >= limit {
+                let delayed = rq.delay_all();
+                tracing::warn!(queue = %rq.name, failures, messages = delayed.len(), error = %why,
+                    "consecutive_connection_failures_before_delay reached: queued messages delayed");
+                let text = format!(
+                    "delayed after {failures} consecutive connection failures; last: {why}"
+                );
+                let code = Some(hermod_logging::EnhancedCode {
+                    class: 4,
+                    subject: 4,
+                    detail: 1,
+                });
+                for e in delayed {
+                    let resp = hermod_logging::Response::new(451, code, &text);
+                    outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+                }
+            }
+        }
         Health::Unknown => {}
     }
 }
