@@ -52,6 +52,15 @@ pub(crate) struct Inner {
     accepting: AtomicBool,
 }
 
+/// One running session of a ready queue, counted until dropped.
+struct SessionSlot(Arc<ReadyQueue>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Cheap to clone; all clones drive the same queues.
 #[derive(Clone)]
 pub struct QueueManager(pub(crate) Arc<Inner>);
@@ -299,8 +308,10 @@ impl QueueManager {
                 let rq = rq.clone();
                 let h = self.handles();
                 self.0.tasks.spawn(async move {
+                    // The slot is given back even if the session panics.
+                    let slot = SessionSlot(rq.clone());
                     delivery::run_session(&h, &rq).await;
-                    rq.sessions.fetch_sub(1, Ordering::SeqCst);
+                    drop(slot);
                     // Messages may have arrived while this session was winding down.
                     if rq.len() > 0 {
                         qm.maybe_start_sessions(&rq);

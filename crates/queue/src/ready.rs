@@ -337,6 +337,19 @@ impl ReadyQueue {
         resumed
     }
 
+    /// A probing session ended without a verdict on the destination (its
+    /// attempt said nothing of it, or it had nothing to send): the next
+    /// session may probe.
+    pub(crate) fn release_probe(&self) {
+        if self.probing.swap(false, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     fn paused_until(&self) -> Option<Instant> {
         self.health.lock().paused_until
     }
@@ -389,21 +402,39 @@ impl ReadyQueue {
     /// Wait for the next batch: up to `batch_size` entries; when fewer than
     /// `min_batch` are ready, wait until `max_latency` (bounded by the idle
     /// timeout) for more. Empty when idle for `idle_timeout` or closed.
+    #[cfg(test)]
     pub async fn next_batch(
         &self,
         batch_size: usize,
         min_batch: usize,
         max_latency: Duration,
     ) -> Vec<Entry> {
+        let mut probe = false;
+        self.next_batch_probing(batch_size, min_batch, max_latency, &mut probe)
+            .await
+    }
+
+    /// [`ReadyQueue::next_batch`] for a session: `probe` becomes true when the
+    /// session is the one probing a paused destination; it must then call
+    /// [`ReadyQueue::release_probe`] when it ends, whatever the outcome.
+    pub(crate) async fn next_batch_probing(
+        &self,
+        batch_size: usize,
+        min_batch: usize,
+        max_latency: Duration,
+        probe: &mut bool,
+    ) -> Vec<Entry> {
         if let Some(until) = self.paused_until() {
             // Only one session probes a paused destination; it waits out the pause.
-            if self
-                .probing
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
+            if !*probe
+                && self
+                    .probing
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
             {
                 return Vec::new();
             }
+            *probe = true;
             loop {
                 if self.closed.load(Ordering::SeqCst) {
                     self.probing.store(false, Ordering::SeqCst);

@@ -9,12 +9,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hermod_dns::{DnsError, MailExchanger};
 use hermod_logging::{EnhancedCode, Response};
 use hermod_message::Protocol;
-use hermod_policy::{EgressPool, EgressSource, MxListEntry, ProtocolConfig, SourceSelector};
+use hermod_policy::{
+    EgressPool, EgressSource, MxListEntry, ProtocolConfig, QueueConfig, SourceSelector,
+};
 use parking_lot::Mutex;
 
 use crate::egress::{self, EgressConfigError};
@@ -113,25 +115,35 @@ pub struct SmtpTarget {
 pub(crate) struct SmtpRoute {
     pub site: String,
     pub hosts: SmtpHosts,
+    /// The queue config the route was found for: a changed `mx_list` or
+    /// `egress_pool` needs a new route.
+    config: Arc<QueueConfig>,
     /// The pool's sources, in turn by weight.
     selector: Mutex<SourceSelector>,
-    /// Source configs by name, fetched once per route.
-    sources: Vec<EgressSource>,
+    /// Source configs by pool entry name, fetched once per route.
+    sources: Vec<(String, EgressSource)>,
     expires: Option<Instant>,
     /// The ready queue of each source, once made.
     pub ready: Mutex<Vec<(String, Arc<crate::ready::ReadyQueue>)>>,
 }
 
+/// A route is kept at least this long, whatever the MX answer's TTL: a zero
+/// TTL must not mean a DNS and Lua round trip per message.
+const MIN_ROUTE_TTL: Duration = Duration::from_secs(60);
+
 impl SmtpRoute {
-    pub(crate) fn is_fresh(&self) -> bool {
-        self.expires.is_none_or(|e| e > Instant::now())
+    pub(crate) fn is_fresh(&self, cfg: &Arc<QueueConfig>) -> bool {
+        Arc::ptr_eq(&self.config, cfg) && self.expires.is_none_or(|e| e > Instant::now())
     }
 
     /// The source the next message leaves from (weighted round robin).
     pub(crate) fn next_source(&self) -> Option<&EgressSource> {
         let mut sel = self.selector.lock();
         let name = sel.next_source()?;
-        self.sources.iter().find(|s| s.name == name)
+        self.sources
+            .iter()
+            .find(|(entry, _)| entry == name)
+            .map(|(_, s)| s)
     }
 }
 
@@ -141,6 +153,9 @@ pub(crate) struct RouteState {
     pub route: Option<Arc<SmtpRoute>>,
     pub parked: Vec<Entry>,
     pub resolving: bool,
+    /// A refresh failed with a temporary error: the expired route is used
+    /// until then rather than deferring the whole domain.
+    pub stale_until: Option<Instant>,
 }
 
 /// Why no route could be found; each becomes the parked messages' outcome.
@@ -182,10 +197,9 @@ impl RouteError {
 pub(crate) async fn resolve(
     engine: &Arc<hermod_policy::Engine>,
     domain: &str,
-    protocol: &ProtocolConfig,
-    pool_name: &str,
+    config: Arc<QueueConfig>,
 ) -> Result<SmtpRoute, RouteError> {
-    let (site, hosts, expires) = match protocol {
+    let (site, hosts, expires) = match &config.protocol {
         ProtocolConfig::SmtpWith(p) if !p.mx_list.is_empty() => {
             let labels: Vec<String> = p.mx_list.iter().map(MxListEntry::label).collect();
             (
@@ -202,14 +216,16 @@ pub(crate) async fn resolve(
                 }
                 .into());
             }
-            let expires = mx.expires().map(|e| e.into_std());
+            let floor = Instant::now() + MIN_ROUTE_TTL;
+            let expires = mx.expires().map(|e| e.into_std().max(floor));
             (mx.site_name.clone(), SmtpHosts::Mx(mx), expires)
         }
     };
-    let pool: EgressPool = egress::fetch_pool(engine, pool_name).await?;
+    let pool: EgressPool = egress::fetch_pool(engine, &config.egress_pool).await?;
     let mut sources = Vec::with_capacity(pool.entries.len());
     for entry in pool.entries.iter().filter(|e| e.weight > 0) {
-        sources.push(egress::fetch_source(engine, &entry.name).await?);
+        let source = egress::fetch_source(engine, &entry.name).await?;
+        sources.push((entry.name.clone(), source));
     }
     if sources.is_empty() {
         return Err(RouteError::EmptyPool(pool.name.clone()));
@@ -217,6 +233,7 @@ pub(crate) async fn resolve(
     Ok(SmtpRoute {
         site,
         hosts,
+        config,
         selector: Mutex::new(SourceSelector::new(&pool)),
         sources,
         expires,
@@ -241,33 +258,51 @@ pub(crate) fn unrouted_info(domain: &str, pool: &str) -> AttemptInfo {
 
 impl QueueManager {
     /// An SMTP message goes to the ready queue of its site and of the next
-    /// source of its pool; without a fresh route it waits for one.
-    pub(crate) fn to_ready_smtp(&self, mut entry: Entry) {
-        loop {
-            let sq = entry.queue.clone();
-            let route = {
-                let mut st = sq.smtp.lock();
-                match &st.route {
-                    Some(r) if r.is_fresh() && !st.resolving => r.clone(),
-                    _ => {
-                        st.parked.push(entry);
-                        if !std::mem::replace(&mut st.resolving, true) {
-                            drop(st);
-                            self.resolve_route(sq);
-                        }
-                        return;
-                    }
+    /// source of its pool; without a usable route it waits for one.
+    pub(crate) fn to_ready_smtp(&self, entry: Entry) {
+        let sq = entry.queue.clone();
+        let cfg = sq.config();
+        let route = {
+            let mut st = sq.smtp.lock();
+            let stale_ok = st.stale_until.is_some_and(|t| t > Instant::now());
+            match &st.route {
+                Some(r)
+                    if !st.resolving
+                        && (r.is_fresh(&cfg) || (stale_ok && Arc::ptr_eq(&r.config, &cfg))) =>
+                {
+                    r.clone()
                 }
-            };
+                _ => {
+                    st.parked.push(entry);
+                    if !std::mem::replace(&mut st.resolving, true) {
+                        drop(st);
+                        self.resolve_route(sq);
+                    }
+                    return;
+                }
+            }
+        };
+        self.place_smtp(entry, &route);
+    }
+
+    /// Queue `entry` on `route`, whatever its age (it was just resolved, or
+    /// is the best there is).
+    fn place_smtp(&self, mut entry: Entry, route: &Arc<SmtpRoute>) {
+        loop {
             let Some(source) = route.next_source() else {
-                // `route::resolve` refuses a pool without sources.
-                tracing::error!(queue = %sq.name, "SMTP route has no source; message waits for a new route");
-                sq.smtp.lock().route = None;
-                continue;
+                // `resolve` refuses a pool without sources, so this is a bug:
+                // wait for a new route rather than spin.
+                tracing::error!(queue = %entry.queue.name, "SMTP route has no source");
+                let sq = entry.queue.clone();
+                let mut st = sq.smtp.lock();
+                st.route = None;
+                st.parked.push(entry);
+                return;
             };
-            let rq = self.smtp_ready_queue(&sq, &route, source);
+            let rq = self.smtp_ready_queue(&entry.queue, route, source);
             match rq.push(entry) {
                 Ok(()) => return self.maybe_start_sessions(&rq),
+                // Reaped since the lookup: the next lookup makes its successor.
                 Err(back) => entry = back,
             }
         }
@@ -330,20 +365,45 @@ impl QueueManager {
         self.0.tasks.spawn(async move {
             let cfg = sq.config();
             let domain = sq.components.site_domain().to_string();
-            let found = resolve(&qm.0.engine, &domain, &cfg.protocol, &cfg.egress_pool).await;
-            let (parked, found) = {
+            let found = resolve(&qm.0.engine, &domain, cfg.clone()).await;
+            let (parked, usable) = {
                 let mut st = sq.smtp.lock();
                 st.resolving = false;
-                let found = found.map(|r| {
-                    tracing::debug!(queue = %sq.name, site = %r.site, "SMTP route resolved");
-                    st.route = Some(Arc::new(r));
-                });
-                (std::mem::take(&mut st.parked), found)
+                let usable = match &found {
+                    Ok(_) => None,
+                    // A temporary failure to refresh keeps the old route a while.
+                    Err(e) if !e.response().1 => st
+                        .route
+                        .clone()
+                        .filter(|r| Arc::ptr_eq(&r.config, &cfg))
+                        .inspect(|_| {
+                            st.stale_until = Some(Instant::now() + MIN_ROUTE_TTL);
+                        }),
+                    Err(_) => None,
+                };
+                let usable = match found {
+                    Ok(r) => {
+                        tracing::debug!(queue = %sq.name, site = %r.site, "SMTP route resolved");
+                        let r = Arc::new(r);
+                        st.route = Some(r.clone());
+                        st.stale_until = None;
+                        Ok(r)
+                    }
+                    Err(e) => match usable {
+                        Some(stale) => {
+                            tracing::warn!(queue = %sq.name, error = %e,
+                                "SMTP route refresh failed; the previous route is used for now");
+                            Ok(stale)
+                        }
+                        None => Err(e),
+                    },
+                };
+                (std::mem::take(&mut st.parked), usable)
             };
-            match found {
-                Ok(()) => {
+            match usable {
+                Ok(route) => {
                     for e in parked {
-                        qm.to_ready(e.message, e.queue);
+                        qm.place_smtp(e, &route);
                     }
                 }
                 Err(e) => {

@@ -37,6 +37,14 @@ impl Throttle {
     pub async fn wait(&self) {
         self.limiter.until_ready().await;
     }
+
+    /// [`Throttle::wait`], but give up after `max`: a slow rate must not hold
+    /// a connection open for minutes. False when it gave up.
+    pub async fn wait_at_most(&self, max: std::time::Duration) -> bool {
+        tokio::time::timeout(max, self.limiter.until_ready())
+            .await
+            .is_ok()
+    }
 }
 
 /// Keep `current` when it already enforces `spec`, so a config refresh does not

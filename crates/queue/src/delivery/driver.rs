@@ -10,9 +10,27 @@ use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
 
 use super::{Batching, Dispatcher, Handles, Health, Outcome, Outcomes};
 
+/// Whatever way a session ends, a probe it holds is released.
+struct SessionEnd {
+    rq: Arc<ReadyQueue>,
+    probe: bool,
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        if self.probe {
+            self.rq.release_probe();
+        }
+    }
+}
+
 pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d: D) {
     let mut info = AttemptInfo::for_queue(rq, None, d.protocol(), d.service(rq));
-    let first = take(h, rq, d.batching(), &info).await;
+    let mut end = SessionEnd {
+        rq: rq.clone(),
+        probe: false,
+    };
+    let first = take(h, rq, d.batching(), &info, &mut end.probe).await;
     if first.is_empty() {
         d.close().await;
         return;
@@ -48,8 +66,13 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
             note_health(h, rq, &attempt.health, &info).await;
             let end = attempt.end_session;
             let mut untried = record(&h.recorder, rq, chunk, &info, attempt.outcomes).await;
-            // A paused destination is probed by one session; the others stop here.
-            if end || delivered >= max_deliveries || rq.state() != ReadyQueueState::Active {
+            // A paused destination is probed by one session; the others stop
+            // here, and so does everyone when the queue shuts down.
+            if end
+                || delivered >= max_deliveries
+                || rq.state() != ReadyQueueState::Active
+                || rq.is_closed()
+            {
                 untried.extend(rest);
                 rq.push_front(untried);
                 d.close().await;
@@ -57,7 +80,7 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
             }
             rq.push_front(untried);
         }
-        batch = take(h, rq, d.batching(), &info).await;
+        batch = take(h, rq, d.batching(), &info, &mut end.probe).await;
         if batch.is_empty() {
             break;
         }
@@ -67,10 +90,17 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
 
 /// The next batch with every message's bytes in memory. Messages whose data
 /// cannot be read fail transiently and stay in the spool.
-async fn take(h: &Handles, rq: &ReadyQueue, batching: Batching, info: &AttemptInfo) -> Vec<Entry> {
+async fn take(
+    h: &Handles,
+    rq: &ReadyQueue,
+    batching: Batching,
+    info: &AttemptInfo,
+    probe: &mut bool,
+) -> Vec<Entry> {
     let size = batching.size.max(1);
+    let min = batching.min.clamp(1, size);
     let batch = rq
-        .next_batch(size, batching.min.clamp(1, size), batching.max_latency)
+        .next_batch_probing(size, min, batching.max_latency, probe)
         .await;
     let mut ok = Vec::with_capacity(batch.len());
     for e in batch {
@@ -153,9 +183,19 @@ async fn record(
         Outcomes::Each(v) => {
             if v.len() != n {
                 tracing::error!(queue = %rq.name, messages = n, outcomes = v.len(),
-                    "a protocol returned the wrong number of outcomes; the rest are retried");
+                    "a protocol returned the wrong number of outcomes; the rest are retried later");
             }
-            Box::new(v.into_iter().chain(std::iter::repeat(Outcome::Untried)))
+            // Retried on the schedule, not at once: put back untried, they
+            // would come straight back to the same fault.
+            let missing = Outcome::Transient {
+                response: hermod_logging::Response::new(
+                    400,
+                    None,
+                    "internal error: the delivery protocol gave no outcome for this message",
+                ),
+                at_peer: false,
+            };
+            Box::new(v.into_iter().chain(std::iter::repeat(missing)))
         }
     };
     let mut delivered = Vec::new();

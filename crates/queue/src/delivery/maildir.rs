@@ -223,9 +223,18 @@ impl Dispatcher for Maildir {
             } else {
                 Ok(PathBuf::from(&self.cfg.maildir_path))
             };
+            // The driver loads every message's bytes; writing none would
+            // deliver an empty file.
+            let Ok(data) = e.message.data() else {
+                outcomes[i] = Outcome::Transient {
+                    response: Response::new(400, None, "internal error: message data not loaded"),
+                    at_peer: false,
+                };
+                continue;
+            };
             match dir {
                 Ok(dir) => {
-                    jobs.push((dir, e.message.data().unwrap_or_default()));
+                    jobs.push((dir, data));
                     slots.push(i);
                 }
                 Err(err) => outcomes[i] = failed(&err),

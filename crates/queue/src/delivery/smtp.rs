@@ -55,11 +55,14 @@ impl Smtp {
     }
 
     /// Connect to the next candidate that answers, starting at `self.next`.
-    /// Every failure is listed in the error, host by host.
-    async fn open(&mut self) -> Result<(), String> {
+    /// Every failure is listed in the error, host by host. `reconnecting`:
+    /// an earlier connection of this session broke, and `TerminateSession`
+    /// then allows one attempt only.
+    async fn open(&mut self, reconnecting: bool) -> Result<(), String> {
         let (Some(path), Some(target)) = (self.path.clone(), self.target.clone()) else {
             return Err("the ready queue has no egress path or route".into());
         };
+        let config = client_config(&path, &target).await?;
         let mut failures = Vec::new();
         while self.next < self.candidates.len() {
             let c = self.candidates[self.next].clone();
@@ -72,10 +75,6 @@ impl Smtp {
                 .remote_port
                 .or(c.port)
                 .unwrap_or(path.smtp_port);
-            let config = match client_config(&path, &target).await {
-                Ok(c) => c,
-                Err(e) => return Err(e),
-            };
             self.peer = Some(PeerAddress {
                 name: c.name.clone(),
                 addr: c.addr.to_string(),
@@ -97,7 +96,9 @@ impl Smtp {
                 Err(e) => {
                     tracing::debug!(host = %c.name, error = %e, "SMTP connection failed");
                     failures.push(e.to_string());
-                    if path.reconnect_strategy == ReconnectStrategy::TerminateSession {
+                    if reconnecting
+                        && path.reconnect_strategy == ReconnectStrategy::TerminateSession
+                    {
                         break;
                     }
                 }
@@ -177,6 +178,24 @@ async fn client_config(
         config.auth = Some(auth);
     }
     Ok(config)
+}
+
+/// A failed connection costs the first message of the batch an attempt; the
+/// others go back untried (as in KumoMTA, which holds one message when it
+/// connects), so an outage does not burn a whole batch's schedules.
+fn first_only(n: usize, response: Response, health: Health) -> Attempt {
+    let mut outcomes = vec![Outcome::Untried; n];
+    if let Some(first) = outcomes.first_mut() {
+        *first = Outcome::Transient {
+            response,
+            at_peer: false,
+        };
+    }
+    Attempt {
+        outcomes: Outcomes::Each(outcomes),
+        health,
+        end_session: true,
+    }
 }
 
 fn enhanced(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
@@ -296,7 +315,7 @@ impl Dispatcher for Smtp {
         self.tls.clone()
     }
 
-    async fn connect(&mut self, _rq: &ReadyQueue, _first: &[Entry]) -> Result<(), Attempt> {
+    async fn connect(&mut self, _rq: &ReadyQueue, first: &[Entry]) -> Result<(), Attempt> {
         let (Some(path), Some(target)) = (self.path.clone(), self.target.clone()) else {
             return Err(Attempt::all_transient(
                 451,
@@ -308,14 +327,8 @@ impl Dispatcher for Smtp {
             Ok(c) => c,
             Err(e) => {
                 let why = e.to_string();
-                return Err(Attempt {
-                    outcomes: Outcomes::All(Outcome::Transient {
-                        response: Response::new(451, enhanced(4, 4, 4), &why),
-                        at_peer: false,
-                    }),
-                    health: Health::Failed(why),
-                    end_session: true,
-                });
+                let response = Response::new(451, enhanced(4, 4, 4), &why);
+                return Err(first_only(first.len(), response, Health::Failed(why)));
             }
         };
         let mut prohibited = Vec::new();
@@ -368,18 +381,12 @@ impl Dispatcher for Smtp {
                 end_session: true,
             });
         }
-        match self.open().await {
+        match self.open(false).await {
             Ok(()) => Ok(()),
             Err(why) => {
                 let text = format!("failed to connect to any candidate hosts: {why}");
-                Err(Attempt {
-                    outcomes: Outcomes::All(Outcome::Transient {
-                        response: Response::new(451, enhanced(4, 4, 1), &text),
-                        at_peer: false,
-                    }),
-                    health: Health::Failed(text),
-                    end_session: true,
-                })
+                let response = Response::new(451, enhanced(4, 4, 1), &text);
+                Err(first_only(first.len(), response, Health::Failed(text)))
             }
         }
     }
@@ -401,7 +408,16 @@ impl Dispatcher for Smtp {
             if same_host {
                 self.next = self.next.saturating_sub(1);
             }
-            if let Err(why) = self.open().await {
+            if self.next >= self.candidates.len() {
+                // No host left for this session: the message was never
+                // tried, so it goes back for the next session unharmed.
+                return Attempt {
+                    outcomes: Outcomes::All(Outcome::Untried),
+                    health: Health::Unknown,
+                    end_session: true,
+                };
+            }
+            if let Err(why) = self.open(true).await {
                 let text = format!("failed to reconnect: {why}");
                 return Attempt {
                     outcomes: Outcomes::All(Outcome::Transient {
@@ -414,7 +430,20 @@ impl Dispatcher for Smtp {
             }
         }
         if let Some(t) = &self.message_throttle {
-            t.wait().await;
+            let max = self
+                .path
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(5), |p| p.idle_timeout)
+                .max(std::time::Duration::from_secs(1));
+            if !t.wait_at_most(max).await {
+                // The rate allows no message for a while: end the session;
+                // the message waits in the queue for the next one.
+                return Attempt {
+                    outcomes: Outcomes::All(Outcome::Untried),
+                    health: Health::Unknown,
+                    end_session: true,
+                };
+            }
         }
         let Some(cl) = self.client.as_mut() else {
             return Attempt::all_transient(451, "no SMTP connection".into(), Health::Unknown);
@@ -422,7 +451,15 @@ impl Dispatcher for Smtp {
         let msg = &e.message;
         let sender = msg.sender();
         let recipients: Vec<String> = msg.recipients().into_iter().map(String::from).collect();
-        let data = msg.data().unwrap_or_default();
+        let Ok(data) = msg.data() else {
+            // The driver loads every message's bytes; sending none would
+            // deliver an empty message.
+            return Attempt::all_transient(
+                400,
+                "internal error: the message's data is not loaded".into(),
+                Health::Unknown,
+            );
+        };
         let needs = Needs::detect(sender.email(), &recipients, &data);
         match cl
             .send_message(sender.email(), &recipients, &data, needs)
