@@ -49,7 +49,10 @@ impl From<std::io::Error> for MaildirError {
     }
 }
 
-fn render_path(template: &str, e: &Entry) -> Result<PathBuf, MaildirError> {
+/// The name the compiled `maildir_path` template has in its environment.
+const PATH_TEMPLATE: &str = "maildir_path";
+
+fn render_path(env: &minijinja::Environment<'static>, e: &Entry) -> Result<PathBuf, MaildirError> {
     let rcpt = e.message.first_recipient();
     let user = rcpt
         .as_ref()
@@ -59,11 +62,12 @@ fn render_path(template: &str, e: &Entry) -> Result<PathBuf, MaildirError> {
         .as_ref()
         .map(|r| r.domain().to_string())
         .unwrap_or_default();
+    let meta = e.message.meta();
     let mut ctx = serde_json::Map::new();
-    for (k, v) in e.message.meta() {
-        ctx.insert(k, v);
+    for (k, v) in &meta {
+        ctx.insert(k.clone(), v.clone());
     }
-    ctx.insert("meta".into(), serde_json::Value::Object(e.message.meta()));
+    ctx.insert("meta".into(), serde_json::Value::Object(meta));
     for (k, v) in [
         ("user", &user),
         ("local_part", &user),
@@ -77,9 +81,9 @@ fn render_path(template: &str, e: &Entry) -> Result<PathBuf, MaildirError> {
         "email".into(),
         serde_json::Value::String(rcpt.map(|r| r.to_string()).unwrap_or_default()),
     );
-    let env = minijinja::Environment::new();
     let path = env
-        .render_str(template, serde_json::Value::Object(ctx))
+        .get_template(PATH_TEMPLATE)
+        .and_then(|t| t.render(serde_json::Value::Object(ctx)))
         .map_err(|err| MaildirError::Template(Arc::new(err)))?;
     if path.split('/').any(|part| part == "..") {
         return Err(MaildirError::DotDot(path));
@@ -179,13 +183,21 @@ fn hostname_safe() -> &'static str {
 
 pub(super) struct Maildir {
     cfg: MaildirConfig,
-    templated: bool,
+    /// The compiled `maildir_path` when it is a template: compiled once per
+    /// session, not per message. `Err` holds why it does not compile.
+    template: Option<Result<minijinja::Environment<'static>, MaildirError>>,
 }
 
 impl Maildir {
     pub(super) fn new(cfg: MaildirConfig) -> Self {
         let templated = cfg.maildir_path.contains("{{") || cfg.maildir_path.contains("{%");
-        Maildir { cfg, templated }
+        let template = templated.then(|| {
+            let mut env = minijinja::Environment::new();
+            env.add_template_owned(PATH_TEMPLATE, cfg.maildir_path.clone())
+                .map(|()| env)
+                .map_err(|err| MaildirError::Template(Arc::new(err)))
+        });
+        Maildir { cfg, template }
     }
 }
 
@@ -218,10 +230,10 @@ impl Dispatcher for Maildir {
         let mut jobs = Vec::with_capacity(batch.len());
         let mut slots = Vec::with_capacity(batch.len());
         for (i, e) in batch.iter().enumerate() {
-            let dir = if self.templated {
-                render_path(&self.cfg.maildir_path, e)
-            } else {
-                Ok(PathBuf::from(&self.cfg.maildir_path))
+            let dir = match &self.template {
+                Some(Ok(env)) => render_path(env, e),
+                Some(Err(err)) => Err(err.clone()),
+                None => Ok(PathBuf::from(&self.cfg.maildir_path)),
             };
             // The driver loads every message's bytes; writing none would
             // deliver an empty file.

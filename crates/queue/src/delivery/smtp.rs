@@ -25,6 +25,10 @@ use crate::route::{Candidate, SmtpTarget};
 
 pub(super) struct Smtp {
     engine: Arc<Engine>,
+    /// Whether the policy has a `smtp_client_rewrite_delivery_status`
+    /// handler; learnt at the first refusal, so later ones borrow no Lua
+    /// context when it has none.
+    rewrite_handler: Option<bool>,
     path: Option<Arc<EgressPathConfig>>,
     target: Option<Arc<SmtpTarget>>,
     /// Hosts not yet tried by this session, in order (the next host on failure).
@@ -42,6 +46,7 @@ impl Smtp {
     pub(super) fn new(engine: Arc<Engine>, rq: &ReadyQueue) -> Self {
         Smtp {
             engine,
+            rewrite_handler: None,
             path: rq.egress_path(),
             target: rq.smtp_target(),
             candidates: Vec::new(),
@@ -224,12 +229,19 @@ fn response(r: &client::Response) -> Response {
 /// `smtp_client_rewrite_delivery_status(response, domain, tenant, campaign, routing_domain)`
 /// may give a refusal another code (a full mailbox treated as permanent, say). Errors in the
 /// handler leave the response as it was.
-async fn rewrite_status(engine: &Arc<Engine>, resp: Response, e: &Entry) -> Response {
+async fn rewrite_status(
+    engine: &Arc<Engine>,
+    resp: Response,
+    e: &Entry,
+    has_handler: &mut Option<bool>,
+) -> Response {
     const EVENT: &str = "smtp_client_rewrite_delivery_status";
     let Ok(ctx) = engine.context().await else {
         return resp;
     };
-    if !ctx.has_handler(EVENT) {
+    let found = ctx.has_handler(EVENT);
+    *has_handler = Some(found);
+    if !found {
         return resp;
     }
     let mut line = resp.code.to_string();
@@ -473,8 +485,8 @@ impl Dispatcher for Smtp {
                     .map(|i| tx.recipient_response(i))
                     .find(|r| !r.is_success());
                 let decisive = response(refused.unwrap_or(&tx.response));
-                let decisive = if decisive.code >= 300 {
-                    rewrite_status(&self.engine, decisive, e).await
+                let decisive = if decisive.code >= 300 && self.rewrite_handler != Some(false) {
+                    rewrite_status(&self.engine, decisive, e, &mut self.rewrite_handler).await
                 } else {
                     decisive
                 };
