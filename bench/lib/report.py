@@ -20,6 +20,7 @@ TARGETS = {
     "loghook-d1": "D1 as written (every record its own NATS publish) against A2",
     "nats100k": "100 KB bodies through A2",
     "backlog": "the whole backlog is accepted while the broker is down; then the broker starts",
+    "backlog-smtp": "the whole backlog is accepted while the receiving MTA is down; then it starts",
 }
 
 
@@ -181,7 +182,7 @@ def render(meta, results, ceilings):
         lines += [f"### {scen}", "", f"_{TARGETS.get(scen, '')}_", ""]
         if scen == "loghook":
             lines += loghook_lines(rows)
-        elif scen == "backlog":
+        elif scen in ("backlog", "backlog-smtp"):
             lines.append(backlog_table(rows))
         elif scen == "relay":
             lines += relay_lines(rows, results, meta.get("cores"))

@@ -174,3 +174,73 @@ end)
         assert_eq!(d["response"]["enhanced_code"]["detail"], 1, "{d}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_as_spool_ids_are_read_back_whole_and_delivered_byte_for_byte() {
+    // `max_ready = 2`: beyond two queued messages a ready queue keeps ids only, and every
+    // message waiting for its retry in the timer is an id too. The first attempts fail (a
+    // file stands where the maildir must go); once it is gone, each message must be read
+    // back from the spool (envelope, schedule and bytes) and delivered as it was received.
+    let policy = r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    retry_interval = '1s', max_retry_interval = '1s',
+    protocol = { maildir_path = os.getenv('ACCEPT_DIR') .. '/blocked/{{ domain }}' },
+  }
+end)
+kumo.on('get_egress_path_config', function(routing_domain, source, site)
+  return kumo.make_egress_path { max_ready = 2, connection_limit = 2 }
+end)
+"#;
+    let server = Server::start(policy).await;
+    let blocker = server.dir().join("blocked");
+    std::fs::write(&blocker, b"not a directory").expect("write the blocking file");
+    let sent = smtp::send_messages(
+        server.smtp_addr(),
+        "user@parked.example",
+        &unique("parked"),
+        20,
+        4,
+    )
+    .await;
+    let ids: HashSet<String> = sent.iter().map(|s| s.id.clone()).collect();
+    server
+        .wait_for_records(WAIT, "a TransientFailure for every message", |r| {
+            let failed: HashSet<&str> = records_of(r, "TransientFailure", &ids)
+                .iter()
+                .filter_map(|f| f["id"].as_str())
+                .collect();
+            failed.len() == ids.len()
+        })
+        .await;
+    std::fs::remove_file(&blocker).expect("remove the blocking file");
+    let records = server
+        .wait_for_records(WAIT, "a Delivery for every message", |r| {
+            records_of(r, "Delivery", &ids).len() == ids.len()
+        })
+        .await;
+    for d in records_of(&records, "Delivery", &ids) {
+        assert_eq!(d["recipient"], "user@parked.example", "{d}");
+        assert!(
+            d["num_attempts"].as_u64().is_some_and(|n| n >= 1),
+            "the attempt count is read back with the message: {d}"
+        );
+    }
+    let dir = server.dir().join("blocked/parked.example/new");
+    let got: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .expect("the maildir exists")
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .collect();
+    assert_eq!(got.len(), sent.len(), "one file per message in {dir:?}");
+    // Each file is the message as spooled: the listener's trace headers, then
+    // exactly the bytes the client sent.
+    for s in &sent {
+        assert!(
+            got.iter().any(|f| f.ends_with(&s.data)),
+            "message {} did not arrive byte for byte; sent:\n{}\nfiled (one of):\n{}",
+            s.id,
+            String::from_utf8_lossy(&s.data),
+            String::from_utf8_lossy(&got[0])
+        );
+    }
+}

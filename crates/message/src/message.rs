@@ -436,6 +436,13 @@ impl Message {
         self.inner.lock().persisted
     }
 
+    /// The spool holds exactly this message (stored, and not edited since):
+    /// a queue may keep its id alone and read it back when it is needed.
+    pub fn is_spooled_as_is(&self) -> bool {
+        let g = self.inner.lock();
+        g.persisted && !g.meta_dirty && !g.data_dirty
+    }
+
     /// Whether the data spool may hold bytes of this message; false for a
     /// message only ever stored with its data inside the meta record.
     pub fn is_data_spooled(&self) -> bool {

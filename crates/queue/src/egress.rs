@@ -9,6 +9,7 @@ use hermod_policy::mlua::{IntoLuaMulti, UserData, Value};
 use hermod_policy::{CallError, EgressPathConfig, EgressPool, EgressSource, Engine, PolicyError};
 
 use crate::delivery;
+use crate::held;
 use crate::manager::QueueManager;
 use crate::outcome;
 use crate::ready::ReadyQueue;
@@ -155,13 +156,16 @@ impl QueueManager {
             delivery::protocol_of(&rq.protocol()),
             format!("config:{}", rq.name),
         );
-        for e in rq.drain_all() {
-            let resp = hermod_logging::Response::new(
-                451,
-                None,
-                &format!("cannot configure the ready queue {}: {why}", rq.name),
-            );
-            outcome::transient(&self.0.recorder, e.message, e.queue, &info, resp, None).await;
+        let rec = &self.0.recorder;
+        for chunk in held::chunks(rq.drain_all()) {
+            for e in held::load_for_records(rec, chunk).await {
+                let resp = hermod_logging::Response::new(
+                    451,
+                    None,
+                    &format!("cannot configure the ready queue {}: {why}", rq.name),
+                );
+                outcome::transient(rec, e.message, e.queue, &info, resp, None).await;
+            }
         }
     }
 }

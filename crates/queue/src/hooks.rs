@@ -34,6 +34,7 @@ use hermod_policy::mlua::Value;
 use hermod_policy::{CallError, LogHookPlan};
 use tokio::sync::mpsc;
 
+use crate::held::Queued;
 use crate::manager::QueueManager;
 use crate::resolve::{QueueConfigError, ScheduledQueue, NULL_QUEUE};
 
@@ -244,12 +245,12 @@ async fn spool_and_queue(qm: &QueueManager, wanted: Vec<(Job, Arc<ScheduledQueue
     let results = qm.spool().store_many(&msgs).await;
     for ((job, sq), result) in stored.into_iter().zip(results) {
         match result {
-            Ok(()) => qm.to_ready(job.msg, sq),
+            Ok(()) => qm.to_ready(Queued::loaded(job.msg, sq)),
             Err(e) => tracing::error!(hook = %job.hook, id = %job.msg.id(), error = %e,
                 "log hook message not queued: spool write failed"),
         }
     }
     for (job, sq) in deferred {
-        qm.to_ready(job.msg, sq);
+        qm.to_ready(Queued::loaded(job.msg, sq));
     }
 }

@@ -99,7 +99,7 @@ impl QueueManager {
                         }
                         self.logger().log(reception(&m, &sq.name, &info)).await;
                         let id = m.id();
-                        self.to_ready(m, sq);
+                        self.to_ready(crate::held::Queued::loaded(m, sq));
                         out.push(Ok(Accepted::Queued(id)));
                     }
                     Some(Err(e)) => {

@@ -5,6 +5,7 @@
 
 mod delivery;
 mod egress;
+mod held;
 mod hooks;
 mod ingress;
 mod manager;

@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{self, Handles, Starter};
+use crate::held::{Held, Queued};
 use crate::outcome::{self, Recorder};
-use crate::ready::{EgressPathKey, Entry, ReadyQueue, ReadyQueueState};
+use crate::ready::{EgressPathKey, ReadyQueue, ReadyQueueState};
 use crate::resolve::{
     fetch_config, new_scheduled, ready_queue_name, QueueConfigError, ScheduledQueue,
 };
-use crate::timer::{Timer, Waiting};
+use crate::timer::Timer;
 
 #[derive(Clone, Debug, Default)]
 pub struct QueueOptions {
@@ -91,9 +92,9 @@ impl QueueManager {
         let weak = Arc::downgrade(&qm.0);
         let stop = qm.0.shutdown.clone();
         qm.0.tasks.spawn(timer.run(
-            move |w: Waiting| {
+            move |w: Queued| {
                 if let Some(inner) = weak.upgrade() {
-                    QueueManager(inner).to_ready(w.message, w.queue);
+                    QueueManager(inner).to_ready(w);
                 }
             },
             stop,
@@ -250,8 +251,7 @@ impl QueueManager {
     }
 
     /// Queue a message that is due now (fresh reception or retry due).
-    pub(crate) fn to_ready(&self, message: Message, queue: Arc<ScheduledQueue>) {
-        let mut entry = Entry { message, queue };
+    pub(crate) fn to_ready(&self, mut entry: Queued) {
         if matches!(
             entry.queue.config().protocol,
             ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_)
@@ -348,7 +348,7 @@ impl QueueManager {
         }
         match message.due() {
             Some(due) if due > SystemTime::now() => self.to_timer(message, sq, due),
-            _ => self.to_ready(message, sq),
+            _ => self.to_ready(Queued::loaded(message, sq)),
         }
     }
 
@@ -368,11 +368,14 @@ impl QueueManager {
     /// hook messages), so a clean shutdown loses none of them.
     async fn persist_deferred(&self) {
         let queues: Vec<Arc<ReadyQueue>> = self.0.ready.lock().values().cloned().collect();
+        // A message that was never stored is always held in memory.
         let unsaved: Vec<Message> = queues
             .iter()
             .flat_map(|rq| rq.drain_all())
-            .map(|e| e.message)
-            .filter(|m| !m.is_persisted())
+            .filter_map(|e| match e.held {
+                Held::Loaded(m) if !m.is_persisted() => Some(m),
+                _ => None,
+            })
             .collect();
         if unsaved.is_empty() {
             return;

@@ -9,10 +9,11 @@ use hermod_logging::{EnhancedCode, LogEvent, Logger, PeerAddress, RecordType, Re
 use hermod_message::{Message, Protocol};
 use hermod_spool::Spool;
 
+use crate::held::Queued;
 use crate::ready::ReadyQueue;
 use crate::resolve::ScheduledQueue;
 use crate::retry::{after_failure, RetryDecision};
-use crate::timer::{Timer, Waiting};
+use crate::timer::Timer;
 
 /// What outcome code needs and nothing more: the logger for the record, the
 /// spool to remove or reschedule the message, and the timer a retry waits in.
@@ -24,11 +25,13 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// Queue a message for later; its bytes leave memory while it waits.
+    /// Queue a message for later; it leaves memory while it waits.
     pub(crate) fn to_timer(&self, message: Message, queue: Arc<ScheduledQueue>, due: SystemTime) {
         let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-        self.timer
-            .insert(std::time::Instant::now() + wait, Waiting { message, queue });
+        self.timer.insert(
+            std::time::Instant::now() + wait,
+            Queued::loaded(message, queue),
+        );
     }
 }
 

@@ -11,6 +11,7 @@ use hermod_policy::{EgressPathConfig, ProtocolConfig};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
+use crate::held::Queued;
 use crate::resolve::ScheduledQueue;
 use crate::route::SmtpTarget;
 use crate::throttle::{self, Throttle};
@@ -22,8 +23,8 @@ pub struct ReadyLimits {
     pub connection_limit: usize,
     pub max_deliveries_per_connection: usize,
     pub idle_timeout: Duration,
-    /// Beyond this many queued messages, message bytes are dropped from
-    /// memory and re-read from the spool when a session takes them.
+    /// Beyond this many queued messages, a message waits as its spool id
+    /// alone (crates/queue/src/held.rs) and is read back when a session takes it.
     pub max_ready: usize,
 }
 
@@ -46,7 +47,8 @@ pub struct EgressPathKey {
     pub site: String,
 }
 
-/// A message waiting in a ready queue, with the scheduled queue it came from.
+/// A message in memory with the scheduled queue it came from: what a
+/// delivery session works on.
 pub struct Entry {
     pub message: Message,
     pub queue: Arc<ScheduledQueue>,
@@ -91,7 +93,7 @@ struct Throttles {
 }
 
 struct Entries {
-    queue: VecDeque<Entry>,
+    queue: VecDeque<Queued>,
     /// When a message last arrived: an idle queue is reaped after a while.
     last_push: Instant,
 }
@@ -231,7 +233,7 @@ impl ReadyQueue {
 
     /// Queue a message; `Err` gives it back when this queue has been reaped,
     /// and the caller must find the queue that replaced it.
-    pub fn push(&self, entry: Entry) -> Result<(), Entry> {
+    pub fn push(&self, entry: Queued) -> Result<(), Queued> {
         if self.representative.read().strong_count() == 0 {
             *self.representative.write() = Arc::downgrade(&entry.queue);
         }
@@ -239,9 +241,11 @@ impl ReadyQueue {
         if self.retired.load(Ordering::SeqCst) {
             return Err(entry);
         }
-        if g.queue.len() >= self.limits.read().max_ready {
-            entry.message.unload_data();
-        }
+        let entry = if g.queue.len() >= self.limits.read().max_ready {
+            entry.park()
+        } else {
+            entry
+        };
         g.queue.push_back(entry);
         g.last_push = Instant::now();
         drop(g);
@@ -272,13 +276,13 @@ impl ReadyQueue {
     }
 
     /// Put messages back at the front, in order (a session ended before sending them).
-    pub fn push_front(&self, entries: Vec<Entry>) {
+    pub fn push_front<T: Into<Queued>>(&self, entries: Vec<T>) {
         if entries.is_empty() {
             return;
         }
         let mut g = self.entries.lock();
         for e in entries.into_iter().rev() {
-            g.queue.push_front(e);
+            g.queue.push_front(e.into());
         }
         drop(g);
         self.notify.notify_one();
@@ -314,7 +318,7 @@ impl ReadyQueue {
     /// `consecutive_connection_failures_before_delay` was reached: take every
     /// queued message out, for the caller to retry on its own schedule, and
     /// count failures afresh.
-    pub(crate) fn delay_all(&self) -> Vec<Entry> {
+    pub(crate) fn delay_all(&self) -> Vec<Queued> {
         self.health.lock().since_delay = 0;
         self.drain_all()
     }
@@ -389,11 +393,11 @@ impl ReadyQueue {
     }
 
     /// Everything still queued (shutdown persists what was never spooled).
-    pub fn drain_all(&self) -> Vec<Entry> {
+    pub fn drain_all(&self) -> Vec<Queued> {
         self.entries.lock().queue.drain(..).collect()
     }
 
-    fn take(&self, max: usize) -> Vec<Entry> {
+    fn take(&self, max: usize) -> Vec<Queued> {
         let mut g = self.entries.lock();
         let n = max.min(g.queue.len());
         g.queue.drain(..n).collect()
@@ -408,7 +412,7 @@ impl ReadyQueue {
         batch_size: usize,
         min_batch: usize,
         max_latency: Duration,
-    ) -> Vec<Entry> {
+    ) -> Vec<Queued> {
         let mut probe = false;
         self.next_batch_probing(batch_size, min_batch, max_latency, &mut probe)
             .await
@@ -423,7 +427,7 @@ impl ReadyQueue {
         min_batch: usize,
         max_latency: Duration,
         probe: &mut bool,
-    ) -> Vec<Entry> {
+    ) -> Vec<Queued> {
         if let Some(until) = self.paused_until() {
             // Only one session probes a paused destination; it waits out the pause.
             if !*probe
@@ -450,7 +454,7 @@ impl ReadyQueue {
             }
         }
         let idle_deadline = Instant::now() + self.limits.read().idle_timeout;
-        let mut batch: Vec<Entry> = Vec::new();
+        let mut batch: Vec<Queued> = Vec::new();
         let mut latency_deadline: Option<Instant> = None;
         loop {
             if self.closed.load(Ordering::SeqCst) {

@@ -1,19 +1,20 @@
 //! Unit tests of crates/queue/src/ready.rs.
 use super::*;
+use crate::held::Held;
 use hermod_message::{EnvelopeAddress, SpoolId};
 use hermod_policy::QueueConfig;
 
-fn entry(sq: &Arc<ScheduledQueue>) -> Entry {
-    Entry {
-        message: Message::new(
+fn entry(sq: &Arc<ScheduledQueue>) -> Queued {
+    Queued::loaded(
+        Message::new(
             SpoolId::new(),
             EnvelopeAddress::parse("a@b.c").unwrap(),
             vec![EnvelopeAddress::parse("x@nats").unwrap()],
             Default::default(),
             &b"Subject: t\r\n\r\nx"[..],
         ),
-        queue: sq.clone(),
-    }
+        sq.clone(),
+    )
 }
 
 fn queue(idle: Duration) -> (Arc<ReadyQueue>, Arc<ScheduledQueue>) {
@@ -187,18 +188,34 @@ async fn only_an_idle_empty_queue_retires_and_a_retired_queue_gives_messages_bac
 }
 
 #[test]
-fn messages_beyond_max_ready_drop_their_bytes_from_memory() {
+fn messages_beyond_max_ready_wait_as_ids_unless_the_spool_lacks_them() {
     let (rq, sq) = queue(Duration::from_secs(5));
-    for _ in 0..rq.limits().max_ready + 1 {
+    let max_ready = rq.limits().max_ready;
+    for _ in 0..max_ready + 1 {
         let e = entry(&sq);
-        e.message.mark_clean();
+        if let Held::Loaded(m) = &e.held {
+            m.mark_clean();
+        }
         assert!(rq.push(e).is_ok());
     }
-    let last = rq
-        .entries
-        .lock()
-        .queue
-        .back()
-        .map(|e| e.message.is_data_loaded());
-    assert_eq!(last, Some(false));
+    // Never stored: the spool has nothing to read back, so it stays whole.
+    let unsaved = entry(&sq);
+    let unsaved_id = unsaved.held.id();
+    assert!(rq.push(unsaved).is_ok());
+    let g = rq.entries.lock();
+    let held: Vec<&Held> = g.queue.iter().map(|e| &e.held).collect();
+    assert!(
+        held[..max_ready].iter().all(|h| h.loaded().is_some()),
+        "messages within max_ready stay in memory"
+    );
+    assert!(
+        matches!(held[max_ready], Held::Parked(_)),
+        "a stored message beyond max_ready waits as its id"
+    );
+    let last = held[max_ready + 1];
+    assert_eq!(last.id(), unsaved_id);
+    assert!(
+        last.loaded().is_some_and(|m| m.is_data_loaded()),
+        "a message the spool lacks keeps its bytes"
+    );
 }

@@ -20,9 +20,10 @@ use hermod_policy::{
 use parking_lot::Mutex;
 
 use crate::egress::{self, EgressConfigError};
+use crate::held::{self, Queued};
 use crate::manager::QueueManager;
 use crate::outcome::{self, AttemptInfo};
-use crate::ready::{EgressPathKey, Entry, ReadyQueue};
+use crate::ready::{EgressPathKey, ReadyQueue};
 use crate::resolve::ScheduledQueue;
 
 /// The hosts an SMTP ready queue connects to.
@@ -151,7 +152,7 @@ impl SmtpRoute {
 #[derive(Default)]
 pub(crate) struct RouteState {
     pub route: Option<Arc<SmtpRoute>>,
-    pub parked: Vec<Entry>,
+    pub parked: Vec<Queued>,
     pub resolving: bool,
     /// A refresh failed with a temporary error: the expired route is used
     /// until then rather than deferring the whole domain.
@@ -259,7 +260,7 @@ pub(crate) fn unrouted_info(domain: &str, pool: &str) -> AttemptInfo {
 impl QueueManager {
     /// An SMTP message goes to the ready queue of its site and of the next
     /// source of its pool; without a usable route it waits for one.
-    pub(crate) fn to_ready_smtp(&self, entry: Entry) {
+    pub(crate) fn to_ready_smtp(&self, entry: Queued) {
         let sq = entry.queue.clone();
         let cfg = sq.config();
         let route = {
@@ -273,6 +274,13 @@ impl QueueManager {
                     r.clone()
                 }
                 _ => {
+                    // A domain whose route takes long (a slow DNS server)
+                    // gathers its messages here: beyond a few, they wait as ids.
+                    let entry = if st.parked.len() >= held::RECORD_CHUNK {
+                        entry.park()
+                    } else {
+                        entry
+                    };
                     st.parked.push(entry);
                     if !std::mem::replace(&mut st.resolving, true) {
                         drop(st);
@@ -287,7 +295,7 @@ impl QueueManager {
 
     /// Queue `entry` on `route`, whatever its age (it was just resolved, or
     /// is the best there is).
-    fn place_smtp(&self, mut entry: Entry, route: &Arc<SmtpRoute>) {
+    fn place_smtp(&self, mut entry: Queued, route: &Arc<SmtpRoute>) {
         loop {
             let Some(source) = route.next_source() else {
                 // `resolve` refuses a pool without sources, so this is a bug:
@@ -411,12 +419,22 @@ impl QueueManager {
                     let (resp, permanent) = e.response();
                     let info = unrouted_info(&domain, &cfg.egress_pool);
                     let rec = &qm.0.recorder;
-                    for p in parked {
-                        if permanent {
-                            outcome::bounced(rec, p.message, &p.queue, &info, resp.clone()).await;
-                        } else {
-                            outcome::transient(rec, p.message, p.queue, &info, resp.clone(), None)
+                    for chunk in held::chunks(parked) {
+                        for p in held::load_for_records(rec, chunk).await {
+                            if permanent {
+                                outcome::bounced(rec, p.message, &p.queue, &info, resp.clone())
+                                    .await;
+                            } else {
+                                outcome::transient(
+                                    rec,
+                                    p.message,
+                                    p.queue,
+                                    &info,
+                                    resp.clone(),
+                                    None,
+                                )
                                 .await;
+                            }
                         }
                     }
                 }

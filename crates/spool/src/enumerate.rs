@@ -2,8 +2,10 @@
 //! are moved aside (never silently dropped) and data without meta — left by
 //! a crash between a commit's two writes — is deleted.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hermod_message::{IdError, Message, MessageError, SpoolId, SpoolRecord, SpoolRecordError};
 use rocksdb::{WriteBatch, WriteOptions};
@@ -13,15 +15,34 @@ use crate::error::SpoolError;
 
 /// The valid messages found in the spool. Their data stays in the data
 /// spool, except for records that carry it themselves (`data_is_log_record`).
+///
+/// Only their ids are kept after the pass that checks them: the messages are
+/// read again, a chunk at a time, as the caller takes them, so starting with a
+/// million queued messages never holds them all in memory at once.
 pub struct Enumeration {
-    entries: std::vec::IntoIter<Message>,
+    dbs: Arc<Dbs>,
+    ids: std::vec::IntoIter<SpoolId>,
+    chunk: VecDeque<Message>,
+    total: usize,
     corrupt: Vec<SpoolError>,
     corrupt_moved: usize,
     corrupt_left: usize,
     orphans_removed: usize,
 }
 
+/// Messages read back per spool call while enumerating.
+const CHUNK: usize = 1024;
+
 impl Enumeration {
+    /// How many valid messages were found.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
     /// Every corrupt entry found (`SpoolError::Corrupt`, with id and reason),
     /// whether or not it could be moved aside.
     pub fn corrupt(&self) -> &[SpoolError] {
@@ -48,14 +69,32 @@ impl Enumeration {
 impl Iterator for Enumeration {
     type Item = Message;
     fn next(&mut self) -> Option<Self::Item> {
-        self.entries.next()
+        loop {
+            if let Some(m) = self.chunk.pop_front() {
+                return Some(m);
+            }
+            let ids: Vec<SpoolId> = self.ids.by_ref().take(CHUNK).collect();
+            if ids.is_empty() {
+                return None;
+            }
+            for (r, id) in crate::load::messages(&self.dbs, &ids, false)
+                .into_iter()
+                .zip(&ids)
+            {
+                match r {
+                    Ok(m) => self.chunk.push_back(m),
+                    // Checked moments ago; only a fault reading it again lands here,
+                    // and the message stays in the spool for the next start.
+                    Err(e) => tracing::error!(%id, error = %e,
+                        "a spooled message could not be read back while enumerating; it is queued at the next start"),
+                }
+            }
+        }
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.entries.size_hint()
+        (self.chunk.len(), Some(self.chunk.len() + self.ids.len()))
     }
 }
-
-impl ExactSizeIterator for Enumeration {}
 
 /// Why an entry cannot be trusted; its text is the reason logged and
 /// carried by `SpoolError::Corrupt`.
@@ -78,9 +117,9 @@ struct CorruptEntry {
     reason: CorruptReason,
 }
 
-pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
+pub(crate) fn enumerate(dbs: Arc<Dbs>) -> Result<Enumeration, SpoolError> {
     // Excludes the writer: mid-commit data would otherwise look orphaned.
-    let _guard = dbs.commit_lock.lock();
+    let guard = dbs.commit_lock.lock();
     let data_cf = cf(&dbs.data, DATA_CF)?;
     let meta_cf = cf(&dbs.meta, META_CF)?;
 
@@ -129,7 +168,7 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
             .map_err(|e| SpoolError::from_rocks("enumerate data spool", e))?;
     }
 
-    let (corrupt_moved, corrupt_left) = move_aside(dbs, &corrupt);
+    let (corrupt_moved, corrupt_left) = move_aside(&dbs, &corrupt);
     let corrupt_errors = corrupt
         .iter()
         .map(|e| SpoolError::Corrupt {
@@ -137,7 +176,7 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
             reason: e.reason.to_string(),
         })
         .collect();
-    let orphans_removed = remove_orphans(dbs, &orphans)?;
+    let orphans_removed = remove_orphans(&dbs, &orphans)?;
     tracing::info!(
         messages = valid.len(),
         corrupt_moved,
@@ -145,8 +184,13 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
         orphans_removed,
         "spool enumerated"
     );
+    let total = valid.len();
+    drop(guard);
     Ok(Enumeration {
-        entries: valid.into_iter(),
+        dbs,
+        ids: valid.into_iter(),
+        chunk: VecDeque::new(),
+        total,
         corrupt: corrupt_errors,
         corrupt_moved,
         corrupt_left,
@@ -154,19 +198,20 @@ pub(crate) fn enumerate(dbs: &Dbs) -> Result<Enumeration, SpoolError> {
     })
 }
 
-fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<Message, CorruptReason> {
+/// Check one entry; a valid one is kept as its id (see [`Enumeration`]).
+fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<SpoolId, CorruptReason> {
     let id = SpoolId::from_slice(key).map_err(CorruptReason::Key)?;
     let record = Message::parse_spool_record(meta).map_err(CorruptReason::Meta)?;
     if record.data_is_log_record {
         // The record is the data; a data-spool entry beside it would be an
         // older version, which the next store or the removal deletes.
-        let data = SpoolRecord::embedded_data(meta)?;
-        return Ok(Message::from_spool(id, record, Some(data)));
+        SpoolRecord::embedded_data(meta)?;
+        return Ok(id);
     }
     if !has_data {
         return Err(CorruptReason::NoData);
     }
-    Ok(Message::from_spool(id, record, None))
+    Ok(id)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -16,6 +16,7 @@ mod config;
 mod db;
 mod enumerate;
 mod error;
+mod load;
 mod space;
 mod spool;
 mod writer;

@@ -234,12 +234,55 @@ impl Spool {
         .map_err(|e| SpoolError::Io(format!("load_data task failed: {e}")))?
     }
 
+    /// Read many messages' bytes in one blocking call, in the order of `ids`.
+    pub async fn load_data_many(&self, ids: Vec<SpoolId>) -> Vec<Result<Bytes, SpoolError>> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let n = ids.len();
+        self.blocking(n, move |dbs| crate::load::data_many(dbs, &ids))
+            .await
+    }
+
+    /// Read messages that a queue held by id alone back (their records, and
+    /// their bytes when `with_data`) in one blocking call, in the order of `ids`.
+    pub async fn load_messages(
+        &self,
+        ids: Vec<SpoolId>,
+        with_data: bool,
+    ) -> Vec<Result<Message, SpoolError>> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let n = ids.len();
+        self.blocking(n, move |dbs| crate::load::messages(dbs, &ids, with_data))
+            .await
+    }
+
+    /// Run `f` on the blocking pool; every one of the `n` results is the
+    /// error when the spool is closed or the task fails.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        n: usize,
+        f: impl FnOnce(&Dbs) -> Vec<Result<T, SpoolError>> + Send + 'static,
+    ) -> Vec<Result<T, SpoolError>> {
+        let all = |e: SpoolError| (0..n).map(|_| Err(e.clone())).collect();
+        let dbs = match self.dbs() {
+            Ok(d) => d,
+            Err(e) => return all(e),
+        };
+        match tokio::task::spawn_blocking(move || f(&dbs)).await {
+            Ok(v) => v,
+            Err(e) => all(SpoolError::Io(format!("spool read task failed: {e}"))),
+        }
+    }
+
     /// Enumerate the spool (meant for start-up): corrupt entries are moved
     /// aside and logged, orphaned data is deleted, and the valid entries are
     /// returned without their data. Blocks; call it from a blocking context.
     pub fn enumerate(&self) -> Result<Enumeration, SpoolError> {
         let dbs = self.dbs()?;
-        crate::enumerate::enumerate(&dbs)
+        crate::enumerate::enumerate(dbs)
     }
 
     pub fn stats(&self) -> SpoolStats {

@@ -21,7 +21,8 @@ async fn store_reopen_enumerate(open: impl Fn() -> Spool) {
     let spool = open();
     let mut expected: HashMap<SpoolId, Message> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..500 {
+    // More than one of enumeration's read-back chunks (1,024 messages).
+    for i in 0..2500 {
         let m = message(i, 200 + i * 7);
         expected.insert(m.id(), m.clone());
         let s = spool.clone();
@@ -40,8 +41,11 @@ async fn store_reopen_enumerate(open: impl Fn() -> Spool) {
     let found = spool.enumerate().expect("enumerate");
     assert_eq!(found.corrupt_moved(), 0);
     assert_eq!(found.orphans_removed(), 0);
+    assert_eq!(found.len(), 2500);
     let found: Vec<_> = found.collect();
-    assert_eq!(found.len(), 500);
+    assert_eq!(found.len(), 2500);
+    let distinct: std::collections::HashSet<SpoolId> = found.iter().map(|m| m.id()).collect();
+    assert_eq!(distinct.len(), 2500, "every message is enumerated once");
     for msg in found {
         let id = msg.id();
         let want = expected.get(&id).expect("enumerated id was stored");
@@ -449,4 +453,52 @@ async fn detached_removals_are_applied_before_shutdown_completes_and_cost_no_fsy
     let mut want = vec![msgs[1].id(), msgs[3].id()];
     want.sort();
     assert_eq!(ids, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_as_ids_are_read_back_whole_in_request_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open_dir(dir.path(), SpoolOptions::default()).expect("open");
+    let msgs: Vec<Message> = (0..5).map(|i| message(i, 300 + i)).collect();
+    for m in &msgs {
+        m.set_meta("tag", json!({ "kept": ["while", "parked"] }));
+    }
+    for r in bounded(spool.store_many(&msgs)).await {
+        r.expect("store");
+    }
+    let unknown = SpoolId::new();
+    let mut ids: Vec<SpoolId> = msgs.iter().rev().map(|m| m.id()).collect();
+    ids.insert(2, unknown);
+
+    let back = bounded(spool.load_messages(ids.clone(), true)).await;
+    assert_eq!(back.len(), ids.len());
+    for (id, r) in ids.iter().zip(&back) {
+        if *id == unknown {
+            assert!(
+                matches!(r, Err(SpoolError::NotFound(x)) if x == id),
+                "{r:?}"
+            );
+            continue;
+        }
+        let got = r.as_ref().expect("a stored message reads back");
+        let want = msgs.iter().find(|m| m.id() == *id).expect("sent");
+        assert_eq!(got.id(), *id, "results come in the order asked");
+        assert_eq!(got.sender(), want.sender());
+        assert_eq!(got.recipients(), want.recipients());
+        assert_eq!(got.meta(), want.meta());
+        assert_eq!(
+            got.data().expect("bytes loaded"),
+            want.data().expect("original")
+        );
+        assert!(
+            got.is_spooled_as_is(),
+            "read back, it is what the spool holds"
+        );
+    }
+
+    let records_only = bounded(spool.load_messages(vec![msgs[0].id()], false)).await;
+    let m = records_only[0].as_ref().expect("read back");
+    assert!(!m.is_data_loaded(), "without data, only the record is read");
+    assert_eq!(m.meta(), msgs[0].meta());
+    spool.shutdown().await;
 }

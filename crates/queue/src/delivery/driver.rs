@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::held::{self, Loaded};
 use crate::outcome::{self, AttemptInfo, Recorder};
 use crate::ready::{Entry, ReadyQueue, ReadyQueueState};
 
@@ -88,7 +89,8 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
     d.close().await;
 }
 
-/// The next batch with every message's bytes in memory. Messages whose data
+/// The next batch with every message in memory, bytes and all (a batch's
+/// parked messages are read back in one spool call). Messages whose data
 /// cannot be read fail transiently and stay in the spool.
 async fn take(
     h: &Handles,
@@ -103,17 +105,11 @@ async fn take(
         .next_batch_probing(size, min, batching.max_latency, probe)
         .await;
     let mut ok = Vec::with_capacity(batch.len());
-    for e in batch {
-        if e.message.is_data_loaded() {
-            ok.push(e);
-            continue;
-        }
-        match h.spool.load_data(e.message.id()).await {
-            Ok(d) => {
-                e.message.load_data(d);
-                ok.push(e);
-            }
-            Err(err) => {
+    for l in held::load(&h.spool, batch, true).await {
+        match l {
+            Loaded::Ready(e) => ok.push(e),
+            Loaded::Lost(id, queue, err) => held::lost(&h.recorder, id, queue, err),
+            Loaded::NoData(e, err) => {
                 tracing::error!(id = %e.message.id(), error = %err, "cannot read message data from the spool");
                 let resp = hermod_logging::Response::new(
                     400,
@@ -157,9 +153,11 @@ async fn note_health(h: &Handles, rq: &Arc<ReadyQueue>, health: &Health, info: &
                     subject: 4,
                     detail: 1,
                 });
-                for e in delayed {
-                    let resp = hermod_logging::Response::new(451, code, &text);
-                    outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+                for chunk in held::chunks(delayed) {
+                    for e in held::load_for_records(&h.recorder, chunk).await {
+                        let resp = hermod_logging::Response::new(451, code, &text);
+                        outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+                    }
                 }
             }
         }
