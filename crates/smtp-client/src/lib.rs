@@ -40,7 +40,7 @@ pub use client::{connect, Client};
 pub use config::{AuthPlain, ClientConfig, Secret, Timeouts, TlsMode};
 pub use error::{ClientError, ErrorKind, Peer, Step};
 pub use response::{EnhancedStatusCode, Response};
-pub use tls::{TlsInfo, TlsTrust};
+pub use tls::{insecure_client_config, TlsInfo, TlsTrust};
 pub use transaction::{Needs, Stage, TransactionResult};
 pub use wire::{MAX_LINE_LEN, MAX_REPLY_BYTES, MAX_REPLY_LINES};
 

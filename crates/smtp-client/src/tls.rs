@@ -88,7 +88,11 @@ impl TlsTrust {
                 .clone()
         } else {
             self.insecure
-                .get_or_init(|| insecure_config().map(Arc::new))
+                .get_or_init(|| {
+                    insecure_client_config()
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
                 .clone()
         }
     }
@@ -134,12 +138,15 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-fn insecure_config() -> Result<rustls::ClientConfig, String> {
+/// A client configuration that accepts any server certificate: what the
+/// insecure `enable_tls` modes use, and what the load generator and tests use
+/// against local servers with throwaway self-signed certificates (the one
+/// such verifier in the project).
+pub fn insecure_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
     Ok(
         rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth(),
