@@ -5,10 +5,17 @@ use std::path::Path;
 
 use mlua::{Lua, Table};
 
-const MODULES: &[(&str, &str)] = &[(
-    "policy-extras.log_hooks",
-    include_str!("extras/log_hooks.lua"),
-)];
+const MODULES: &[(&str, &str)] = &[
+    (
+        "policy-extras.log_hooks",
+        include_str!("extras/log_hooks.lua"),
+    ),
+    (
+        "policy-extras.policy_utils",
+        include_str!("extras/policy_utils.lua"),
+    ),
+    ("policy-extras.sources", include_str!("extras/sources.lua")),
+];
 
 pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
