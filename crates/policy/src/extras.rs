@@ -14,6 +14,7 @@ const MODULES: &[(&str, &str)] = &[
         "policy-extras.policy_utils",
         include_str!("extras/policy_utils.lua"),
     ),
+    ("policy-extras.queue", include_str!("extras/queue.lua")),
     ("policy-extras.sources", include_str!("extras/sources.lua")),
 ];
 

@@ -173,3 +173,199 @@ end)
         Some("{\n  [\"a\"] = true,\n  [\"b\"] = {\n    [1] = 1,\n    [2] = \"two\",\n  },\n}")
     );
 }
+
+const QUEUES_JSON: &str = r#"{
+  "tenant_header": "X-Tenant",
+  "remove_tenant_header": true,
+  "campaign_header": "X-Campaign",
+  "default_tenant": "default-tenant",
+  "tenant": {
+    "default-tenant": { "egress_pool": "pool-1" },
+    "mytenant": { "egress_pool": "pool-2", "max_age": "10 hours" },
+    "locked": { "require_authz": ["alice"] }
+  },
+  "queue": {
+    "default": { "max_age": "24 hours", "retry_interval": "20 mins" },
+    "gmail.com": {
+      "max_age": "22 hours",
+      "retry_interval": "17 mins",
+      "mytenant": {
+        "max_retry_interval": "2 hours",
+        "welcome": { "retry_interval": "5 mins" }
+      }
+    },
+    "*.example.net": { "routing_domain": "[10.0.0.1]" }
+  }
+}
+"#;
+
+fn mail(to: &str, headers: &str) -> hermod_message::Message {
+    let addr = |s: &str| hermod_message::EnvelopeAddress::parse(s).expect("address");
+    hermod_message::Message::new(
+        hermod_message::SpoolId::new(),
+        addr("sender@example.com"),
+        vec![addr(to)],
+        Default::default(),
+        format!("{headers}Subject: hi\r\n\r\nbody\r\n"),
+    )
+}
+
+async fn queue_policy(p: &Policy) -> std::sync::Arc<Engine> {
+    let data = p.file("queues.json", QUEUES_JSON);
+    p.start(&format!(
+        r#"
+local queue_module = require 'policy-extras.queue'
+local queue_helper = queue_module:setup {{ '{data}' }}
+kumo.on('apply', function(msg) queue_helper:apply(msg) end)
+kumo.on('config', function(domain, tenant, campaign)
+  local c = queue_helper:resolve_config(domain, tenant, campaign)
+  return kumo.json_encode(c)
+end)
+"#
+    ))
+    .await
+    .expect("policy loads")
+}
+
+#[tokio::test]
+async fn the_queue_helper_takes_tenant_and_campaign_from_headers_and_merges_settings() {
+    let p = Policy::new();
+    let engine = queue_policy(&p).await;
+
+    let msg = mail(
+        "someone@gmail.com",
+        "X-Tenant: mytenant\r\nX-Campaign: welcome\r\n",
+    );
+    engine
+        .call::<Value>("apply", msg.clone())
+        .await
+        .expect("apply");
+    assert_eq!(msg.get_meta("tenant"), Some(serde_json::json!("mytenant")));
+    assert_eq!(msg.get_meta("campaign"), Some(serde_json::json!("welcome")));
+    assert!(
+        msg.get_first_named_header_value("X-Tenant")
+            .expect("headers parse")
+            .is_none(),
+        "remove_tenant_header removes it"
+    );
+    assert!(
+        msg.get_first_named_header_value("X-Campaign")
+            .expect("headers parse")
+            .is_some(),
+        "the campaign header stays without remove_campaign_header"
+    );
+
+    let config = |d: &str, t: Option<&str>, c: Option<&str>| {
+        let engine = engine.clone();
+        let (d, t, c) = (d.to_string(), t.map(String::from), c.map(String::from));
+        async move {
+            let text: Option<String> = engine.call("config", (d, t, c)).await.expect("config");
+            serde_json::from_str::<serde_json::Value>(&text.expect("a config")).expect("json")
+        }
+    };
+    // default < domain < tenant < domain+tenant < domain+tenant+campaign
+    assert_eq!(
+        config("gmail.com", Some("mytenant"), Some("welcome")).await,
+        serde_json::json!({
+            "max_age": "10 hours", "retry_interval": "5 mins",
+            "max_retry_interval": "2 hours", "egress_pool": "pool-2"
+        })
+    );
+    assert_eq!(
+        config("yahoo.com", None, None).await,
+        serde_json::json!({ "max_age": "24 hours", "retry_interval": "20 mins" })
+    );
+
+    // No header: the default tenant; a wildcard domain sets the routing domain.
+    let msg = mail("someone@mx.example.net", "");
+    engine
+        .call::<Value>("apply", msg.clone())
+        .await
+        .expect("apply");
+    assert_eq!(
+        msg.get_meta("tenant"),
+        Some(serde_json::json!("default-tenant"))
+    );
+    assert_eq!(
+        msg.get_meta("routing_domain"),
+        Some(serde_json::json!("[10.0.0.1]"))
+    );
+}
+
+#[tokio::test]
+async fn the_queue_helper_rejects_unknown_and_unauthorised_tenants() {
+    let p = Policy::new();
+    let engine = queue_policy(&p).await;
+    for (headers, needle) in [
+        (
+            "X-Tenant: nobody\r\n",
+            "tenant 'nobody' given by the 'X-Tenant' header is not defined",
+        ),
+        ("X-Tenant: locked\r\n", "tenant 'locked' requires SMTP AUTH"),
+    ] {
+        let err = engine
+            .call::<Value>("apply", mail("a@gmail.com", headers))
+            .await
+            .expect_err("the message must be rejected");
+        let text = err.to_string();
+        assert!(text.contains(needle), "{text}");
+        assert!(text.contains("500"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_queue_helper_answers_get_queue_config() {
+    let p = Policy::new();
+    let engine = queue_policy(&p).await;
+    let ctx = engine.context().await.expect("context");
+    let v: Option<Value> = ctx
+        .call(
+            "get_queue_config",
+            ("gmail.com", "mytenant", Value::Nil, Value::Nil),
+        )
+        .await
+        .expect("get_queue_config");
+    let Some(Value::UserData(ud)) = v else {
+        panic!("{v:?}")
+    };
+    let cfg = ud
+        .borrow::<hermod_policy::queue_config::QueueConfig>()
+        .expect("a queue config");
+    assert_eq!(cfg.egress_pool, "pool-2");
+    assert_eq!(cfg.max_age, std::time::Duration::from_secs(10 * 3600));
+    assert_eq!(cfg.retry_interval, std::time::Duration::from_secs(17 * 60));
+}
+
+#[tokio::test]
+async fn the_queue_helper_names_the_file_and_line_of_a_bad_key_or_value() {
+    for (text, line, needle) in [
+        (
+            "{\n  \"queue\": {\n    \"gmail.com\": {\n      \"max_age\": \"forever\"\n    }\n  }\n}\n",
+            4,
+            "'max_age'",
+        ),
+        (
+            "{\n  \"tenant\": {\n    \"t\": {\n      \"egres_pool\": \"p\"\n    }\n  }\n}\n",
+            4,
+            "tenant 't': unknown key 'egres_pool'",
+        ),
+        (
+            "{\n  \"tenant_headr\": \"X-Tenant\"\n}\n",
+            2,
+            "unknown key 'tenant_headr'",
+        ),
+    ] {
+        let p = Policy::new();
+        let data = p.file("queues.json", text);
+        let err = p
+            .start(&format!(
+                "local q = require 'policy-extras.queue'\nq:setup {{ '{data}' }}\n"
+            ))
+            .await
+            .map(|_| ())
+            .expect_err("a bad data file must stop the policy");
+        let msg = error_text(err);
+        assert!(msg.contains(&format!("{data}:{line}: ")), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+    }
+}
