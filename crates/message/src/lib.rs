@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod address;
+pub mod conformance;
 pub mod headers;
 mod id;
 mod json_line;
