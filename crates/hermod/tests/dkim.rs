@@ -47,6 +47,17 @@ kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
 end)
 "#;
 
+/// The content of the one message in the server's `maildir/new`.
+fn delivered_one(server: &Server) -> Vec<u8> {
+    let new = server.dir().join("maildir/new");
+    let files: Vec<PathBuf> = std::fs::read_dir(&new)
+        .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "one delivered file in {}", new.display());
+    std::fs::read(&files[0]).expect("reading the delivered message")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_signed_on_reception_is_delivered_with_signatures_dkimpy_verifies() {
     let keys = keys_dir();
@@ -71,13 +82,7 @@ A body line.\r\n\
         })
         .await;
 
-    let new = server.dir().join("maildir/new");
-    let files: Vec<PathBuf> = std::fs::read_dir(&new)
-        .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    assert_eq!(files.len(), 1, "one delivered file in {}", new.display());
-    let delivered = std::fs::read(&files[0]).expect("reading the delivered message");
+    let delivered = delivered_one(&server);
     let text = String::from_utf8_lossy(&delivered);
     assert_eq!(
         text.matches("DKIM-Signature: v=1; a=").count(),
@@ -142,4 +147,69 @@ async fn hermod_check_reports_an_unknown_dkim_parameter_at_its_line() {
         line.contains("policy.lua:3: kumo.dkim.rsa_sha256_signer: "),
         "{line}"
     );
+}
+
+/// A signer built once in `init` and kept in a global (propagated to every Lua context), used
+/// in `http_message_generated` for mail injected over HTTP.
+const HTTP_POLICY: &str = r#"
+kumo.on('init', function()
+  SIGNER = kumo.dkim.ed25519_signer {
+    domain = 'http.example',
+    selector = 'ed',
+    headers = { 'From', 'Subject' },
+    key = os.getenv 'DKIM_KEYS' .. '/ed25519.der',
+  }
+end)
+kumo.on('http_message_generated', function(msg)
+  msg:dkim_sign(SIGNER)
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    protocol = { maildir_path = os.getenv('ACCEPT_DIR') .. '/maildir' },
+  }
+end)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_injected_over_http_is_signed_by_a_signer_made_in_init() {
+    let keys = keys_dir();
+    let cfg = ServerConfig::with_p0(HTTP_POLICY).env("DKIM_KEYS", &keys.display().to_string());
+    let server = Server::launch(cfg).await;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let request = serde_json::json!({
+        "envelope_sender": "news@http.example",
+        "content": "From: <news@http.example>\r\nSubject: injected\r\n\r\nSigned after rendering.\r\n",
+        "recipients": [{ "email": "reader@dest.example" }],
+    });
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/api/inject/v1",
+            server.http_port
+        ))
+        .header("Content-Type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .expect("POST /api/inject/v1");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", server.stderr_tail());
+    server
+        .wait_for_records(WAIT, "the Delivery", |r| {
+            r.iter().any(|r| r["type"] == "Delivery")
+        })
+        .await;
+
+    let delivered = delivered_one(&server);
+    let text = String::from_utf8_lossy(&delivered);
+    assert!(
+        text.contains("DKIM-Signature: v=1; a=ed25519-sha256; s=ed; d=http.example;"),
+        "{text}"
+    );
+    let record = keys.join("ed25519.dns.txt");
+    let records = [("ed._domainkey.http.example", record.as_path())];
+    assert!(dkimpy::verifies(&delivered, &records), "{text}");
+    let tampered = text.replace("Signed after rendering.", "Changed after signing.");
+    assert!(!dkimpy::verifies(tampered.as_bytes(), &records));
 }
