@@ -8,7 +8,8 @@
 //! Signing uses ring, which the workspace already builds for rustls: its RSA is constant-time
 //! and blinded, while the RustCrypto `rsa` crate behind mail-auth's own key type is not
 //! (RUSTSEC-2023-0071). ring takes RSA moduli of 2048 to 4096 bits only; DKIM still meets
-//! 1024-bit keys (RFC 8301 allows them), so a key ring refuses falls back to mail-auth's key.
+//! 1024-bit keys (RFC 8301 allows them), so an RSA key ring refuses falls back to mail-auth's
+//! key (and the fallback enforces the 1024-bit minimum).
 //! mail-auth builds and folds the signature either way.
 
 use std::sync::Arc;
@@ -36,7 +37,8 @@ pub enum KeyError {
 enum Inner {
     /// 2048 to 4096 bits.
     Rsa(RsaKeyPair),
-    /// Other sizes ring refuses (1024 to 2047 bits, or above 4096).
+    /// A key ring refuses (below 2048 or above 4096 bits, or a public exponent below 65537)
+    /// that the `rsa` crate takes.
     RsaFallback(RsaKey<Sha256>),
     Ed25519(Ed25519KeyPair),
 }

@@ -1,12 +1,12 @@
 //! `kumo.dkim`: DKIM signers for policies, with KumoMTA's functions and parameters.
 //!
 //! - `kumo.dkim.rsa_sha256_signer { PARAMS }` and `kumo.dkim.ed25519_signer { PARAMS }` return
-//!   a signer (parameters in [`params::SignerParams`]); `msg:dkim_sign(signer)` (defined with
+//!   a signer (parameters in [`SignerParams`]); `msg:dkim_sign(signer)` (defined with
 //!   the Message object in `hermod-message`, see `hermod_message::dkim`) prepends the
-//!   `DKIM-Signature` field. Signatures are made by mail-auth with ring keys ([`key`]).
+//!   `DKIM-Signature` field. Signatures are made by mail-auth with ring keys (`key.rs`).
 //! - Signers are cached by their parameters and keys by their source, each for the signer's
 //!   `ttl` (300 s by default), so a policy that builds its signer for every message reads and
-//!   parses the key once per `ttl` ([`cache`]).
+//!   parses the key once per `ttl` (`cache.rs`).
 //! - `kumo.dkim.set_signing_threads(n)` is accepted for KumoMTA policies and changes nothing:
 //!   Hermod signs on the thread that runs the event, which is KumoMTA's default too.
 
@@ -84,7 +84,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
-/// The Lua function behind both constructors (the key decides the algorithm, see [`key`]).
+/// The Lua function behind both constructors (the key decides the algorithm, see `key.rs`).
 /// Errors start with the policy's `file:line` and name `what`.
 fn make_signer(lua: &Lua, params: Value, what: &str) -> mlua::Result<DkimSigner> {
     let params: SignerParams = from_lua_strict(lua, params, what)?;

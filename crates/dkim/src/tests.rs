@@ -214,7 +214,7 @@ fn optional_tags_are_written_and_still_verify() {
         &format!(
             "selector = 'rsa', headers = {{ 'From' }}, key = '{}', expiration = 3600, \
              agent_user_identifier = 'alice@mail.example.com', reporting = true, \
-             body_length = true, ttl = '10 minutes'",
+             body_length = true, ttl = '10 minutes', atps = 'example.org', atpsh = 'Sha256'",
             key_path("rsa.pem").display()
         ),
     );
@@ -228,6 +228,7 @@ fn optional_tags_are_written_and_still_verify() {
     assert_eq!(tag("l"), Some(39), "the body's length: {text}");
     assert!(text.contains("; i=alice@mail.example.com;"), "{text}");
     assert!(text.contains("; r=y;"), "{text}");
+    assert!(text.contains("; atps=example.org; atpsh=sha256;"), "{text}");
     let rec = record("rsa.dns.txt");
     assert!(dkimpy::verifies(
         &signed,
