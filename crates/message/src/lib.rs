@@ -1,11 +1,13 @@
 //! The message model shared by every Hermod crate: spool ids, envelope
 //! addresses, the message itself (meta, data, attempts), scheduled-queue
 //! names, the reception/delivery protocol, header editing and reception
-//! trace headers. `lua` exposes the Message object to policies.
+//! trace headers. `lua` exposes the Message object to policies; `dkim` is the
+//! interface through which it calls the DKIM signers of `hermod-dkim`.
 
 pub mod accept;
 mod address;
 pub mod conformance;
+pub mod dkim;
 pub mod headers;
 mod id;
 mod json_line;
@@ -18,6 +20,7 @@ pub mod trace;
 
 pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
 pub use address::{AddressError, EnvelopeAddress};
+pub use dkim::{DkimSigner, SignMessage};
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};

@@ -9,7 +9,7 @@ use mlua::{
 };
 use serde_json::Value;
 
-use crate::{EnvelopeAddress, Message};
+use crate::{DkimSigner, EnvelopeAddress, Message};
 
 /// JSON → Lua: null becomes nil and arrays carry the array marker, so they
 /// re-encode as arrays even when empty.
@@ -196,6 +196,28 @@ fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
             check_fix_conformance(this.message(), &checks, fixes.as_deref(), settings)
         },
     );
+    // KumoMTA's `msg:dkim_sign(signer)`: the signature is computed over the message as it is
+    // now and prepended, which marks the data dirty so the spool stores the signed message.
+    // The signer is any `DkimSigner` handle (see crate::dkim for why it is a trait object).
+    methods.add_method("dkim_sign", |lua, this, signer: LuaValue| {
+        this.touch();
+        let signer = match &signer {
+            LuaValue::UserData(ud) => ud.borrow::<DkimSigner>().ok().map(|s| s.clone()),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            mlua::Error::runtime(format!(
+                "dkim_sign: expected a signer made by kumo.dkim.rsa_sha256_signer or \
+                 kumo.dkim.ed25519_signer, got {}",
+                signer.type_name()
+            ))
+        })?;
+        let data = this.message().data().into_lua_err()?;
+        let value = signer.0.dkim_signature(lua, &data)?;
+        this.message()
+            .prepend_header("DKIM-Signature", &value, false)
+            .into_lua_err()
+    });
     methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
         Ok(format!("Message({})", this.message().id()))
     });

@@ -12,7 +12,8 @@ use serde::Deserialize;
 /// the data inline as `{ key_data = '...' }`. KumoMTA's vault form
 /// (`{ vault_path = ..., ... }`) is rejected with a clear message rather
 /// than silently ignored, and so is any other table key.
-#[derive(Clone, PartialEq, Eq)]
+// Hash: a key source is part of cache keys (the DKIM signer and key caches).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum KeySource {
     /// A file holding the data.
     Path(String),
