@@ -6,6 +6,7 @@
 
 pub mod accept;
 mod address;
+pub mod address_header;
 pub mod conformance;
 pub mod dkim;
 pub mod headers;

@@ -189,6 +189,20 @@ fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
             .remove_all_named_headers(&name)
             .into_lua_err()
     });
+    // KumoMTA's address-header accessors: nil when the header is absent or
+    // holds no address (crate::address_header).
+    methods.add_method("from_header", |_, this, ()| {
+        this.touch();
+        Ok(address_header(this.message(), "From"))
+    });
+    methods.add_method("to_header", |_, this, ()| {
+        this.touch();
+        Ok(address_header(this.message(), "To"))
+    });
+    methods.add_method("get_address_header", |_, this, name: String| {
+        this.touch();
+        Ok(address_header(this.message(), &name))
+    });
     methods.add_method(
         "check_fix_conformance",
         |_, this, (checks, fixes, settings): (String, Option<String>, Option<mlua::Table>)| {
@@ -360,4 +374,9 @@ fn check_fix_conformance(
         }
         Verdict::Passed(None) => Ok(None),
     }
+}
+
+fn address_header(msg: &Message, name: &str) -> Option<crate::address_header::AddressHeader> {
+    let raw = msg.get_first_named_header_value(name).ok()??;
+    crate::address_header::AddressHeader::parse(&raw)
 }
