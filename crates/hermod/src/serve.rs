@@ -29,6 +29,7 @@ pub fn registrars() -> Vec<hermod_policy::Registrar> {
         hermod_http::register,
         hermod_connectors::register_all,
         hermod_dns::register,
+        hermod_lua_utils::register,
     ]
 }
 
