@@ -9,7 +9,8 @@
 //! - [`uuid`] for `kumo.uuid`
 //! - [`digest`] for `kumo.digest` (hashes, HMACs, CRC32)
 //! - [`encode`] for `kumo.encode`
-//! - [`regex_set_map`], [`domain_map`] for the two lookup-map types
+//! - [`regex_set_map`], [`domain_map`], [`cidr_map`] for the lookup-map
+//!   types (`kumo.cidr.make_map` is the last)
 //! - [`regex`] for `kumo.regex.compile` and `escape`
 //! - [`time`] for `kumo.time` (`Time` and `TimeDelta` objects)
 //! - [`string`] for `kumo.string`
@@ -19,6 +20,7 @@
 
 use mlua::{Lua, LuaSerdeExt, Value};
 
+pub mod cidr_map;
 pub mod digest;
 pub mod domain_map;
 pub mod encode;
@@ -41,6 +43,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     digest::register(lua)?;
     encode::register(lua)?;
     regex_set_map::register(lua)?;
+    cidr_map::register(lua)?;
     domain_map::register(lua)?;
     regex::register(lua)?;
     time::register(lua)?;

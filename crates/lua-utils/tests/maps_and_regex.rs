@@ -176,3 +176,45 @@ async fn compiled_regexes_have_kumomta_methods() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn cidr_map_finds_the_most_specific_block_for_an_address_in_any_form() {
+    let p = load(
+        r#"
+        kumo.on('t', function()
+          local cmap = kumo.cidr.make_map()
+          cmap['127.0.0.1'] = 'bar'
+          assert(cmap['127.0.0.1'] == 'bar')
+          assert(cmap['not.set'] == nil)
+          cmap['10.0.0.0/24'] = '10. block'
+          assert(cmap['10.0.0.1'] == '10. block')
+          assert(cmap['10.0.0.42'] == '10. block')
+          assert(cmap['100.0.0.100'] == nil)
+
+          local classes = kumo.cidr.make_map {
+            ['127.0.0.0/24'] = 'loopback', ['10.0.0.0/8'] = 'lan', ['10.9.0.0/16'] = 'lab',
+            ['::1'] = 'loopback6',
+          }
+          classes['4.2.4.2'] = 4242
+          assert(classes['127.0.0.1:25'] == 'loopback')
+          assert(classes['[127.0.0.1]'] == 'loopback')
+          assert(classes['[::1]:25'] == 'loopback6')
+          assert(classes['10.1.2.3'] == 'lan' and classes['10.9.2.3'] == 'lab')
+          assert(classes['4.2.4.2'] == 4242)
+          classes['10.9.0.0/16'] = nil
+          assert(classes['10.9.2.3'] == 'lan')
+          return true
+        end)
+        kumo.on('host_bits', function()
+          local m = kumo.cidr.make_map { ['10.0.0.1/24'] = 'x' }
+        end)
+        "#,
+    )
+    .await;
+    assert!(p.call::<bool>("t").await);
+    let err = p.call_err("host_bits").await;
+    assert!(
+        err.contains("kumo.cidr.make_map: invalid CIDR \"10.0.0.1/24\": host bits are set; did you mean 10.0.0.0/24?"),
+        "{err}"
+    );
+}
