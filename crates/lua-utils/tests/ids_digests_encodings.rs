@@ -154,3 +154,36 @@ async fn every_encoding_round_trips_binary_data() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn charsets_convert_to_and_from_utf8_and_unmappable_characters_are_dropped_or_refused() {
+    let p = load(
+        r#"
+        kumo.on('t', function()
+          assert(kumo.encode.charset_decode('iso-8859-1', 'caf\xe9') == 'café')
+          assert(kumo.encode.charset_encode('latin1', 'café') == 'caf\xe9')
+          assert(kumo.encode.charset_decode('shift_jis', kumo.encode.charset_encode('shift_jis', '日本')) == '日本')
+          assert(kumo.encode.charset_encode('utf-16le', 'hi') == 'h\0i\0')
+          assert(kumo.encode.charset_encode('iso-8859-1', 'a日b') == 'ab')
+          return true
+        end)
+        kumo.on('strict', function() return (kumo.encode.charset_encode('iso-8859-1', 'a日b', false)) end)
+        kumo.on('malformed', function() return (kumo.encode.charset_decode('utf-8', '\xff')) end)
+        kumo.on('unknown', function() return (kumo.encode.charset_decode('klingon', 'x')) end)
+        "#,
+    )
+    .await;
+    assert!(p.call::<bool>("t").await);
+    let err = p.call_err("strict").await;
+    assert!(
+        err.contains("'日' cannot be represented in windows-1252"),
+        "{err}"
+    );
+    let err = p.call_err("malformed").await;
+    assert!(
+        err.contains("kumo.encode.charset_decode: input is not valid UTF-8"),
+        "{err}"
+    );
+    let err = p.call_err("unknown").await;
+    assert!(err.contains("unknown charset \"klingon\""), "{err}");
+}
