@@ -103,10 +103,10 @@ impl UserData for Delta {
         fields.add_field_method_get("seconds", |_, d| Ok(seconds(d.0)));
         fields.add_field_method_get("milliseconds", |_, d| Ok(d.0.num_milliseconds()));
         fields.add_field_method_get("microseconds", |_, d| {
-            Ok(d.0.num_microseconds().unwrap_or(i64::MAX))
+            Ok(d.0.num_microseconds().unwrap_or_else(|| saturated(d.0)))
         });
         fields.add_field_method_get("nanoseconds", |_, d| {
-            Ok(d.0.num_nanoseconds().unwrap_or(i64::MAX))
+            Ok(d.0.num_nanoseconds().unwrap_or_else(|| saturated(d.0)))
         });
         fields.add_field_method_get("human", |_, d| Ok(human(d.0)));
     }
@@ -163,6 +163,16 @@ fn as_delta(v: &Value) -> Option<Delta> {
     match v {
         Value::UserData(ud) => ud.borrow::<Delta>().ok().map(|d| *d),
         _ => None,
+    }
+}
+
+/// The closest integer to a count too large for an i64 (about 292 years
+/// of nanoseconds), keeping the sign.
+fn saturated(d: TimeDelta) -> i64 {
+    if d < TimeDelta::zero() {
+        i64::MIN
+    } else {
+        i64::MAX
     }
 }
 
