@@ -1,7 +1,7 @@
 //! `kumo.digest`: `sha1`, `sha224`, `sha256`, `sha384`, `sha512`,
 //! `sha512_256`, `sha3_256`, `sha3_384`, `sha3_512` and `crc32` over any
 //! number of arguments (strings as their bytes, anything else as its JSON
-//! text), and `hmac_sha1`/`224`/`256`/`384`/`512(KEY, MSG)` with the key as
+//! text, object keys sorted), and `hmac_sha1`/`224`/`256`/`384`/`512(KEY, MSG)` with the key as
 //! a KeySource (`'/path'` or `{ key_data = '...' }`).
 //!
 //! Each returns a `BinaryResult`: `tostring` gives lowercase hex, and the
@@ -51,7 +51,9 @@ fn feed(
             Value::String(s) => update(&s.as_bytes()),
             other => {
                 let json = hermod_policy::lua_to_json(lua, other)
-                    .and_then(|j| serde_json::to_string(&j).map_err(mlua::Error::external))
+                    .and_then(|j| {
+                        serde_json::to_string(&canonical(j)).map_err(mlua::Error::external)
+                    })
                     .map_err(|e| {
                         located(
                             lua,
@@ -63,6 +65,26 @@ fn feed(
         }
     }
     Ok(())
+}
+
+/// Object keys sorted at every level: Lua hands a table's keys over in no
+/// fixed order, and equal tables must hash equally in every context.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => {
+            let mut entries: Vec<_> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            J::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
+        }
+        J::Array(a) => J::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
 }
 
 fn hash<D: Digest>(lua: &Lua, what: &str, args: Variadic<Value>) -> mlua::Result<BinaryResult> {
