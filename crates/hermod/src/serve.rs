@@ -30,6 +30,7 @@ pub fn registrars() -> Vec<hermod_policy::Registrar> {
         hermod_connectors::register_all,
         hermod_dns::register,
         hermod_dkim::register,
+        hermod_lua_utils::register,
     ]
 }
 

@@ -91,6 +91,34 @@ end)\n";
 }
 
 #[test]
+fn check_runs_the_utility_functions_and_locates_a_bad_toml_file_they_load() {
+    // `hermod check` gets the same modules as `serve`: the TOML file is
+    // read and its error names the policy line, the file and its line.
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = tmp.path().join("queue.toml");
+    std::fs::write(&toml, "[queue]\nmax_age = \n").unwrap();
+    let src = format!(
+        "local kumo = require 'kumo'\n\
+         kumo.on('init', function()\n\
+           local id = kumo.uuid.new_v4()\n\
+           local d = kumo.digest.sha256(kumo.encode.hex_encode('x'))\n\
+           local cfg = kumo.toml_load({:?})\n\
+         end)\n",
+        toml.display().to_string()
+    );
+    let p = policy(tmp.path(), &src);
+    let path = p.to_str().unwrap();
+    let out = hermod(&["check", "--policy", path], &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "check must fail: {all}");
+    let expected = format!("{path}:5: kumo.toml_load: {}:2:", toml.display());
+    assert!(
+        all.lines().any(|l| l.starts_with(&expected)),
+        "expected a line starting {expected:?} in:\n{all}"
+    );
+}
+
+#[test]
 fn check_locates_an_unknown_queue_config_key_in_init() {
     let src = "local kumo = require 'kumo'\n\
 kumo.on('init', function()\n\

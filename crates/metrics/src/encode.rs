@@ -130,6 +130,7 @@ impl Collector for HermodCollector {
         encode_labelled(&mut enc, &m.connection_count)?;
         encode_labelled(&mut enc, &m.ready_queue_paused)?;
         encode_labelled(&mut enc, &m.lua_event_latency)?;
+        encode_labelled(&mut enc, &m.user_lua_latency)?;
         for (name, help, m) in plain(m) {
             match m {
                 Plain::C(c) => encode_plain(&mut enc, name, help, c)?,
@@ -203,6 +204,7 @@ pub(crate) fn json(m: &Metrics) -> Value {
     json_labelled(&mut out, &m.connection_count);
     json_labelled(&mut out, &m.ready_queue_paused);
     json_labelled(&mut out, &m.lua_event_latency);
+    json_labelled(&mut out, &m.user_lua_latency);
     for (name, help, p) in plain(m) {
         let (t, v) = match p {
             Plain::C(c) => (Counter::TYPE, c.json()),

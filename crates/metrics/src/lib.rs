@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     connection_count: Labelled<Gauge>,
     ready_queue_paused: Labelled<Gauge>,
     lua_event_latency: Labelled<Histogram>,
+    user_lua_latency: Labelled<Histogram>,
     lua_count: Gauge,
     lua_spare_count: Gauge,
     lua_load_count: Counter,
@@ -107,6 +108,12 @@ impl Metrics {
                 "lua_event_latency",
                 "time taken to run a lua event handler, in seconds",
                 "event",
+                new_latency,
+            ),
+            user_lua_latency: Labelled::new(
+                "user_lua_latency",
+                "how long something user-defined took to run in your lua policy",
+                "label",
                 new_latency,
             ),
             lua_count: Gauge::default(),
@@ -209,6 +216,11 @@ pub fn ready_queue_paused(service: &str) -> Gauge {
 /// `lua_event_latency{event}`.
 pub fn lua_event_latency(event: &str) -> Histogram {
     m().lua_event_latency.get(event)
+}
+
+/// `user_lua_latency{label}`: the timers of `kumo.time.start_timer`.
+pub fn user_lua_latency(label: &str) -> Histogram {
+    m().user_lua_latency.get(label)
 }
 
 /// Stop exporting a reaped scheduled queue.

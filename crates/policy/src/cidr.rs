@@ -63,6 +63,16 @@ impl Cidr {
         Ok(block)
     }
 
+    /// The first address of the block.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length: 32 (IPv4) or 128 (IPv6) for a single address.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 block never matches an IPv6 address and the reverse, as in KumoMTA.
         max_prefix(ip) == max_prefix(self.addr) && masked(ip, self.prefix) == self.addr
