@@ -213,3 +213,113 @@ async fn mail_injected_over_http_is_signed_by_a_signer_made_in_init() {
     let tampered = text.replace("Signed after rendering.", "Changed after signing.");
     assert!(!dkimpy::verifies(tampered.as_bytes(), &records));
 }
+
+/// KumoMTA's dkim_sign helper with a dkim_data.toml as its guide documents it: a domain
+/// block for the From domain, and an additional signature for an ESP domain.
+const HELPER_POLICY: &str = r#"
+local dkim_sign = require 'policy-extras.dkim_sign'
+local dkim_signer = dkim_sign:setup { os.getenv 'DKIM_DATA' }
+kumo.on('smtp_server_message_received', function(msg)
+  dkim_signer(msg)
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    protocol = { maildir_path = os.getenv('ACCEPT_DIR') .. '/maildir' },
+  }
+end)
+"#;
+
+fn dkim_data(dir: &Path, keys: &Path, base_extra: &str) -> PathBuf {
+    let path = dir.join("dkim_data.toml");
+    let text = format!(
+        r#"[base]
+selector = "rsa"
+headers = ["From", "To", "Subject"]
+over_sign = true
+additional_signatures = ["MyESPName"]
+{base_extra}
+[domain."helper.example"]
+filename = "{keys}/rsa.pem"
+
+[signature."MyESPName"]
+policy = "Always"
+domain = "esp.example"
+selector = "ed"
+algo = "ed25519"
+filename = "{keys}/ed25519.pem"
+"#,
+        keys = keys.display()
+    );
+    std::fs::write(&path, text).expect("writing dkim_data.toml");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dkim_sign_helper_signs_for_the_from_domain_and_an_additional_signature() {
+    let keys = keys_dir();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = dkim_data(data_dir.path(), &keys, "");
+    let cfg = ServerConfig::with_p0(HELPER_POLICY).env("DKIM_DATA", &data.display().to_string());
+    let server = Server::launch(cfg).await;
+
+    let message = b"From: Someone <someone@helper.example>\r\n\
+To: rcpt@dest.example\r\n\
+Subject: signed by the helper\r\n\
+\r\n\
+Body.\r\n";
+    let mut client = smtp::Client::connect(server.smtp_addr()).await;
+    let id = client
+        .send("bounces@helper.example", "rcpt@dest.example", message)
+        .await;
+    client.quit().await;
+    let ids: HashSet<String> = [id].into_iter().collect();
+    server
+        .wait_for_records(WAIT, "the Delivery", |r| {
+            records_of(r, "Delivery", &ids).len() == 1
+        })
+        .await;
+    let delivered = delivered_one(&server);
+    let text = String::from_utf8_lossy(&delivered);
+    assert!(text.contains("s=rsa; d=helper.example;"), "{text}");
+    assert!(text.contains("s=ed; d=esp.example;"), "{text}");
+    let records = [
+        ("rsa._domainkey.helper.example", keys.join("rsa.dns.txt")),
+        ("ed._domainkey.esp.example", keys.join("ed25519.dns.txt")),
+    ];
+    let records: Vec<(&str, &Path)> = records.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    assert!(
+        dkimpy::verifies(&delivered, &records),
+        "dkimpy must verify both signatures:\n{text}"
+    );
+    let tampered = text.replace("Body.", "Forged.");
+    assert!(!dkimpy::verifies(tampered.as_bytes(), &records));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hermod_check_names_the_dkim_data_line_of_a_misspelt_key() {
+    let keys = keys_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dkim_data(dir.path(), &keys, "oversign = true\n");
+    let policy = dir.path().join("policy.lua");
+    std::fs::write(&policy, HELPER_POLICY).expect("writing the policy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hermod"))
+        .args(["check", "--policy"])
+        .arg(&policy)
+        .env("DKIM_DATA", &data)
+        .env("ACCEPT_DIR", dir.path())
+        .output()
+        .expect("running hermod check");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!(
+            "{}:6: base: unknown key 'oversign'",
+            data.display()
+        )),
+        "{all}"
+    );
+}

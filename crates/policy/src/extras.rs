@@ -11,6 +11,10 @@ const MODULES: &[(&str, &str)] = &[
         include_str!("extras/log_hooks.lua"),
     ),
     (
+        "policy-extras.dkim_sign",
+        include_str!("extras/dkim_sign.lua"),
+    ),
+    (
         "policy-extras.policy_utils",
         include_str!("extras/policy_utils.lua"),
     ),
