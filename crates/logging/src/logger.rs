@@ -38,6 +38,8 @@ pub struct LogEvent {
     pub tls_protocol_version: Option<String>,
     pub tls_peer_subject_name: Option<Vec<String>>,
     pub num_attempts: u32,
+    /// The parsed ARF report of a `Feedback` record; `None` otherwise.
+    pub feedback_report: Option<serde_json::Value>,
 }
 
 /// Which fields a logger copies and which record types it wants.
@@ -496,7 +498,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
         egress_pool: ev.egress_pool,
         egress_source: ev.egress_source,
         source_address: None,
-        feedback_report: None,
+        feedback_report: ev.feedback_report,
         meta: Map::new(),
         headers: Map::new(),
         delivery_protocol: ev.delivery_protocol.map(|p| p.as_str().to_string()),

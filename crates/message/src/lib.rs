@@ -12,10 +12,13 @@ pub mod lua;
 mod message;
 mod protocol;
 pub mod queue_name;
+pub mod report;
 mod spool_record;
 pub mod trace;
 
-pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
+pub use accept::{
+    AcceptError, Accepted, Acceptor, InboundReport, Received, ReceptionInfo, RejectionInfo,
+};
 pub use address::{AddressError, EnvelopeAddress};
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};

@@ -40,6 +40,8 @@ pub(crate) struct Session {
     pub ended: Option<(Option<EnvelopeAddress>, Vec<EnvelopeAddress>)>,
     /// Set by a successful AUTH; kept for the rest of the connection.
     pub auth: Option<crate::auth::Identity>,
+    /// `get_listener_domain` answers for this connection.
+    pub domains: crate::relay::DomainCache,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
@@ -61,6 +63,7 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
         rcpt_total: 0,
         ended: None,
         auth: None,
+        domains: Default::default(),
     };
     let mut conn = Connection::new(
         Stream::Plain(sock),
@@ -396,12 +399,20 @@ impl Session {
             conn.reply(452, "4.5.3 too many messages on this connection");
             return Flow::Continue;
         }
-        if !cfg.relay_allowed(self.peer.ip()) {
-            conn.reply(
-                550,
-                &format!("5.7.1 relaying not permitted for {}", self.peer.ip()),
-            );
-            return Flow::Continue;
+        let sender = self
+            .sender
+            .clone()
+            .unwrap_or_else(EnvelopeAddress::null_sender);
+        match self.check_relaying(&sender, &rcpt).await {
+            Ok(d) if d.accept_rcpt_to() => {}
+            Ok(_) => {
+                conn.reply(
+                    550,
+                    &format!("5.7.1 relaying not permitted for {}", self.peer.ip()),
+                );
+                return Flow::Continue;
+            }
+            Err(e) => return self.event_failure(conn, e),
         }
         if self.shared.handlers.rcpt_to {
             let args = (rcpt.clone(), self.meta.clone());
