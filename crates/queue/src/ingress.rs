@@ -137,14 +137,24 @@ impl QueueManager {
             );
             return messages.iter().map(|_| Err(e.clone())).collect();
         }
-        if let Err(e) = self.spool().check_free_space() {
+        // Reports logged and dropped take no spool space, so a full disk
+        // does not refuse them.
+        let storing = relay.iter().any(|r| *r);
+        let full = match storing {
+            true => self.spool().check_free_space().err(),
+            false => None,
+        };
+        if let Some(e) = full {
             let e = AcceptError::Spool(e.to_string());
             return messages.iter().map(|_| Err(e.clone())).collect();
         }
         let mut plans = Vec::with_capacity(messages.len());
         for (m, relay) in messages.iter().zip(&relay) {
+            if !relay {
+                plans.push(Plan::Drop);
+                continue;
+            }
             let plan = match m.queue_name() {
-                _ if !relay => Plan::Drop,
                 Ok(name) if name == NULL_QUEUE => Plan::Null,
                 Ok(name) => match self.resolve(&name).await {
                     Ok(sq) => Plan::Queue(sq),
