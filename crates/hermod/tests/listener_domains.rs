@@ -154,6 +154,8 @@ end)
         serde_json::json!({"class": 5, "subject": 1, "detail": 1})
     );
     assert_eq!(r["peer_address"]["name"], "mx.example.net");
+    // Timed by the report's Last-Attempt-Date (Tue, 1 Dec 2026 10:00:05 +0000).
+    assert_eq!(r["timestamp"], 1_796_119_205, "{r}");
     // Dropped: never spooled, so never delivered, and no maildir file.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = server.log_records();

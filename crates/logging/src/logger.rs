@@ -40,6 +40,9 @@ pub struct LogEvent {
     pub num_attempts: u32,
     /// The parsed ARF report of a `Feedback` record; `None` otherwise.
     pub feedback_report: Option<serde_json::Value>,
+    /// When it happened, when that is not now (an `OOB` record carries its
+    /// report's Last-Attempt-Date, as in KumoMTA).
+    pub when: Option<DateTime<Utc>>,
 }
 
 /// Which fields a logger copies and which record types it wants.
@@ -474,7 +477,7 @@ impl Inner {
 }
 
 fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) -> LogRecord {
-    let now = Utc::now();
+    let now = ev.when.unwrap_or_else(Utc::now);
     let msg = &ev.message;
     let created: DateTime<Utc> = msg.created().into();
     let bounce_classification = crate::bounce::classify(ev.kind, &ev.response);

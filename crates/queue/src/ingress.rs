@@ -34,6 +34,7 @@ fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
         tls_peer_subject_name: None,
         num_attempts: 0,
         feedback_report: None,
+        when: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn oob_events(
         });
         ev.tls_cipher = None;
         ev.tls_protocol_version = None;
+        ev.when = failed.last_attempt;
         events.push(ev);
     }
     events

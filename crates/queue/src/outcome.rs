@@ -104,6 +104,7 @@ fn event(
         tls_peer_subject_name: tls.map(|t| t.peer_subject_name.clone()),
         num_attempts: msg.num_attempts(),
         feedback_report: None,
+        when: None,
     }
 }
 

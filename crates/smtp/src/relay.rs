@@ -49,7 +49,7 @@ impl Session {
         }
         let args = (
             domain.to_string(),
-            self.shared.local_addr.to_string(),
+            self.local.to_string(),
             self.meta.clone(),
         );
         let answer = match self.event::<LuaValue>("get_listener_domain", args).await? {

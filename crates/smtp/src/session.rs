@@ -26,6 +26,10 @@ pub(crate) enum Flow {
 pub(crate) struct Session {
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
+    /// The address this connection was accepted on: the listener's, or for
+    /// a wildcard listener (`0.0.0.0:25`) the local address the client
+    /// reached, which is what KumoMTA gives `get_listener_domain`.
+    pub local: SocketAddr,
     pub meta: ConnMeta,
     pub id: String,
     pub ehlo: Option<String>,
@@ -51,9 +55,11 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
     meta.set("received_from", peer.to_string());
     meta.set("received_via", shared.local_addr.to_string());
     meta.set("hostname", cfg.hostname.clone());
+    let local = sock.local_addr().unwrap_or(shared.local_addr);
     let mut session = Session {
         shared: shared.clone(),
         peer,
+        local,
         meta,
         id: uuid::Uuid::new_v4().to_string(),
         ehlo: None,

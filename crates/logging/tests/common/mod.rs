@@ -39,6 +39,7 @@ pub fn event(kind: RecordType, message: Message) -> LogEvent {
         tls_peer_subject_name: None,
         num_attempts: 0,
         feedback_report: None,
+        when: None,
     }
 }
 
