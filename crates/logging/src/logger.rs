@@ -38,6 +38,11 @@ pub struct LogEvent {
     pub tls_protocol_version: Option<String>,
     pub tls_peer_subject_name: Option<Vec<String>>,
     pub num_attempts: u32,
+    /// The parsed ARF report of a `Feedback` record; `None` otherwise.
+    pub feedback_report: Option<serde_json::Value>,
+    /// When it happened, when that is not now (an `OOB` record carries its
+    /// report's Last-Attempt-Date, as in KumoMTA).
+    pub when: Option<DateTime<Utc>>,
 }
 
 /// Which fields a logger copies and which record types it wants.
@@ -472,7 +477,7 @@ impl Inner {
 }
 
 fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) -> LogRecord {
-    let now = Utc::now();
+    let now = ev.when.unwrap_or_else(Utc::now);
     let msg = &ev.message;
     let created: DateTime<Utc> = msg.created().into();
     let bounce_classification = crate::bounce::classify(ev.kind, &ev.response);
@@ -496,7 +501,7 @@ fn base_record(ev: LogEvent, reception_protocol: Option<String>, node_id: &str) 
         egress_pool: ev.egress_pool,
         egress_source: ev.egress_source,
         source_address: None,
-        feedback_report: None,
+        feedback_report: ev.feedback_report,
         meta: Map::new(),
         headers: Map::new(),
         delivery_protocol: ev.delivery_protocol.map(|p| p.as_str().to_string()),

@@ -83,6 +83,27 @@ pub type DoneFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type AcceptFuture<'a> =
     Pin<Box<dyn Future<Output = Vec<Result<Accepted, AcceptError>>> + Send + 'a>>;
 
+/// A report a listener domain asked to log (`log_oob`, `log_arf`).
+#[derive(Debug, Clone)]
+pub enum InboundReport {
+    /// An RFC 5965 feedback report: a `Feedback` record carrying this
+    /// `feedback_report` is logged in place of the Reception record.
+    Feedback(serde_json::Value),
+    /// An RFC 3464 delivery status notification: an `OOB` record per failed
+    /// recipient is logged after the Reception record.
+    Oob(crate::report::Dsn),
+}
+
+/// One message received over SMTP with what its listener domain decided.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message: Message,
+    /// Spool and queue it; `false` logs its records and drops it
+    /// (`LogThenDrop`).
+    pub relay: bool,
+    pub report: Option<InboundReport>,
+}
+
 /// Spool, log and queue a batch of freshly received messages.
 /// Returns one result per message, in order. Must only resolve `Queued`
 /// once the spool write is fsynced.
@@ -91,6 +112,30 @@ pub trait Acceptor: Send + Sync + 'static {
     /// False until spool enumeration has begun, and again during shutdown.
     fn is_accepting(&self) -> bool {
         true
+    }
+    /// [`Acceptor::accept`] for SMTP receptions that may carry reports: the
+    /// messages with `relay` are spooled and queued, the others only logged,
+    /// and each report is logged as its record. One result per message, in
+    /// order; a message that is not relayed is `Discarded`. The default
+    /// ignores the reports (acceptors without logs).
+    fn accept_received(&self, batch: Vec<Received>, info: ReceptionInfo) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            let relayed: Vec<Message> = batch
+                .iter()
+                .filter(|r| r.relay)
+                .map(|r| r.message.clone())
+                .collect();
+            let mut results = self.accept(relayed, info).await.into_iter();
+            batch
+                .iter()
+                .map(|r| match r.relay {
+                    true => results.next().unwrap_or_else(|| {
+                        Err(AcceptError::Spool("acceptor returned no result".into()))
+                    }),
+                    false => Ok(Accepted::Discarded(r.message.id())),
+                })
+                .collect()
+        })
     }
     /// Log a Rejection record. Waits only under log back-pressure.
     fn rejected(&self, _rejection: RejectionInfo) -> DoneFuture<'_> {

@@ -16,10 +16,13 @@ pub mod lua;
 mod message;
 mod protocol;
 pub mod queue_name;
+pub mod report;
 mod spool_record;
 pub mod trace;
 
-pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
+pub use accept::{
+    AcceptError, Accepted, Acceptor, InboundReport, Received, ReceptionInfo, RejectionInfo,
+};
 pub use address::{AddressError, EnvelopeAddress};
 pub use dkim::{DkimSigner, SignMessage};
 pub use id::{IdError, SpoolId};

@@ -15,6 +15,10 @@ const MODULES: &[(&str, &str)] = &[
         include_str!("extras/dkim_sign.lua"),
     ),
     (
+        "policy-extras.listener_domains",
+        include_str!("extras/listener_domains.lua"),
+    ),
+    (
         "policy-extras.policy_utils",
         include_str!("extras/policy_utils.lua"),
     ),

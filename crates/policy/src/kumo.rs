@@ -8,6 +8,7 @@ use serde_json::Value as Json;
 use crate::egress_path::make_egress_path;
 use crate::egress_source::{make_egress_pool, make_egress_source};
 use crate::errors::{caller_location, located, reject_error};
+use crate::listener_domain::make_listener_domain;
 use crate::queue_config::make_queue_config;
 use crate::{json_to_lua, lua_to_json};
 
@@ -49,6 +50,10 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     kumo.set(
         "make_egress_path",
         lua.create_function(|lua, params: Value| make_egress_path(lua, params))?,
+    )?;
+    kumo.set(
+        "make_listener_domain",
+        lua.create_function(|lua, params: Value| make_listener_domain(lua, params))?,
     )?;
     kumo.set(
         "make_egress_source",

@@ -14,6 +14,7 @@ mod events;
 mod extras;
 pub mod keysource;
 mod kumo;
+pub mod listener_domain;
 mod log_hook_route;
 pub mod metrics_hook;
 pub mod mx_list;
@@ -32,6 +33,7 @@ pub use engine::{Context, Engine, EngineOptions, LegacyMode, PreparedEvent, Regi
 pub use errors::{CallError, PolicyError, Reject};
 pub use hermod_message::lua::{json_to_lua, lua_to_json};
 pub use keysource::{KeySource, KeySourceError, Secret, SecretError};
+pub use listener_domain::{ListenerDomain, ReportDisposition};
 pub use log_hook_route::LogHookPlan;
 pub use mlua;
 pub use mx_list::MxListEntry;

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use hermod_logging::{LogEvent, PeerAddress, RecordType, Response};
+use hermod_logging::{EnhancedCode, LogEvent, PeerAddress, RecordType, Response};
 use hermod_message::accept::{AcceptFuture, DoneFuture};
 use hermod_message::{
-    AcceptError, Accepted, Acceptor, Message, Protocol, ReceptionInfo, RejectionInfo,
+    AcceptError, Accepted, Acceptor, EnvelopeAddress, InboundReport, Message, Protocol, Received,
+    ReceptionInfo, RejectionInfo,
 };
 
 use crate::manager::QueueManager;
@@ -32,33 +33,129 @@ fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
         tls_protocol_version: info.tls_protocol_version.clone(),
         tls_peer_subject_name: None,
         num_attempts: 0,
+        feedback_report: None,
+        when: None,
     }
+}
+
+/// The `OOB` records of a delivery status notification, one per failed
+/// recipient (KumoMTA's layout): the bounce was addressed to the original
+/// message's sender, so the report's receiver is the record's sender, and
+/// the reporting MTA is the peer. The record stands for no stored message:
+/// it keeps the report's id and meta, with no content (size 0).
+fn oob_events(
+    msg: &Message,
+    queue: &str,
+    info: &ReceptionInfo,
+    dsn: &hermod_message::report::Dsn,
+) -> Vec<LogEvent> {
+    let sender = msg
+        .recipients()
+        .into_iter()
+        .next()
+        .unwrap_or_else(EnvelopeAddress::null_sender);
+    let mut events = Vec::new();
+    for failed in &dsn.failed {
+        let Ok(recipient) = EnvelopeAddress::parse(&failed.recipient) else {
+            tracing::debug!(id = %msg.id(), recipient = %failed.recipient, "OOB recipient is not an address; skipped");
+            continue;
+        };
+        let (class, subject, detail) = failed.status;
+        let record_msg = Message::new(
+            msg.id(),
+            sender.clone(),
+            vec![recipient],
+            msg.meta(),
+            Vec::new(),
+        );
+        let mut ev = reception(&record_msg, queue, info);
+        ev.kind = RecordType::Oob;
+        ev.response = Response::new(
+            failed.code,
+            Some(EnhancedCode {
+                class,
+                subject,
+                detail,
+            }),
+            &failed.text,
+        );
+        ev.peer_address = Some(PeerAddress {
+            name: dsn.reporting_mta.clone(),
+            addr: info.peer_addr.clone(),
+            is_secure: false,
+        });
+        ev.tls_cipher = None;
+        ev.tls_protocol_version = None;
+        ev.when = failed.last_attempt;
+        events.push(ev);
+    }
+    events
 }
 
 enum Plan {
     Null,
+    /// Not relayed: only its records are logged.
+    Drop,
     Queue(Arc<ScheduledQueue>),
     Failed(String),
 }
 
 impl QueueManager {
+    /// Log the Reception record of `m`, or what its report asks for instead
+    /// (a Feedback record) or besides (OOB records after it).
+    async fn log_received(
+        &self,
+        m: &Message,
+        queue: &str,
+        info: &ReceptionInfo,
+        report: Option<&InboundReport>,
+    ) {
+        let mut ev = reception(m, queue, info);
+        if let Some(InboundReport::Feedback(report)) = report {
+            ev.kind = RecordType::Feedback;
+            ev.feedback_report = Some(report.clone());
+        }
+        self.logger().log(ev).await;
+        if let Some(InboundReport::Oob(dsn)) = report {
+            for ev in oob_events(m, queue, info, dsn) {
+                self.logger().log(ev).await;
+            }
+        }
+    }
+
     async fn accept_all(
         &self,
-        messages: Vec<Message>,
+        batch: Vec<Received>,
         info: ReceptionInfo,
     ) -> Vec<Result<Accepted, AcceptError>> {
+        let (messages, rest): (Vec<Message>, Vec<(bool, Option<InboundReport>)>) = batch
+            .into_iter()
+            .map(|r| (r.message, (r.relay, r.report)))
+            .unzip();
+        let (relay, reports): (Vec<bool>, Vec<Option<InboundReport>>) = rest.into_iter().unzip();
         if !self.is_accepting_now() {
             let e = AcceptError::Unavailable(
                 "spool is not started or the server is shutting down".into(),
             );
             return messages.iter().map(|_| Err(e.clone())).collect();
         }
-        if let Err(e) = self.spool().check_free_space() {
+        // Reports logged and dropped take no spool space, so a full disk
+        // does not refuse them.
+        let storing = relay.iter().any(|r| *r);
+        let full = match storing {
+            true => self.spool().check_free_space().err(),
+            false => None,
+        };
+        if let Some(e) = full {
             let e = AcceptError::Spool(e.to_string());
             return messages.iter().map(|_| Err(e.clone())).collect();
         }
         let mut plans = Vec::with_capacity(messages.len());
-        for m in &messages {
+        for (m, relay) in messages.iter().zip(&relay) {
+            if !relay {
+                plans.push(Plan::Drop);
+                continue;
+            }
             let plan = match m.queue_name() {
                 Ok(name) if name == NULL_QUEUE => Plan::Null,
                 Ok(name) => match self.resolve(&name).await {
@@ -80,15 +177,23 @@ impl QueueManager {
         let esmtp = (info.protocol == Protocol::Esmtp)
             .then(|| hermod_metrics::received(hermod_metrics::SERVICE_ESMTP_LISTENER));
         let mut out = Vec::with_capacity(messages.len());
-        for (m, plan) in messages.into_iter().zip(plans) {
+        for ((m, plan), report) in messages.into_iter().zip(plans).zip(reports) {
             match plan {
                 Plan::Null => {
                     if let Some(c) = &esmtp {
                         c.inc();
                     }
                     if info.protocol == Protocol::Esmtp {
-                        self.logger().log(reception(&m, NULL_QUEUE, &info)).await;
+                        self.log_received(&m, NULL_QUEUE, &info, report.as_ref())
+                            .await;
                     }
+                    out.push(Ok(Accepted::Discarded(m.id())));
+                }
+                Plan::Drop => {
+                    // Only reports are dropped after logging; the session
+                    // does not hand over other messages it will not relay.
+                    let queue = m.queue_name().unwrap_or_default();
+                    self.log_received(&m, &queue, &info, report.as_ref()).await;
                     out.push(Ok(Accepted::Discarded(m.id())));
                 }
                 Plan::Failed(e) => out.push(Err(AcceptError::Message(e))),
@@ -97,7 +202,8 @@ impl QueueManager {
                         if let Some(c) = &esmtp {
                             c.inc();
                         }
-                        self.logger().log(reception(&m, &sq.name, &info)).await;
+                        self.log_received(&m, &sq.name, &info, report.as_ref())
+                            .await;
                         let id = m.id();
                         self.to_ready(crate::held::Queued::loaded(m, sq));
                         out.push(Ok(Accepted::Queued(id)));
@@ -119,9 +225,21 @@ impl Acceptor for QueueManager {
         // Run to completion even if the listener stops waiting (a timeout or
         // a dropped connection): a message that reached the spool must also
         // reach its queue, not sit there until the next restart.
+        let batch = messages
+            .into_iter()
+            .map(|message| Received {
+                message,
+                relay: true,
+                report: None,
+            })
+            .collect();
+        self.accept_received(batch, info)
+    }
+
+    fn accept_received(&self, batch: Vec<Received>, info: ReceptionInfo) -> AcceptFuture<'_> {
         let qm = self.clone();
-        let n = messages.len();
-        let task = tokio::spawn(async move { qm.accept_all(messages, info).await });
+        let n = batch.len();
+        let task = tokio::spawn(async move { qm.accept_all(batch, info).await });
         Box::pin(async move {
             task.await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "message acceptance task failed");

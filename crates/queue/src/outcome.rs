@@ -103,6 +103,8 @@ fn event(
         tls_protocol_version: tls.map(|t| t.protocol_version.clone()),
         tls_peer_subject_name: tls.map(|t| t.peer_subject_name.clone()),
         num_attempts: msg.num_attempts(),
+        feedback_report: None,
+        when: None,
     }
 }
 

@@ -3,7 +3,8 @@
 
 use mlua::Value as LuaValue;
 
-use hermod_message::{AcceptError, Accepted, Message, SpoolId};
+use hermod_message::report::{parse_arf, parse_dsn};
+use hermod_message::{AcceptError, Accepted, InboundReport, Message, Received, SpoolId};
 use hermod_policy::CallError;
 
 use crate::connection::Connection;
@@ -48,7 +49,7 @@ impl Session {
         &self.shared.cfg.hostname
     }
 
-    async fn deliver(&self, data: Vec<u8>) -> Result<Reply, Abort> {
+    async fn deliver(&mut self, data: Vec<u8>) -> Result<Reply, Abort> {
         let cfg = &self.shared.cfg;
         let sender = self
             .sender
@@ -127,14 +128,50 @@ impl Session {
             }
         }
 
-        // Relay is decided per peer today, so RCPT already refused what
-        // DATA would; kept so that a policy-changed peer cannot slip through.
-        if !cfg.relay_allowed(self.peer.ip()) {
+        // Relaying is decided again per message, as in KumoMTA: the policy may
+        // have changed the envelope since RCPT TO. Each message has one
+        // recipient, which decides for it.
+        let mut reports = ReportCache::default();
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages {
+            let sender = message.sender();
+            let Some(recipient) = message.recipients().into_iter().next() else {
+                continue;
+            };
+            let d = self
+                .check_relaying(&sender, &recipient)
+                .await
+                .map_err(Abort::Event)?;
+            let mut relay = d.relay;
+            let mut report = None;
+            if d.log_arf.should_log() {
+                if let Some(arf) = reports.arf(&data) {
+                    relay = d.log_arf.should_relay();
+                    report = Some(InboundReport::Feedback(arf));
+                }
+            }
+            if report.is_none() && d.log_oob.should_log() {
+                if let Some(dsn) = reports.dsn(&data) {
+                    relay = d.log_oob.should_relay();
+                    report = Some(InboundReport::Oob(dsn));
+                }
+            }
+            // Mail that is neither relayed nor a report is not handed over:
+            // it was accepted at RCPT only because it might have been one.
+            if relay || report.is_some() {
+                batch.push(Received {
+                    message,
+                    relay,
+                    report,
+                });
+            }
+        }
+        if batch.is_empty() {
             return Ok(Reply::new(550, "5.7.1 relaying not permitted", false));
         }
 
         let info = self.reception_info();
-        let results = self.shared.acceptor.accept(messages, info).await;
+        let results = self.shared.acceptor.accept_received(batch, info).await;
         Ok(self.reply_for(results))
     }
 
@@ -167,6 +204,24 @@ impl Session {
                 Reply::new(451, &format!("4.3.0 {reason}"), false)
             }
         }
+    }
+}
+
+/// The DATA content parsed as a report at most once per transaction, however
+/// many recipients ask.
+#[derive(Default)]
+struct ReportCache {
+    arf: Option<Option<serde_json::Value>>,
+    dsn: Option<Option<hermod_message::report::Dsn>>,
+}
+
+impl ReportCache {
+    fn arf(&mut self, data: &[u8]) -> Option<serde_json::Value> {
+        self.arf.get_or_insert_with(|| parse_arf(data)).clone()
+    }
+
+    fn dsn(&mut self, data: &[u8]) -> Option<hermod_message::report::Dsn> {
+        self.dsn.get_or_insert_with(|| parse_dsn(data)).clone()
     }
 }
 

@@ -14,6 +14,7 @@ mod connection;
 mod data;
 mod listener;
 mod meta;
+mod relay;
 mod session;
 mod tls;
 mod trace;

@@ -30,6 +30,7 @@ pub(crate) struct Handlers {
     pub rcpt_to: bool,
     pub message_received: bool,
     pub auth_plain: bool,
+    pub listener_domain: bool,
 }
 
 /// Everything a session needs from its listener.
@@ -83,6 +84,7 @@ pub async fn start_listener(
             rcpt_to: ctx.has_handler("smtp_server_rcpt_to"),
             message_received: ctx.has_handler("smtp_server_message_received"),
             auth_plain: ctx.has_handler(crate::auth::EVENT),
+            listener_domain: ctx.has_handler("get_listener_domain"),
         }
     };
     let listener = TcpListener::bind(addr)

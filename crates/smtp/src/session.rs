@@ -26,6 +26,10 @@ pub(crate) enum Flow {
 pub(crate) struct Session {
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
+    /// The address this connection was accepted on: the listener's, or for
+    /// a wildcard listener (`0.0.0.0:25`) the local address the client
+    /// reached, which is what KumoMTA gives `get_listener_domain`.
+    pub local: SocketAddr,
     pub meta: ConnMeta,
     pub id: String,
     pub ehlo: Option<String>,
@@ -40,6 +44,8 @@ pub(crate) struct Session {
     pub ended: Option<(Option<EnvelopeAddress>, Vec<EnvelopeAddress>)>,
     /// Set by a successful AUTH; kept for the rest of the connection.
     pub auth: Option<crate::auth::Identity>,
+    /// `get_listener_domain` answers for this connection.
+    pub domains: crate::relay::DomainCache,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) {
@@ -49,9 +55,11 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
     meta.set("received_from", peer.to_string());
     meta.set("received_via", shared.local_addr.to_string());
     meta.set("hostname", cfg.hostname.clone());
+    let local = sock.local_addr().unwrap_or(shared.local_addr);
     let mut session = Session {
         shared: shared.clone(),
         peer,
+        local,
         meta,
         id: uuid::Uuid::new_v4().to_string(),
         ehlo: None,
@@ -61,6 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr) 
         rcpt_total: 0,
         ended: None,
         auth: None,
+        domains: Default::default(),
     };
     let mut conn = Connection::new(
         Stream::Plain(sock),
@@ -396,12 +405,20 @@ impl Session {
             conn.reply(452, "4.5.3 too many messages on this connection");
             return Flow::Continue;
         }
-        if !cfg.relay_allowed(self.peer.ip()) {
-            conn.reply(
-                550,
-                &format!("5.7.1 relaying not permitted for {}", self.peer.ip()),
-            );
-            return Flow::Continue;
+        let sender = self
+            .sender
+            .clone()
+            .unwrap_or_else(EnvelopeAddress::null_sender);
+        match self.check_relaying(&sender, &rcpt).await {
+            Ok(d) if d.accept_rcpt_to() => {}
+            Ok(_) => {
+                conn.reply(
+                    550,
+                    &format!("5.7.1 relaying not permitted for {}", self.peer.ip()),
+                );
+                return Flow::Continue;
+            }
+            Err(e) => return self.event_failure(conn, e),
         }
         if self.shared.handlers.rcpt_to {
             let args = (rcpt.clone(), self.meta.clone());

@@ -283,3 +283,56 @@ async fn authentication_alone_does_not_let_a_host_outside_relay_hosts_relay() {
         "5.7.1 relaying not permitted for 127.0.0.2"
     );
 }
+
+/// Connect from 127.0.0.2 (outside `relay_hosts`), STARTTLS and EHLO.
+async fn outsider(srv: &Server) -> Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut c = Client::new(sock.connect(srv.addr).await.unwrap());
+    c.expect(220).await;
+    let mut c = c.starttls().await;
+    ehlo_lines(&mut c).await;
+    c
+}
+
+#[tokio::test]
+async fn relay_from_authz_lets_that_identity_relay_with_its_sender_domain_from_outside_relay_hosts()
+{
+    logs();
+    let mut cfg = config();
+    cfg.relay_hosts = vec!["127.0.0.1/32".parse().unwrap()];
+    let policy = format!(
+        "{}\nkumo.on('get_listener_domain', function(domain, listener, conn_meta)\n\
+           if domain == 'example.com' then\n\
+             return kumo.make_listener_domain {{ relay_from_authz = {{ 'daniel' }} }}\n\
+           end\n\
+         end)\n",
+        policy()
+    );
+    let srv = start_with(cfg, &policy).await;
+
+    // Without AUTH the sender domain alone does not relay.
+    let mut c = outsider(&srv).await;
+    c.cmd("MAIL FROM:<a@example.com>", 250).await;
+    c.cmd("RCPT TO:<b@elsewhere.test>", 550).await;
+
+    let mut c = outsider(&srv).await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("", "daniel", PASSWORD)),
+        235,
+    )
+    .await;
+    // Another sender domain is not daniel's to relay.
+    c.cmd("MAIL FROM:<a@other.test>", 250).await;
+    c.cmd("RCPT TO:<b@elsewhere.test>", 550).await;
+    c.cmd("RSET", 250).await;
+    let (code, text) = c
+        .transaction(
+            "a@example.com",
+            &["b@elsewhere.test"],
+            "Subject: hi\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(srv.acceptor.messages().len(), 1);
+}

@@ -81,11 +81,18 @@ impl Client {
 
     /// Send one command line and require `code`.
     pub async fn command(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.reply_to(line).await;
+        assert_eq!(r.code, code, "{line}: unexpected reply {r:?}");
+        r
+    }
+
+    /// Send one command line and return its reply, whatever the code.
+    pub async fn reply_to(&mut self, line: &str) -> Reply {
         self.writer
             .write_all(format!("{line}\r\n").as_bytes())
             .await
             .expect("writing an SMTP command");
-        self.expect(code, line).await
+        self.read_reply().await
     }
 
     /// One transaction; `data` is the unstuffed content (CRLF lines, ending

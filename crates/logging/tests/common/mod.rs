@@ -38,6 +38,8 @@ pub fn event(kind: RecordType, message: Message) -> LogEvent {
         tls_protocol_version: None,
         tls_peer_subject_name: None,
         num_attempts: 0,
+        feedback_report: None,
+        when: None,
     }
 }
 
