@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod address;
+pub mod admin;
 pub mod headers;
 mod id;
 mod json_line;
@@ -17,6 +18,7 @@ pub mod trace;
 
 pub use accept::{AcceptError, Accepted, Acceptor, ReceptionInfo, RejectionInfo};
 pub use address::{AddressError, EnvelopeAddress};
+pub use admin::Admin;
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};

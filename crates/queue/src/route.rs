@@ -353,6 +353,7 @@ impl QueueManager {
                         cfg.egress_pool.clone(),
                         cfg.protocol.clone(),
                     ));
+                    rq.set_admin_hold(self.0.admin.ready_hold(&name));
                     g.insert(name, rq.clone());
                     rq
                 }

@@ -59,6 +59,25 @@ impl Timer {
         }
     }
 
+    /// Take out the waiting messages `pred` selects (an operator's bounce).
+    pub(crate) fn take_matching(&self, pred: impl Fn(&Queued) -> bool) -> Vec<Queued> {
+        let mut g = self.due.lock();
+        let keys: Vec<(Instant, u64)> = g
+            .by_time
+            .iter()
+            .filter(|(_, q)| pred(q))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(q) = g.by_time.remove(&k) {
+                g.count(&q, false);
+                out.push(q);
+            }
+        }
+        out
+    }
+
     /// Count of waiting messages per scheduled queue name (for metrics).
     pub fn counts(&self) -> HashMap<String, usize> {
         self.due.lock().per_queue.clone()
