@@ -171,4 +171,25 @@ mod tests {
             "a queue with nothing waiting is not listed"
         );
     }
+
+    #[test]
+    fn take_matching_removes_only_the_selected_queues_and_their_counts() {
+        let a = Arc::new(crate::resolve::new_scheduled(
+            "a.example",
+            QueueConfig::default(),
+        ));
+        let b = Arc::new(crate::resolve::new_scheduled(
+            "b.example",
+            QueueConfig::default(),
+        ));
+        let t = Timer::default();
+        let later = Instant::now() + std::time::Duration::from_secs(3600);
+        t.insert(later, parked(&a));
+        t.insert(later, parked(&b));
+        t.insert(later, parked(&a));
+        let taken = t.take_matching(|q| q.queue.name == "a.example");
+        assert_eq!(taken.len(), 2);
+        let c = t.counts();
+        assert_eq!((c.get("a.example"), c.get("b.example")), (None, Some(&1)));
+    }
 }

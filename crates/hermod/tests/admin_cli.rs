@@ -1,0 +1,163 @@
+//! The operator verbs of the `hermod` binary (crates/hermod/src/admin_cli.rs)
+//! against a running server: suspend, list, inspect, bounce, cancel and
+//! queue-summary, in text and `--json` form.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{records_of, smtp, Server};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const POLICY: &str = r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    protocol = { maildir_path = os.getenv('ACCEPT_DIR') .. '/maildir/{{ domain }}' },
+  }
+end)
+"#;
+
+/// Run `hermod <args> --endpoint <server>`; the verb must succeed.
+fn hermod(server: &Server, args: &[&str]) -> String {
+    let out = run(server, args);
+    assert!(
+        out.status.success(),
+        "hermod {args:?} failed: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run(server: &Server, args: &[&str]) -> Output {
+    let endpoint = format!("http://127.0.0.1:{}", server.http_port);
+    Command::new(env!("CARGO_BIN_EXE_hermod"))
+        .args(args)
+        .args(["--endpoint", &endpoint])
+        .env_remove("HERMOD_ENDPOINT")
+        .output()
+        .expect("running hermod")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_verbs_suspend_inspect_bounce_and_cancel_on_a_running_server() {
+    let server = Server::start(POLICY).await;
+    let v = json(&hermod(
+        &server,
+        &[
+            "suspend",
+            "--domain",
+            "cli.example",
+            "--reason",
+            "cli test",
+            "--duration",
+            "10m",
+            "--json",
+        ],
+    ));
+    let suspension = v["id"].as_str().expect("a suspension id").to_string();
+    let listed = hermod(&server, &["suspend-list"]);
+    assert!(
+        listed.contains(&suspension) && listed.contains("domain=cli.example"),
+        "{listed}"
+    );
+
+    let sent = smtp::send_messages(server.smtp_addr(), "u@cli.example", "cli", 2, 1).await;
+    let ids: HashSet<String> = sent.iter().map(|s| s.id.clone()).collect();
+    let inspected = json(&hermod(
+        &server,
+        &["inspect-message", &sent[0].id, "--want-body"],
+    ));
+    assert_eq!(
+        inspected["message"]["recipient"], "u@cli.example",
+        "{inspected}"
+    );
+    assert!(
+        inspected["message"]["data"]
+            .as_str()
+            .is_some_and(|d| d.contains("Subject: e2e cli #0")),
+        "{inspected}"
+    );
+
+    // The gauges queue-summary reads are refreshed every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let summary = hermod(&server, &["queue-summary"]);
+    assert!(
+        summary.contains("READY QUEUE") && summary.contains("SCHEDULED QUEUE"),
+        "{summary}"
+    );
+    let summary = json(&hermod(&server, &["queue-summary", "--json"]));
+    assert!(summary["states_by_ready_queue"].is_object(), "{summary}");
+
+    let out = hermod(
+        &server,
+        &[
+            "bounce",
+            "--domain",
+            "cli.example",
+            "--reason",
+            "cli bounce",
+        ],
+    );
+    assert!(out.contains("bounce started: id "), "{out}");
+    server
+        .wait_for_records(WAIT, "AdminBounce records for the held messages", |r| {
+            records_of(r, "AdminBounce", &ids).len() == 2
+        })
+        .await;
+    let bounces = json(&hermod(&server, &["bounce-list", "--json"]));
+    assert_eq!(bounces[0]["total_bounced"], 2, "{bounces}");
+    let bounce = bounces[0]["id"].as_str().expect("a bounce id").to_string();
+    let listed = hermod(&server, &["bounce-list"]);
+    assert!(
+        listed.contains("bounced 2") && listed.contains("cli bounce"),
+        "{listed}"
+    );
+
+    hermod(&server, &["bounce-cancel", "--id", &bounce]);
+    hermod(&server, &["suspend-cancel", "--id", &suspension]);
+    assert!(hermod(&server, &["suspend-list"]).contains("no suspensions"));
+    assert!(hermod(&server, &["bounce-list"]).contains("no bounces"));
+
+    let ready = json(&hermod(
+        &server,
+        &[
+            "suspend-ready-q",
+            "--name",
+            "unspecified->cli.example@maildir",
+            "--reason",
+            "r",
+            "--json",
+        ],
+    ));
+    let ready_id = ready["id"]
+        .as_str()
+        .expect("a ready suspension id")
+        .to_string();
+    let listed = hermod(&server, &["suspend-list"]);
+    assert!(
+        listed.contains("unspecified->cli.example@maildir"),
+        "{listed}"
+    );
+    hermod(&server, &["suspend-cancel", "--id", &ready_id]);
+
+    // A cancelled id is refused, and the verb says so and fails.
+    let out = run(&server, &["bounce-cancel", "--id", &bounce]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("404"), "{}", text(&out));
+}
