@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::{records_of, smtp, unique, Server};
+use common::{records_of, smtp, unique, Server, ServerConfig};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -33,6 +33,15 @@ kumo.on('http_server_validate_auth_basic', function(user, password)
   return user == 'api' and password == 's3cret'
 end)
 "#;
+
+/// A server running `POLICY`. The spool's free-space floor is lowered: these
+/// tests are about operators' directives, not disk headroom, and run on
+/// build machines whose disks other builds fill.
+async fn start() -> Server {
+    let mut cfg = ServerConfig::with_p0(POLICY);
+    cfg.spool_extra = "min_free_space = '1%'".into();
+    Server::launch(cfg).await
+}
 
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -105,7 +114,7 @@ fn maildir_files(server: &Server, domain: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_holds_its_domain_while_others_flow_and_cancelling_resumes_it() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     let v = post(
         &server,
         "/api/admin/suspend/v1",
@@ -167,7 +176,7 @@ async fn a_suspension_holds_its_domain_while_others_flow_and_cancelling_resumes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounce_removes_waiting_messages_with_admin_bounce_records_and_bounces_new_arrivals() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     // Each fails once and then waits an hour in the timer for its retry.
     let waiting = send(&server, "user@broken.example", 2).await;
     server
@@ -235,7 +244,7 @@ async fn a_bounce_removes_waiting_messages_with_admin_bounce_records_and_bounces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_ready_queue_is_listed_by_ready_q_states_and_delivers_after_cancel() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     let name = "unspecified->rq.example@maildir";
     let v = post(
         &server,
@@ -283,7 +292,7 @@ async fn a_suspended_ready_queue_is_listed_by_ready_q_states_and_delivers_after_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_message_returns_the_envelope_meta_and_body_of_a_queued_message() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     post(
         &server,
         "/api/admin/suspend/v1",
@@ -320,7 +329,7 @@ async fn inspect_message_returns_the_envelope_meta_and_body_of_a_queued_message(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_from_an_untrusted_address_need_credentials_the_policy_accepts() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     let body = json!({"domain": "x.example", "reason": "r"});
     let r = untrusted_client()
         .post(url(&server, "/api/admin/suspend/v1"))
@@ -369,7 +378,7 @@ async fn admin_calls_from_an_untrusted_address_need_credentials_the_policy_accep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_json_unknown_fields_and_bad_durations_get_400_naming_them_and_change_nothing() {
-    let server = Server::start(POLICY).await;
+    let server = start().await;
     let cases = [
         (
             "/api/admin/suspend/v1",
@@ -434,4 +443,29 @@ async fn bad_json_unknown_fields_and_bad_durations_get_400_naming_them_and_chang
     ] {
         assert_eq!(get(&server, path).await, json!([]), "{path} changed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_that_expires_releases_its_messages_without_a_cancel() {
+    let server = start().await;
+    post(
+        &server,
+        "/api/admin/suspend/v1",
+        json!({"domain": "brief.example", "reason": "short pause", "duration": "2s"}),
+    )
+    .await;
+    let ids = send(&server, "user@brief.example", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(records_of(&server.log_records(), "Delivery", &ids).is_empty());
+    let records = server
+        .wait_for_records(WAIT, "the Delivery once the suspension expired", |r| {
+            records_of(r, "Delivery", &ids).len() == 1
+        })
+        .await;
+    let delivery = records_of(&records, "Delivery", &ids)[0];
+    assert_eq!(
+        delivery["num_attempts"], 0,
+        "waiting used no attempt: {delivery}"
+    );
+    assert_eq!(get(&server, "/api/admin/suspend/v1").await, json!([]));
 }

@@ -53,13 +53,25 @@ impl Rules {
     fn is_empty(&self) -> bool {
         self.suspensions.is_empty() && self.ready.is_empty() && self.bounces.is_empty()
     }
-}
 
-/// What a rule in force says of a message that is due.
-enum Verdict {
-    Deliver,
-    Hold,
-    Bounce(Arc<BounceOrder>),
+    fn bounce_for(&self, sq: &ScheduledQueue, now: SystemTime) -> Option<Arc<BounceOrder>> {
+        self.bounces
+            .iter()
+            .find(|b| b.expires > now && matches(&b.criteria, sq))
+            .map(|b| {
+                Arc::new(BounceOrder {
+                    id: b.id.clone(),
+                    reason: b.reason.clone(),
+                    suppress_logging: b.suppress_logging,
+                })
+            })
+    }
+
+    fn holds(&self, sq: &ScheduledQueue, now: SystemTime) -> bool {
+        self.suspensions
+            .iter()
+            .any(|s| s.expires > now && matches(&s.criteria, sq))
+    }
 }
 
 /// What a bounce's task needs of its rule.
@@ -87,33 +99,6 @@ fn matches(c: &Criteria, sq: &ScheduledQueue) -> bool {
 impl AdminState {
     fn set_active(&self, rules: &Rules) {
         self.active.store(!rules.is_empty(), Ordering::SeqCst);
-    }
-
-    fn verdict(&self, sq: &ScheduledQueue) -> Verdict {
-        if !self.active.load(Ordering::SeqCst) {
-            return Verdict::Deliver;
-        }
-        let now = SystemTime::now();
-        let rules = self.rules.lock();
-        if let Some(b) = rules
-            .bounces
-            .iter()
-            .find(|b| b.expires > now && matches(&b.criteria, sq))
-        {
-            return Verdict::Bounce(Arc::new(BounceOrder {
-                id: b.id.clone(),
-                reason: b.reason.clone(),
-                suppress_logging: b.suppress_logging,
-            }));
-        }
-        if rules
-            .suspensions
-            .iter()
-            .any(|s| s.expires > now && matches(&s.criteria, sq))
-        {
-            return Verdict::Hold;
-        }
-        Verdict::Deliver
     }
 
     /// The suspension of the ready queue `name`, if one is in force.
@@ -191,17 +176,29 @@ impl QueueManager {
     /// Apply the rules in force to a message that is due. `Some` gives it
     /// back to go on to its ready queue.
     pub(crate) fn admin_gate(&self, entry: Queued) -> Option<Queued> {
-        match self.0.admin.verdict(&entry.queue) {
-            Verdict::Deliver => Some(entry),
-            Verdict::Hold => {
-                self.0.admin.held.lock().push(entry.park());
-                None
-            }
-            Verdict::Bounce(order) => {
-                self.spawn_bounce(vec![entry], order);
-                None
-            }
+        let admin = &self.0.admin;
+        if !admin.active.load(Ordering::SeqCst) {
+            return Some(entry);
         }
+        let now = SystemTime::now();
+        let rules = admin.rules.lock();
+        if let Some(order) = rules.bounce_for(&entry.queue, now) {
+            drop(rules);
+            self.spawn_bounce(vec![entry], order);
+            return None;
+        }
+        if rules.holds(&entry.queue, now) {
+            // Held while the rules are locked: a cancel that removes the rule
+            // then takes the hold, so it cannot miss this message.
+            admin.held.lock().push(entry.park());
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Everything held by suspensions (shutdown stores what was never spooled).
+    pub(crate) fn drain_admin_held(&self) -> Vec<Queued> {
+        std::mem::take(&mut *self.0.admin.held.lock())
     }
 
     /// Give every held message another pass through the gate (a suspension
@@ -290,17 +287,15 @@ impl Admin for QueueManager {
             });
             self.0.admin.set_active(&rules);
         }
-        // Messages already due wait here too; the timer's reach the gate when due.
+        // Messages already due pass the gate again, which holds them (or
+        // sends them on, if the suspension was cancelled meanwhile); the
+        // timer's reach the gate when they are due.
         let queues: Vec<_> = self.0.ready.lock().values().cloned().collect();
-        let mut moved = Vec::new();
         for rq in queues {
-            moved.extend(
-                rq.take_matching(|q| matches(&criteria, &q.queue))
-                    .into_iter()
-                    .map(Queued::park),
-            );
+            for q in rq.take_matching(|q| matches(&criteria, &q.queue)) {
+                self.to_ready(q);
+            }
         }
-        self.0.admin.held.lock().extend(moved);
         id
     }
 

@@ -381,6 +381,7 @@ impl QueueManager {
         let unsaved: Vec<Message> = queues
             .iter()
             .flat_map(|rq| rq.drain_all())
+            .chain(self.drain_admin_held())
             .filter_map(|e| match e.held {
                 Held::Loaded(m) if !m.is_persisted() => Some(m),
                 _ => None,

@@ -411,7 +411,9 @@ impl QueueManager {
             };
             match usable {
                 Ok(route) => {
-                    for e in parked {
+                    // A bounce or suspension may have begun while they waited
+                    // for the route: they pass the operators' gate again.
+                    for e in parked.into_iter().filter_map(|e| qm.admin_gate(e)) {
                         qm.place_smtp(e, &route);
                     }
                 }
