@@ -17,6 +17,11 @@ pub struct ApiArgs {
     /// Print the server's JSON answer.
     #[arg(long)]
     pub json: bool,
+    /// User for HTTP Basic authentication, needed where the server does not
+    /// trust this host. The password is read from HERMOD_ADMIN_PASSWORD, so
+    /// that it never appears in a process list or shell history.
+    #[arg(long, env = "HERMOD_ADMIN_USER")]
+    pub user: Option<String>,
 }
 
 /// Which scheduled queues a suspension or bounce applies to; at least one
@@ -133,6 +138,8 @@ pub struct InspectArgs {
 struct Api {
     client: reqwest::Client,
     base: String,
+    /// User and password for HTTP Basic authentication.
+    basic: Option<(String, String)>,
 }
 
 impl Api {
@@ -143,9 +150,17 @@ impl Api {
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
+        let basic = match &args.user {
+            None => None,
+            Some(user) => match std::env::var("HERMOD_ADMIN_PASSWORD") {
+                Ok(password) => Some((user.clone(), password)),
+                Err(_) => bail!("--user {user} needs the password in HERMOD_ADMIN_PASSWORD"),
+            },
+        };
         Ok(Self {
             client,
             base: args.endpoint.trim_end_matches('/').to_string(),
+            basic,
         })
     }
 
@@ -172,6 +187,9 @@ impl Api {
             url.query_pairs_mut().extend_pairs(query);
         }
         let mut req = self.client.request(method.clone(), url.clone());
+        if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, Some(password));
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

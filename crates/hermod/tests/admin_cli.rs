@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{records_of, smtp, Server, ServerConfig};
+use common::{free_port, records_of, smtp, Server, ServerConfig};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,10 +43,19 @@ fn hermod(server: &Server, args: &[&str]) -> String {
 
 fn run(server: &Server, args: &[&str]) -> Output {
     let endpoint = format!("http://127.0.0.1:{}", server.http_port);
+    run_at(&endpoint, args, &[])
+}
+
+/// Run `hermod <args> --endpoint <endpoint>` with `env` (and no inherited
+/// HERMOD_* settings).
+fn run_at(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hermod"))
         .args(args)
-        .args(["--endpoint", &endpoint])
+        .args(["--endpoint", endpoint])
         .env_remove("HERMOD_ENDPOINT")
+        .env_remove("HERMOD_ADMIN_USER")
+        .env_remove("HERMOD_ADMIN_PASSWORD")
+        .envs(env.iter().copied())
         .output()
         .expect("running hermod")
 }
@@ -169,4 +178,62 @@ async fn the_cli_verbs_suspend_inspect_bounce_and_cancel_on_a_running_server() {
     let out = run(&server, &["bounce-cancel", "--id", &bounce]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("404"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_authenticates_with_basic_credentials_where_loopback_is_not_trusted() {
+    // A second listener that trusts no loopback address: only credentials
+    // the policy accepts let the CLI in.
+    let port = free_port();
+    let scenario = format!(
+        r#"{POLICY}
+kumo.on('init', function()
+  kumo.start_http_listener {{ listen = '127.0.0.1:{port}', trusted_hosts = {{ '192.0.2.1' }} }}
+end)
+kumo.on('http_server_validate_auth_basic', function(user, password)
+  return user == 'ops' and password == 'op-secret'
+end)
+"#
+    );
+    let mut cfg = ServerConfig::with_p0(&scenario);
+    cfg.spool_extra = "min_free_space = '1%'".into();
+    let server = Server::launch(cfg).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let args = ["suspend", "--domain", "auth.example", "--reason", "r"];
+
+    let refused = run_at(&endpoint, &args, &[]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("401"), "{}", text(&refused));
+    let no_password = run_at(&endpoint, &[&args[..], &["--user", "ops"]].concat(), &[]);
+    assert!(
+        text(&no_password).contains("HERMOD_ADMIN_PASSWORD"),
+        "{}",
+        text(&no_password)
+    );
+    let wrong = run_at(
+        &endpoint,
+        &args,
+        &[
+            ("HERMOD_ADMIN_USER", "ops"),
+            ("HERMOD_ADMIN_PASSWORD", "nope"),
+        ],
+    );
+    assert!(text(&wrong).contains("401"), "{}", text(&wrong));
+    assert!(hermod(&server, &["suspend-list"]).contains("no suspensions"));
+
+    let ok = run_at(
+        &endpoint,
+        &args,
+        &[
+            ("HERMOD_ADMIN_USER", "ops"),
+            ("HERMOD_ADMIN_PASSWORD", "op-secret"),
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(hermod(&server, &["suspend-list"]).contains("domain=auth.example"));
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("by=user ops") && !stderr.contains("op-secret"),
+        "the change is logged with the user and without the password"
+    );
 }
