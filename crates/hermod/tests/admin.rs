@@ -469,3 +469,43 @@ async fn a_suspension_that_expires_releases_its_messages_without_a_cancel() {
     );
     assert_eq!(get(&server, "/api/admin/suspend/v1").await, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_with_suppress_logging_removes_messages_without_records() {
+    let server = start().await;
+    post(
+        &server,
+        "/api/admin/suspend/v1",
+        json!({"domain": "quiet.example", "reason": "hold"}),
+    )
+    .await;
+    let ids = send(&server, "user@quiet.example", 1).await;
+    let id = ids.iter().next().cloned().unwrap_or_default();
+    let path = format!("/api/admin/inspect-message/v1?id={id}");
+    assert_eq!(
+        call(&server, reqwest::Method::GET, &path, None).await.0,
+        200
+    );
+    post(
+        &server,
+        "/api/admin/bounce/v1",
+        json!({"domain": "quiet.example", "reason": "quietly", "suppress_logging": true}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while call(&server, reqwest::Method::GET, &path, None).await.0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "{id} was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = get(&server, "/api/admin/bounce/v1").await;
+    assert_eq!(list[0]["total_bounced"], 1, "{list}");
+    assert_eq!(list[0]["suppress_logging"], true, "{list}");
+    // The Reception record reaches the log; no AdminBounce follows it.
+    server
+        .wait_for_records(WAIT, "the Reception record", |r| {
+            records_of(r, "Reception", &ids).len() == 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(records_of(&server.log_records(), "AdminBounce", &ids).is_empty());
+}

@@ -252,6 +252,11 @@ impl QueueManager {
                 for e in &loaded {
                     *per_queue.entry(e.queue.name.clone()).or_default() += 1;
                 }
+                // Counted first, so a message that has left the spool is in
+                // bounce-list's counts.
+                for (queue, n) in per_queue {
+                    qm.0.admin.count_bounced(&order.id, &queue, n);
+                }
                 outcome::admin_bounced(
                     &qm.0.recorder,
                     loaded,
@@ -259,9 +264,6 @@ impl QueueManager {
                     !order.suppress_logging,
                 )
                 .await;
-                for (queue, n) in per_queue {
-                    qm.0.admin.count_bounced(&order.id, &queue, n);
-                }
             }
         });
     }
