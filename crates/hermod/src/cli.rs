@@ -2,6 +2,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::admin_cli::{
+    ApiArgs, BounceArgs, CancelArgs, InspectArgs, SuspendArgs, SuspendReadyArgs,
+};
+
 #[derive(Parser)]
 #[command(
     name = "hermod",
@@ -21,6 +25,24 @@ pub enum Command {
     Check(CheckArgs),
     /// Read local log segments.
     Logs(LogsArgs),
+    /// Ready queues (depth, sessions, suspended or paused) and scheduled queues (waiting).
+    QueueSummary(ApiArgs),
+    /// Hold matching scheduled queues: their messages wait without using attempts.
+    Suspend(SuspendArgs),
+    /// List scheduled-queue and ready-queue suspensions.
+    SuspendList(ApiArgs),
+    /// Cancel a suspension (either kind) by id.
+    SuspendCancel(CancelArgs),
+    /// Hold a ready queue's delivery sessions.
+    SuspendReadyQ(SuspendReadyArgs),
+    /// Bounce matching queued messages (AdminBounce records), and new ones for a while.
+    Bounce(BounceArgs),
+    /// List administrative bounces with what each has bounced.
+    BounceList(ApiArgs),
+    /// Cancel an administrative bounce by id.
+    BounceCancel(CancelArgs),
+    /// Show a spooled message's envelope, meta and (with --want-body) content.
+    InspectMessage(InspectArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Default)]

@@ -1,5 +1,6 @@
 //! `hermod`: the mail transfer agent's command line.
 
+mod admin_cli;
 mod check;
 mod cli;
 mod logs;
@@ -29,6 +30,15 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(args) => rt.block_on(serve::run(args)),
         cli::Command::Check(args) => rt.block_on(check::run(args)),
         cli::Command::Logs(args) => logs::run(args),
+        cli::Command::QueueSummary(a) => rt.block_on(admin_cli::queue_summary(a)),
+        cli::Command::Suspend(a) => rt.block_on(admin_cli::suspend(a)),
+        cli::Command::SuspendList(a) => rt.block_on(admin_cli::suspend_list(a)),
+        cli::Command::SuspendCancel(a) => rt.block_on(admin_cli::suspend_cancel(a)),
+        cli::Command::SuspendReadyQ(a) => rt.block_on(admin_cli::suspend_ready(a)),
+        cli::Command::Bounce(a) => rt.block_on(admin_cli::bounce(a)),
+        cli::Command::BounceList(a) => rt.block_on(admin_cli::bounce_list(a)),
+        cli::Command::BounceCancel(a) => rt.block_on(admin_cli::bounce_cancel(a)),
+        cli::Command::InspectMessage(a) => rt.block_on(admin_cli::inspect_message(a)),
     };
     match result {
         Ok(code) => code,

@@ -177,6 +177,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     let acceptor: Arc<dyn hermod_message::Acceptor> = Arc::new(qm.clone());
+    // The HTTP admin API reaches the queues through this handle alone.
+    let admin: Arc<dyn hermod_message::Admin> = Arc::new(qm.clone());
 
     let mut smtp = collected.take::<EsmtpListenerConfig>();
     if smtp.is_empty() {
@@ -212,10 +214,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut http_handles = Vec::new();
     for cfg in http {
         let listen = cfg.listen.clone();
-        let h =
-            hermod_http::start_listener(cfg, engine.clone(), acceptor.clone(), shutdown.clone())
-                .await
-                .with_context(|| format!("starting the HTTP listener on {listen}"))?;
+        let h = hermod_http::start_listener_with_admin(
+            cfg,
+            engine.clone(),
+            acceptor.clone(),
+            Some(admin.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("starting the HTTP listener on {listen}"))?;
         tracing::info!(addr = %h.local_addr(), "HTTP listener started");
         http_handles.push(h);
     }

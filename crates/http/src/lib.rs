@@ -1,7 +1,9 @@
 //! `kumo.start_http_listener`: the HTTP listener with the injection API v1
-//! (`POST /api/inject/v1`), liveness and metrics endpoints.
+//! (`POST /api/inject/v1`), liveness and metrics endpoints, and KumoMTA's
+//! admin API (`/api/admin/...`: suspend, bounce, ready-q-states, inspect-message).
 
 mod admin;
+mod admin_api;
 mod auth;
 mod config;
 mod inject;
@@ -14,7 +16,7 @@ pub use config::{register, ConfigError, HttpListenerConfig, KeySource, TrustedHo
 pub use inject::{
     BuildError, InjectError, InjectRequest, RequestError, TemplateError, MAX_RECIPIENTS,
 };
-pub use server::{start_listener, HttpHandle};
+pub use server::{start_listener, start_listener_with_admin, HttpHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

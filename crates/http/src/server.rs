@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
+use hermod_message::admin::Admin;
 use hermod_message::Acceptor;
 use hermod_policy::Engine;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -33,6 +34,8 @@ pub(crate) struct AppState {
     pub cfg: HttpListenerConfig,
     pub engine: Arc<Engine>,
     pub acceptor: Arc<dyn Acceptor>,
+    /// The queues' admin handle; without one the admin API answers 503.
+    pub admin: Option<Arc<dyn Admin>>,
     pub auth_cache: AuthCache,
     pub received: hermod_metrics::Counter,
 }
@@ -110,6 +113,17 @@ pub async fn start_listener(
     acceptor: Arc<dyn Acceptor>,
     shutdown: CancellationToken,
 ) -> Result<HttpHandle, HttpError> {
+    start_listener_with_admin(cfg, engine, acceptor, None, shutdown).await
+}
+
+/// [`start_listener`] with the admin API (`/api/admin/...`) served by `admin`.
+pub async fn start_listener_with_admin(
+    cfg: HttpListenerConfig,
+    engine: Arc<Engine>,
+    acceptor: Arc<dyn Acceptor>,
+    admin: Option<Arc<dyn Admin>>,
+    shutdown: CancellationToken,
+) -> Result<HttpHandle, HttpError> {
     let addr = cfg.validate()?;
     let tls = if cfg.use_tls {
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -131,6 +145,7 @@ pub async fn start_listener(
         cfg,
         engine,
         acceptor,
+        admin,
         auth_cache: AuthCache::default(),
         received: hermod_metrics::received(hermod_metrics::SERVICE_HTTP_LISTENER),
     });
@@ -157,11 +172,32 @@ pub async fn start_listener(
 }
 
 fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    use crate::admin_api as api;
     Router::new()
         .route("/api/inject/v1", post(crate::inject::handler))
         .route("/metrics", get(crate::admin::metrics_text))
         .route("/metrics.json", get(crate::admin::metrics_json))
         .route("/api/check-liveness/v1", get(crate::admin::liveness))
+        .route(
+            "/api/admin/suspend/v1",
+            post(api::suspend_create)
+                .get(api::suspend_list)
+                .delete(api::suspend_cancel),
+        )
+        .route(
+            "/api/admin/suspend-ready-q/v1",
+            post(api::ready_suspend_create)
+                .get(api::ready_suspend_list)
+                .delete(api::ready_suspend_cancel),
+        )
+        .route(
+            "/api/admin/bounce/v1",
+            post(api::bounce_create)
+                .get(api::bounce_list)
+                .delete(api::bounce_cancel),
+        )
+        .route("/api/admin/ready-q-states/v1", get(api::ready_q_states))
+        .route("/api/admin/inspect-message/v1", get(api::inspect_message))
         // The limit applies to the decompressed body, so a gzip bomb is cut off too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())

@@ -7,6 +7,7 @@
 pub mod accept;
 mod address;
 pub mod address_header;
+pub mod admin;
 pub mod conformance;
 pub mod dkim;
 pub mod headers;
@@ -24,6 +25,7 @@ pub use accept::{
     AcceptError, Accepted, Acceptor, InboundReport, Received, ReceptionInfo, RejectionInfo,
 };
 pub use address::{AddressError, EnvelopeAddress};
+pub use admin::Admin;
 pub use dkim::{DkimSigner, SignMessage};
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};

@@ -3,6 +3,7 @@
 //! sessions (one driver; `custom_lua`, `maildir`, `smtp`), retries and expiry, and the
 //! `Acceptor` that listeners hand new messages to.
 
+mod admin;
 mod delivery;
 mod egress;
 mod held;

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     accepting: AtomicBool,
+    /// Operators' suspensions and bounces (crates/queue/src/admin.rs).
+    pub(crate) admin: crate::admin::AdminState,
 }
 
 /// One running session of a ready queue, counted until dropped.
@@ -86,6 +88,7 @@ impl QueueManager {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             accepting: AtomicBool::new(false),
+            admin: crate::admin::AdminState::default(),
         });
         let qm = QueueManager(inner);
         let timer = qm.0.timer.clone();
@@ -99,6 +102,7 @@ impl QueueManager {
             },
             stop,
         ));
+        qm.spawn_admin_expiry();
         let weak = Arc::downgrade(&qm.0);
         let stop = qm.0.shutdown.clone();
         let tick = qm.0.opts.reap.unwrap_or(REAP_TICK);
@@ -241,6 +245,7 @@ impl QueueManager {
                         cfg.egress_pool.clone(),
                         cfg.protocol.clone(),
                     ));
+                    rq.set_admin_hold(self.0.admin.ready_hold(&name));
                     g.insert(name, rq.clone());
                     rq
                 }
@@ -251,7 +256,11 @@ impl QueueManager {
     }
 
     /// Queue a message that is due now (fresh reception or retry due).
-    pub(crate) fn to_ready(&self, mut entry: Queued) {
+    pub(crate) fn to_ready(&self, entry: Queued) {
+        // Operators' bounces and suspensions come first; see admin.rs.
+        let Some(mut entry) = self.admin_gate(entry) else {
+            return;
+        };
         if matches!(
             entry.queue.config().protocol,
             ProtocolConfig::Smtp | ProtocolConfig::SmtpWith(_)
@@ -289,7 +298,7 @@ impl QueueManager {
         }
         // Also refreshes a config that is due: sessions go on with the old one meanwhile.
         self.configure(rq);
-        if !rq.is_configured() {
+        if !rq.is_configured() || rq.is_admin_held() {
             return;
         }
         let connection_limit = rq.limits().connection_limit;
@@ -372,6 +381,7 @@ impl QueueManager {
         let unsaved: Vec<Message> = queues
             .iter()
             .flat_map(|rq| rq.drain_all())
+            .chain(self.drain_admin_held())
             .filter_map(|e| match e.held {
                 Held::Loaded(m) if !m.is_persisted() => Some(m),
                 _ => None,

@@ -10,7 +10,7 @@ use hermod_message::{Message, Protocol};
 use hermod_spool::Spool;
 
 use crate::held::Queued;
-use crate::ready::ReadyQueue;
+use crate::ready::{Entry, ReadyQueue};
 use crate::resolve::ScheduledQueue;
 use crate::retry::{after_failure, RetryDecision};
 use crate::timer::Timer;
@@ -253,6 +253,38 @@ pub(crate) async fn expire(
         ))
         .await;
     remove(rec, &msg);
+}
+
+/// Messages an operator bounced (`/api/admin/bounce/v1`): an AdminBounce
+/// record each (unless the operator suppressed logging), then they leave
+/// the spool in one request.
+pub(crate) async fn admin_bounced(rec: &Recorder, entries: Vec<Entry>, reason: &str, log: bool) {
+    let resp = Response::new(
+        551,
+        Some(EnhancedCode {
+            class: 5,
+            subject: 7,
+            detail: 1,
+        }),
+        &format!("administratively bounced: {reason}"),
+    );
+    let mut msgs = Vec::with_capacity(entries.len());
+    for e in entries {
+        if log {
+            rec.logger
+                .log(event(
+                    RecordType::AdminBounce,
+                    &e.message,
+                    &e.queue.name,
+                    None,
+                    resp.clone(),
+                    None,
+                ))
+                .await;
+        }
+        msgs.push(e.message);
+    }
+    remove_all(rec, &msgs);
 }
 
 /// A spooled message whose queue name cannot be computed (bad meta).

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hermod_message::Message;
 use hermod_policy::{EgressPathConfig, ProtocolConfig};
@@ -84,6 +84,9 @@ pub struct ReadyQueue {
     health: Mutex<Health>,
     /// One session probes a paused destination; the others end.
     probing: AtomicBool,
+    /// An operator's suspension (crates/queue/src/admin.rs): why and since
+    /// when. No session runs while it is set.
+    admin_hold: RwLock<Option<(String, SystemTime)>>,
 }
 
 #[derive(Default)]
@@ -105,6 +108,8 @@ struct Health {
     /// Failures in a row since the last success or bulk delay.
     since_delay: u32,
     paused_until: Option<Instant>,
+    /// When the current pause began (ready-q-states reports it).
+    paused_since: Option<SystemTime>,
     reason: String,
 }
 
@@ -117,7 +122,13 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadyQueueState {
     Active,
-    Paused { reason: String },
+    Paused {
+        reason: String,
+    },
+    /// Suspended by an operator.
+    Suspended {
+        reason: String,
+    },
 }
 
 impl ReadyQueue {
@@ -143,7 +154,41 @@ impl ReadyQueue {
             closed: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             probing: AtomicBool::new(false),
+            admin_hold: RwLock::new(None),
         }
+    }
+
+    /// Set or clear an operator's suspension; waiting sessions wake to see it.
+    pub(crate) fn set_admin_hold(&self, hold: Option<(String, SystemTime)>) {
+        *self.admin_hold.write() = hold;
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_admin_held(&self) -> bool {
+        self.admin_hold.read().is_some()
+    }
+
+    /// Take out the waiting messages `pred` selects (an operator's bounce or
+    /// suspension), keeping the others in order.
+    pub(crate) fn take_matching(&self, pred: impl Fn(&Queued) -> bool) -> Vec<Queued> {
+        let mut g = self.entries.lock();
+        let (take, keep): (VecDeque<Queued>, VecDeque<Queued>) =
+            std::mem::take(&mut g.queue).into_iter().partition(&pred);
+        g.queue = keep;
+        take.into_iter().collect()
+    }
+
+    /// What ready-q-states reports: an operator's suspension, a pause.
+    pub(crate) fn conditions(&self) -> Vec<hermod_message::admin::QueueCondition> {
+        let mut out = Vec::new();
+        if let Some((reason, since)) = self.admin_hold.read().clone() {
+            out.push(crate::admin::condition("suspended", reason, since));
+        }
+        let h = self.health.lock();
+        if let (Some(_), Some(since)) = (h.paused_until, h.paused_since) {
+            out.push(crate::admin::condition("paused", h.reason.clone(), since));
+        }
+        out
     }
 
     pub fn limits(&self) -> ReadyLimits {
@@ -304,6 +349,7 @@ impl ReadyQueue {
             let k = (h.failures - PAUSE_AFTER_FAILURES).min(5);
             let pause = Duration::from_secs(1 << k).min(MAX_PAUSE);
             if h.paused_until.is_none() {
+                h.paused_since = Some(SystemTime::now());
                 tracing::warn!(queue = %self.name, %reason, ?pause,
                     "ready queue paused: destination looks unreachable; queued messages wait without using attempts");
             }
@@ -329,6 +375,7 @@ impl ReadyQueue {
     pub fn record_success(&self) -> bool {
         let mut h = self.health.lock();
         let resumed = h.paused_until.take().is_some();
+        h.paused_since = None;
         if resumed {
             tracing::info!(queue = %self.name, "ready queue resumed: destination reachable again");
         }
@@ -359,6 +406,9 @@ impl ReadyQueue {
     }
 
     pub fn state(&self) -> ReadyQueueState {
+        if let Some((reason, _)) = self.admin_hold.read().clone() {
+            return ReadyQueueState::Suspended { reason };
+        }
         let h = self.health.lock();
         match h.paused_until {
             Some(_) => ReadyQueueState::Paused {
@@ -428,6 +478,9 @@ impl ReadyQueue {
         max_latency: Duration,
         probe: &mut bool,
     ) -> Vec<Queued> {
+        if self.is_admin_held() {
+            return Vec::new();
+        }
         if let Some(until) = self.paused_until() {
             // Only one session probes a paused destination; it waits out the pause.
             if !*probe
@@ -440,7 +493,7 @@ impl ReadyQueue {
             }
             *probe = true;
             loop {
-                if self.closed.load(Ordering::SeqCst) {
+                if self.closed.load(Ordering::SeqCst) || self.is_admin_held() {
                     self.probing.store(false, Ordering::SeqCst);
                     return Vec::new();
                 }
@@ -457,7 +510,7 @@ impl ReadyQueue {
         let mut batch: Vec<Queued> = Vec::new();
         let mut latency_deadline: Option<Instant> = None;
         loop {
-            if self.closed.load(Ordering::SeqCst) {
+            if self.closed.load(Ordering::SeqCst) || self.is_admin_held() {
                 if !batch.is_empty() {
                     self.push_front(batch);
                 }

@@ -219,3 +219,32 @@ fn messages_beyond_max_ready_wait_as_ids_unless_the_spool_lacks_them() {
         "a message the spool lacks keeps its bytes"
     );
 }
+
+#[tokio::test]
+async fn an_operator_hold_takes_no_batch_and_take_matching_keeps_the_rest_in_order() {
+    let (rq, sq) = queue(Duration::from_millis(50));
+    let other = Arc::new(crate::resolve::new_scheduled(
+        "other",
+        QueueConfig::default(),
+    ));
+    let (a, b, c) = (entry(&sq), entry(&other), entry(&sq));
+    let (ida, idb, idc) = (a.held.id(), b.held.id(), c.held.id());
+    for e in [a, b, c] {
+        assert!(rq.push(e).is_ok());
+    }
+    rq.set_admin_hold(Some(("maintenance".into(), std::time::SystemTime::now())));
+    assert!(rq.next_batch(10, 1, Duration::ZERO).await.is_empty());
+    assert_eq!(
+        rq.state(),
+        ReadyQueueState::Suspended {
+            reason: "maintenance".into()
+        }
+    );
+    assert_eq!(rq.conditions()[0].name, "suspended");
+    let taken = rq.take_matching(|q| q.queue.name == "nats");
+    let taken: Vec<SpoolId> = taken.iter().map(|q| q.held.id()).collect();
+    assert_eq!(taken, [ida, idc]);
+    rq.set_admin_hold(None);
+    let left = rq.next_batch(10, 1, Duration::ZERO).await;
+    assert_eq!(left.iter().map(|q| q.held.id()).collect::<Vec<_>>(), [idb]);
+}

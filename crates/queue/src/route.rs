@@ -353,6 +353,7 @@ impl QueueManager {
                         cfg.egress_pool.clone(),
                         cfg.protocol.clone(),
                     ));
+                    rq.set_admin_hold(self.0.admin.ready_hold(&name));
                     g.insert(name, rq.clone());
                     rq
                 }
@@ -410,7 +411,9 @@ impl QueueManager {
             };
             match usable {
                 Ok(route) => {
-                    for e in parked {
+                    // A bounce or suspension may have begun while they waited
+                    // for the route: they pass the operators' gate again.
+                    for e in parked.into_iter().filter_map(|e| qm.admin_gate(e)) {
                         qm.place_smtp(e, &route);
                     }
                 }

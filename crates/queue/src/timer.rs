@@ -59,6 +59,25 @@ impl Timer {
         }
     }
 
+    /// Take out the waiting messages `pred` selects (an operator's bounce).
+    pub(crate) fn take_matching(&self, pred: impl Fn(&Queued) -> bool) -> Vec<Queued> {
+        let mut g = self.due.lock();
+        let keys: Vec<(Instant, u64)> = g
+            .by_time
+            .iter()
+            .filter(|(_, q)| pred(q))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(q) = g.by_time.remove(&k) {
+                g.count(&q, false);
+                out.push(q);
+            }
+        }
+        out
+    }
+
     /// Count of waiting messages per scheduled queue name (for metrics).
     pub fn counts(&self) -> HashMap<String, usize> {
         self.due.lock().per_queue.clone()
@@ -151,5 +170,26 @@ mod tests {
             None,
             "a queue with nothing waiting is not listed"
         );
+    }
+
+    #[test]
+    fn take_matching_removes_only_the_selected_queues_and_their_counts() {
+        let a = Arc::new(crate::resolve::new_scheduled(
+            "a.example",
+            QueueConfig::default(),
+        ));
+        let b = Arc::new(crate::resolve::new_scheduled(
+            "b.example",
+            QueueConfig::default(),
+        ));
+        let t = Timer::default();
+        let later = Instant::now() + std::time::Duration::from_secs(3600);
+        t.insert(later, parked(&a));
+        t.insert(later, parked(&b));
+        t.insert(later, parked(&a));
+        let taken = t.take_matching(|q| q.queue.name == "a.example");
+        assert_eq!(taken.len(), 2);
+        let c = t.counts();
+        assert_eq!((c.get("a.example"), c.get("b.example")), (None, Some(&1)));
     }
 }

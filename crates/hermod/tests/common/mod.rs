@@ -133,6 +133,8 @@ pub struct ServerConfig {
     /// More `start_esmtp_listener` keys for the P0 prelude, e.g.
     /// `trace_headers = { received_header = false }`.
     pub listener_extra: String,
+    /// More `define_spool` keys for both P0 spools, e.g. `min_free_space = '1%'`.
+    pub spool_extra: String,
 }
 
 impl ServerConfig {
@@ -146,6 +148,7 @@ impl ServerConfig {
             smtp_ip: std::net::Ipv4Addr::LOCALHOST,
             smtp_port: None,
             listener_extra: String::new(),
+            spool_extra: String::new(),
         }
     }
 
@@ -189,6 +192,18 @@ impl Server {
                     format!("{listen}, {}", cfg.listener_extra)
                 },
             );
+            let p0 = if cfg.spool_extra.is_empty() {
+                p0
+            } else {
+                p0.replace(
+                    "/spool/data' }",
+                    &format!("/spool/data', {} }}", cfg.spool_extra),
+                )
+                .replace(
+                    "/spool/meta' }",
+                    &format!("/spool/meta', {} }}", cfg.spool_extra),
+                )
+            };
             format!("{p0}\n{}", cfg.scenario)
         } else {
             cfg.scenario.clone()

@@ -1,0 +1,193 @@
+//! The operator's hand-off to the queues: suspensions, administrative
+//! bounces, ready-queue states and message inspection. The HTTP admin API
+//! depends on this trait, not on the queue crate, just as listeners depend
+//! on [`crate::Acceptor`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use crate::{QueueNameComponents, SpoolId};
+
+/// Which scheduled queues a suspension or bounce applies to. Empty fields
+/// match anything; `queue_names`, when given, replaces the other fields
+/// with an exact list of scheduled queue names (as in KumoMTA).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Criteria {
+    pub domain: Option<String>,
+    pub campaign: Option<String>,
+    pub tenant: Option<String>,
+    pub routing_domain: Option<String>,
+    pub queue_names: Vec<String>,
+}
+
+impl Criteria {
+    /// Whether the scheduled queue `name` (with its parsed `parts`) matches.
+    /// Domains compare without regard to case, as DNS names do.
+    pub fn matches(&self, name: &str, parts: &QueueNameComponents) -> bool {
+        if !self.queue_names.is_empty() {
+            return self.queue_names.iter().any(|q| q == name);
+        }
+        let same = |want: &Option<String>, have: Option<&str>| match want {
+            None => true,
+            Some(w) => have == Some(w.as_str()),
+        };
+        let domain_ok = match &self.domain {
+            None => true,
+            Some(d) => d.eq_ignore_ascii_case(&parts.domain),
+        };
+        let routing_ok = match &self.routing_domain {
+            None => true,
+            Some(d) => parts
+                .routing_domain
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(d)),
+        };
+        domain_ok
+            && routing_ok
+            && same(&self.campaign, parts.campaign.as_deref())
+            && same(&self.tenant, parts.tenant.as_deref())
+    }
+
+    /// True when nothing narrows the match: every queue is affected.
+    pub fn is_everything(&self) -> bool {
+        *self == Criteria::default()
+    }
+}
+
+/// A scheduled-queue suspension as listed.
+#[derive(Debug, Clone)]
+pub struct Suspension {
+    pub id: String,
+    pub criteria: Criteria,
+    pub reason: String,
+    pub expires: SystemTime,
+}
+
+/// A ready-queue suspension as listed.
+#[derive(Debug, Clone)]
+pub struct ReadySuspension {
+    pub id: String,
+    pub name: String,
+    pub reason: String,
+    pub expires: SystemTime,
+}
+
+/// An administrative bounce as listed, with what it has bounced so far.
+#[derive(Debug, Clone)]
+pub struct BounceRule {
+    pub id: String,
+    pub criteria: Criteria,
+    pub reason: String,
+    pub suppress_logging: bool,
+    pub expires: SystemTime,
+    /// Messages bounced per scheduled queue name.
+    pub bounced: BTreeMap<String, u64>,
+}
+
+/// One condition a ready queue is in (`suspended`, `paused`), with why and since when.
+#[derive(Debug, Clone)]
+pub struct QueueCondition {
+    pub name: String,
+    pub context: String,
+    pub since: SystemTime,
+}
+
+/// A ready queue as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct ReadyQueueStatus {
+    pub name: String,
+    pub queued: usize,
+    pub sessions: usize,
+    pub conditions: Vec<QueueCondition>,
+}
+
+/// A spooled message as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct MessageInfo {
+    pub id: SpoolId,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The message bytes, when asked for.
+    pub data: Option<Vec<u8>>,
+    pub due: Option<SystemTime>,
+    pub num_attempts: u32,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdminError {
+    #[error("no message {0} in the spool")]
+    NotFound(SpoolId),
+    #[error("cannot read message {id} from the spool: {reason}")]
+    Spool { id: SpoolId, reason: String },
+}
+
+pub type InspectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<MessageInfo, AdminError>> + Send + 'a>>;
+
+/// What the admin API may do to the queues. Changes take effect at once;
+/// a bounce's sweep of queued messages runs in the background.
+pub trait Admin: Send + Sync {
+    /// Hold matching scheduled queues for `duration`; returns the id.
+    fn suspend(&self, criteria: Criteria, reason: String, duration: Duration) -> String;
+    fn suspensions(&self) -> Vec<Suspension>;
+    /// False when no such suspension is active.
+    fn cancel_suspension(&self, id: &str) -> bool;
+
+    /// Hold the sessions of the ready queue `name` for `duration`; returns the id.
+    fn suspend_ready(&self, name: String, reason: String, duration: Duration) -> String;
+    fn ready_suspensions(&self) -> Vec<ReadySuspension>;
+    fn cancel_ready_suspension(&self, id: &str) -> bool;
+
+    /// Bounce matching queued messages now, and new ones for `duration`.
+    fn bounce(
+        &self,
+        criteria: Criteria,
+        reason: String,
+        duration: Duration,
+        suppress_logging: bool,
+    ) -> String;
+    fn bounces(&self) -> Vec<BounceRule>;
+    fn cancel_bounce(&self, id: &str) -> bool;
+
+    fn ready_queue_states(&self) -> Vec<ReadyQueueStatus>;
+    fn inspect(&self, id: SpoolId, want_body: bool) -> InspectFuture<'_>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criteria_match_by_fields_or_by_exact_queue_names() {
+        let name = "camp:ten@Example.com!relay.example";
+        let parts = QueueNameComponents::parse(name);
+        let by_domain = Criteria {
+            domain: Some("example.COM".into()),
+            ..Default::default()
+        };
+        assert!(by_domain.matches(name, &parts));
+        let wrong_tenant = Criteria {
+            tenant: Some("other".into()),
+            ..by_domain.clone()
+        };
+        assert!(!wrong_tenant.matches(name, &parts));
+        let by_routing = Criteria {
+            routing_domain: Some("relay.example".into()),
+            ..Default::default()
+        };
+        assert!(by_routing.matches(name, &parts));
+        let exact = Criteria {
+            domain: Some("nomatch.example".into()),
+            queue_names: vec![name.into()],
+            ..Default::default()
+        };
+        assert!(
+            exact.matches(name, &parts),
+            "queue_names take precedence over the other fields"
+        );
+        assert!(Criteria::default().is_everything());
+    }
+}
