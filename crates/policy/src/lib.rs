@@ -15,6 +15,7 @@ mod extras;
 pub mod keysource;
 mod kumo;
 mod log_hook_route;
+pub mod memoize;
 pub mod metrics_hook;
 pub mod mx_list;
 mod pool;
