@@ -292,12 +292,22 @@ fn memoize(lua: &Lua, (func, params): (Function, Value)) -> mlua::Result<Functio
     // the state alive in a cycle.
     let func = Arc::new(lua.create_registry_value(func)?);
     let name = params.name;
+    let made_at = CallSite::capture(lua);
     lua.create_async_function(move |lua, args: MultiValue| {
-        let site = CallSite::capture(&lua);
+        // `return cached(x)` is a tail call, which leaves no caller frame;
+        // the line that made the function still points at the right cache.
+        let site = match CallSite::capture(&lua) {
+            here if here.location().is_some() => here,
+            _ => made_at.clone(),
+        };
         let func = func.clone();
         // A later memoize with other parameters replaced this name's cache;
         // KumoMTA's memoized functions follow the name, so these do too.
-        let cache = caches().lock().get(&name).cloned().unwrap_or(cache.clone());
+        let cache = caches()
+            .lock()
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| cache.clone());
         async move { call(&lua, &site, &cache, &func, args).await }
     })
 }

@@ -280,6 +280,7 @@ async fn a_result_that_cannot_be_shared_is_refused_naming_the_cache_and_the_line
           local v = lookup()
           return v
         end)
+        kumo.on('tail', function() return lookup('other key') end)
         "#,
     )
     .await;
@@ -288,6 +289,12 @@ async fn a_result_that_cannot_be_shared_is_refused_naming_the_cache_and_the_line
         e.contains(
             "policy.lua:7: kumo.memoize 'test.unshareable': result 1 (table) cannot be cached"
         ),
+        "{e}"
+    );
+    // A tail call leaves no caller line: the error names where the cache was made.
+    let e = call(&f, "tail", "").await.unwrap_err().to_string();
+    assert!(
+        e.contains("policy.lua:3: kumo.memoize 'test.unshareable': result 1 (table)"),
         "{e}"
     );
 }
