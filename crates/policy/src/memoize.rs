@@ -346,9 +346,11 @@ async fn call(
                 }
                 timeouts += 1;
                 if !cache.params.retry_on_populate_timeout || timeouts >= TIMEOUT_ATTEMPTS {
+                    // Neither message names the key: arguments may be
+                    // credentials (KumoMTA's own example caches an AUTH check).
                     return Err(site.error(format!(
                         "kumo.memoize '{name}': timed out after {:?} waiting for another \
-                         call to populate the entry for {key}",
+                         call with the same arguments to populate the entry",
                         cache.timeout()
                     )));
                 }
@@ -363,8 +365,8 @@ async fn call(
         }
     }
     Err(site.error(format!(
-        "kumo.memoize '{name}': gave up on the entry for {key} after {MAX_RECHECKS} \
-         lookups that found it neither present nor being populated"
+        "kumo.memoize '{name}': gave up after {MAX_RECHECKS} lookups that found the entry \
+         neither present nor being populated"
     )))
 }
 
