@@ -273,11 +273,19 @@ impl Cache {
         } else {
             ERROR_TTL
         };
-        let expires = Instant::now() + lifetime;
+        let expires = after(lifetime);
         self.state
             .lock()
             .insert(key, outcome, expires, self.params.capacity);
     }
+}
+
+/// `d` from now. A policy may write a `ttl` or `populate_timeout` too large
+/// for the clock (`1e19` seconds), where `+` would panic; that means never.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400))
 }
 
 pub(crate) fn register(lua: &Lua, kumo: &mlua::Table) -> mlua::Result<()> {
@@ -328,7 +336,7 @@ async fn call(
         })?
         .into();
     let mut timeouts = 0;
-    let mut deadline = Instant::now() + cache.timeout();
+    let mut deadline = after(cache.timeout());
     for _ in 0..MAX_RECHECKS {
         match cache.step(&key) {
             Step::Done(outcome) => return outcome?.restore(lua),
@@ -354,7 +362,7 @@ async fn call(
                         cache.timeout()
                     )));
                 }
-                deadline = Instant::now() + cache.timeout();
+                deadline = after(cache.timeout());
             }
             Step::Populate(guard) => {
                 let outcome = populate(lua, site, name, func, args).await;

@@ -270,6 +270,21 @@ async fn kumomta_options_without_a_hermod_counterpart_are_accepted() {
 }
 
 #[tokio::test]
+async fn a_ttl_and_populate_timeout_beyond_the_clock_mean_never() {
+    let f = start(
+        r#"
+        local lookup = kumo.memoize(function(k) bump(); return k end,
+          { name = 'test.forever', ttl = 1e19, capacity = 10, populate_timeout = 1e19 })
+        kumo.on('probe', function(k) return lookup(k) end)
+        "#,
+    )
+    .await;
+    assert_eq!(call(&f, "probe", "k").await.unwrap().as_deref(), Some("k"));
+    assert_eq!(call(&f, "probe", "k").await.unwrap().as_deref(), Some("k"));
+    assert_eq!(f.runs(), 1);
+}
+
+#[tokio::test]
 async fn a_result_that_cannot_be_shared_is_refused_naming_the_cache_and_the_line() {
     let f = start(
         r#"
