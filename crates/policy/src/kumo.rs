@@ -1,6 +1,6 @@
 //! The core `kumo` module: `on`, `reject`, JSON, logging, `sleep`,
 //! `make_queue_config`, the egress constructors (`make_egress_path`, `make_egress_source`,
-//! `make_egress_pool`) and the context-pool settings.
+//! `make_egress_pool`), `memoize` (in `memoize.rs`) and the context-pool settings.
 
 use mlua::{Lua, Table, Value, Variadic};
 use serde_json::Value as Json;
@@ -89,6 +89,7 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
         kumo.set(name, serde.get::<Value>(name)?)?;
     }
     kumo.set("serde", serde)?;
+    crate::memoize::register(lua, &kumo)?;
 
     for (name, level) in [
         ("log_error", tracing::Level::ERROR),
@@ -185,7 +186,7 @@ fn json_encode(lua: &Lua, v: Value) -> mlua::Result<String> {
     serde_json::to_string(&j).map_err(|e| located(lua, format!("kumo.json_encode: {e}")))
 }
 
-fn sorted(v: Json) -> Json {
+pub(crate) fn sorted(v: Json) -> Json {
     match v {
         Json::Object(m) => {
             let mut entries: Vec<_> = m.into_iter().collect();

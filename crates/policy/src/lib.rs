@@ -16,6 +16,7 @@ pub mod keysource;
 mod kumo;
 pub mod listener_domain;
 mod log_hook_route;
+pub mod memoize;
 pub mod metrics_hook;
 pub mod mx_list;
 mod pool;
