@@ -175,6 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     qm.set_accepting(true);
     spawn_queue_gauges(qm.clone());
 
+    let signals = ShutdownSignals::install()?;
     let shutdown = CancellationToken::new();
     let acceptor: Arc<dyn hermod_message::Acceptor> = Arc::new(qm.clone());
     // The HTTP admin API reaches the queues through this handle alone.
@@ -227,7 +228,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http_handles.push(h);
     }
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: refusing new mail, finishing sessions, flushing logs");
     qm.set_accepting(false);
     shutdown.cancel();
@@ -284,12 +285,27 @@ fn spawn_queue_gauges(qm: QueueManager) {
     });
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, installed before any listener starts: a signal that
+/// arrives once the server answers connections must shut it down cleanly,
+/// never kill it with the default action.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

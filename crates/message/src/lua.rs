@@ -249,6 +249,57 @@ impl UserData for TrackedMessage {
     }
 }
 
+/// `msg:check_fix_conformance(CHECKS, FIXES, SETTINGS)`: the text to reject
+/// with when a checked issue is present, otherwise nil (after repairing what
+/// FIXES names). See crates/message/src/conformance.rs.
+fn check_fix_conformance(
+    msg: &Message,
+    checks: &str,
+    fixes: Option<&str>,
+    settings: Option<mlua::Table>,
+) -> mlua::Result<Option<String>> {
+    use crate::conformance::{check_fix, Issues, Verdict};
+    if let Some(t) = settings {
+        for pair in t.pairs::<String, LuaValue>() {
+            let (key, value) = pair?;
+            match key.as_str() {
+                "detect_encoding" if value.as_boolean() == Some(true) => {
+                    return Err(mlua::Error::runtime(
+                        "check_fix_conformance: detect_encoding is not supported by Hermod yet",
+                    ))
+                }
+                "detect_encoding" | "include_encodings" | "exclude_encodings" => {}
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "check_fix_conformance: unknown setting '{other}'"
+                    )))
+                }
+            }
+        }
+    }
+    let checks = Issues::parse(checks).into_lua_err()?;
+    let fixes = Issues::parse(fixes.unwrap_or_default()).into_lua_err()?;
+    let data = msg.data().into_lua_err()?;
+    let sender = msg.sender();
+    let host = match sender.domain() {
+        "" => "localhost",
+        d => d,
+    };
+    match check_fix(&data, checks, fixes, host).into_lua_err()? {
+        Verdict::Failed(text) => Ok(Some(text)),
+        Verdict::Passed(Some(fixed)) => {
+            msg.set_data(fixed);
+            Ok(None)
+        }
+        Verdict::Passed(None) => Ok(None),
+    }
+}
+
+fn address_header(msg: &Message, name: &str) -> Option<crate::address_header::AddressHeader> {
+    let raw = msg.get_first_named_header_value(name).ok()??;
+    crate::address_header::AddressHeader::parse(&raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,55 +379,4 @@ mod tests {
         lua.load("local d = message:get_data()").exec().unwrap();
         assert!(t.touched.load(Ordering::SeqCst));
     }
-}
-
-/// `msg:check_fix_conformance(CHECKS, FIXES, SETTINGS)`: the text to reject
-/// with when a checked issue is present, otherwise nil (after repairing what
-/// FIXES names). See crates/message/src/conformance.rs.
-fn check_fix_conformance(
-    msg: &Message,
-    checks: &str,
-    fixes: Option<&str>,
-    settings: Option<mlua::Table>,
-) -> mlua::Result<Option<String>> {
-    use crate::conformance::{check_fix, Issues, Verdict};
-    if let Some(t) = settings {
-        for pair in t.pairs::<String, LuaValue>() {
-            let (key, value) = pair?;
-            match key.as_str() {
-                "detect_encoding" if value.as_boolean() == Some(true) => {
-                    return Err(mlua::Error::runtime(
-                        "check_fix_conformance: detect_encoding is not supported by Hermod yet",
-                    ))
-                }
-                "detect_encoding" | "include_encodings" | "exclude_encodings" => {}
-                other => {
-                    return Err(mlua::Error::runtime(format!(
-                        "check_fix_conformance: unknown setting '{other}'"
-                    )))
-                }
-            }
-        }
-    }
-    let checks = Issues::parse(checks).into_lua_err()?;
-    let fixes = Issues::parse(fixes.unwrap_or_default()).into_lua_err()?;
-    let data = msg.data().into_lua_err()?;
-    let sender = msg.sender();
-    let host = match sender.domain() {
-        "" => "localhost",
-        d => d,
-    };
-    match check_fix(&data, checks, fixes, host).into_lua_err()? {
-        Verdict::Failed(text) => Ok(Some(text)),
-        Verdict::Passed(Some(fixed)) => {
-            msg.set_data(fixed);
-            Ok(None)
-        }
-        Verdict::Passed(None) => Ok(None),
-    }
-}
-
-fn address_header(msg: &Message, name: &str) -> Option<crate::address_header::AddressHeader> {
-    let raw = msg.get_first_named_header_value(name).ok()??;
-    crate::address_header::AddressHeader::parse(&raw)
 }
