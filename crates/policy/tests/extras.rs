@@ -2,39 +2,11 @@
 //! real policy files with their data files.
 
 use hermod_policy::mlua::Value;
-use hermod_policy::{EgressPool, EgressSource, Engine, EngineOptions, PolicyError};
+use hermod_policy::{EgressPool, EgressSource, Engine};
 
-struct Policy {
-    dir: tempfile::TempDir,
-}
+mod support;
 
-impl Policy {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.display().to_string()
-    }
-
-    async fn start(&self, src: &str) -> Result<std::sync::Arc<Engine>, PolicyError> {
-        let path = self.file("policy.lua", src);
-        Engine::start(EngineOptions::new(&path))
-            .await
-            .map(|(e, _)| e)
-    }
-}
-
-fn error_text(e: PolicyError) -> String {
-    match e {
-        PolicyError::Event { message, .. } => message,
-        other => other.to_string(),
-    }
-}
+use support::{error_text, Policy};
 
 const SOURCES_JSON: &str = r#"{
   "source": {

@@ -2,39 +2,9 @@
 //! policy file: errors at the policy's (or the data file's) line, and the
 //! helper's lookup order across several data files.
 
-use hermod_policy::{Engine, EngineOptions, PolicyError};
+mod support;
 
-struct Policy {
-    dir: tempfile::TempDir,
-}
-
-impl Policy {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.display().to_string()
-    }
-
-    async fn start(&self, src: &str) -> Result<std::sync::Arc<Engine>, PolicyError> {
-        let path = self.file("policy.lua", src);
-        Engine::start(EngineOptions::new(&path))
-            .await
-            .map(|(e, _)| e)
-    }
-}
-
-fn error_text(e: PolicyError) -> String {
-    match e {
-        PolicyError::Event { message, .. } => message,
-        other => other.to_string(),
-    }
-}
+use support::{error_text, Policy};
 
 #[tokio::test]
 async fn an_unknown_make_listener_domain_key_is_refused_at_the_policys_line() {

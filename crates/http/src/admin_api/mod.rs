@@ -114,6 +114,17 @@ fn remaining(t: SystemTime) -> String {
     humantime::format_duration(Duration::from_secs(left.as_secs())).to_string()
 }
 
+/// What a suspension and a bounce list alike: id, criteria, reason, time left.
+fn rule_json(id: &str, c: &Criteria, reason: &str, expires: SystemTime) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(id));
+    criteria_json(c, &mut o);
+    o.insert("reason".into(), json!(reason));
+    o.insert("duration".into(), json!(remaining(expires)));
+    o.insert("expires".into(), json!(rfc3339(expires)));
+    o
+}
+
 fn criteria_json(c: &Criteria, out: &mut Map<String, Value>) {
     out.insert("domain".into(), json!(c.domain));
     out.insert("campaign".into(), json!(c.campaign));
@@ -154,15 +165,7 @@ pub(crate) async fn suspend_list(State(st): State<Arc<AppState>>) -> ApiResult {
     let list: Vec<Value> = admin(&st)?
         .suspensions()
         .into_iter()
-        .map(|s| {
-            let mut o = Map::new();
-            o.insert("id".into(), json!(s.id));
-            criteria_json(&s.criteria, &mut o);
-            o.insert("reason".into(), json!(s.reason));
-            o.insert("duration".into(), json!(remaining(s.expires)));
-            o.insert("expires".into(), json!(rfc3339(s.expires)));
-            Value::Object(o)
-        })
+        .map(|s| Value::Object(rule_json(&s.id, &s.criteria, &s.reason, s.expires)))
         .collect();
     Ok(Json(list).into_response())
 }
@@ -257,12 +260,7 @@ pub(crate) async fn bounce_list(State(st): State<Arc<AppState>>) -> ApiResult {
         .bounces()
         .into_iter()
         .map(|b| {
-            let mut o = Map::new();
-            o.insert("id".into(), json!(b.id));
-            criteria_json(&b.criteria, &mut o);
-            o.insert("reason".into(), json!(b.reason));
-            o.insert("duration".into(), json!(remaining(b.expires)));
-            o.insert("expires".into(), json!(rfc3339(b.expires)));
+            let mut o = rule_json(&b.id, &b.criteria, &b.reason, b.expires);
             o.insert("suppress_logging".into(), json!(b.suppress_logging));
             o.insert(
                 "total_bounced".into(),

@@ -30,10 +30,6 @@ local utils = require 'policy-extras.policy_utils'
 
 local M = {}
 
-local function reason(err)
-  return (tostring(err):gsub('^%[builtin [^%]]*%]:%d+: ', ''):gsub('^[^\n]-:%d+: ', '', 1))
-end
-
 -- Check one section's options; the error names the line of the bad key.
 local function check(file, where, params)
   if type(params) ~= 'table' then
@@ -53,7 +49,7 @@ local function check(file, where, params)
       end
     end
   end
-  utils.file_error(file, bad or where, string.format("'%s': %s", where, reason(err)))
+  utils.file_error(file, bad or where, string.format("'%s': %s", where, utils.error_reason(err)))
 end
 
 local function merge_domains(file, into, domains, where_prefix)

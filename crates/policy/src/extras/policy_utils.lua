@@ -163,6 +163,13 @@ function M.file_error(file, key, message)
   error(string.format('%s: %s', name, message), 0)
 end
 
+-- A constructor's error text without the location it carries (a line
+-- inside a helper, which says nothing about the data file): helpers put
+-- the data file's line in front instead (Hermod's addition).
+function M.error_reason(err)
+  return (tostring(err):gsub('^%[builtin [^%]]*%]:%d+: ', ''):gsub('^[^\n]-:%d+: ', '', 1))
+end
+
 function M.starts_with(s, prefix)
   return s:sub(1, #prefix) == prefix
 end

@@ -51,10 +51,6 @@ local NOT_YET = {
   overall_max_message_rate = 'throttles shared by every queue of a tenant or campaign',
 }
 
-local function reason(err)
-  return (tostring(err):gsub('^%[builtin [^%]]*%]:%d+: ', ''):gsub('^[^\n]-:%d+: ', '', 1))
-end
-
 -- true: a make_queue_config option; false: not one (so a nested scope
 -- such as a tenant or campaign name); or raises for an option whose value
 -- make_queue_config refuses.
@@ -66,7 +62,7 @@ local function is_option(file, key, value)
   if tostring(err):find('unknown field', 1, true) then
     return false
   end
-  utils.file_error(file, key, string.format("'%s': %s", key, reason(err)))
+  utils.file_error(file, key, string.format("'%s': %s", key, utils.error_reason(err)))
 end
 
 local function not_yet(file, key)

@@ -17,11 +17,6 @@ local utils = require 'policy-extras.policy_utils'
 
 local M = {}
 
--- kumo.make_egress_source's error without the location inside this module.
-local function reason(err)
-  return (tostring(err):gsub('^%[builtin [^%]]*%]:%d+: ', ''):gsub('^[^\n]-:%d+: ', '', 1))
-end
-
 local function load(files)
   local sources, pools = {}, {}
   -- Where each source and pool entry was defined, for errors.
@@ -43,7 +38,7 @@ local function load(files)
       local ok, err = pcall(kumo.make_egress_source, merged)
       if not ok then
         local bad = tostring(err):match 'unknown field `([^`]+)`' or name
-        utils.file_error(file, bad, string.format("source '%s': %s", name, reason(err)))
+        utils.file_error(file, bad, string.format("source '%s': %s", name, utils.error_reason(err)))
       end
       sources[name] = merged
       origin[name] = file
@@ -84,7 +79,7 @@ local function load(files)
     end
     local ok, err = pcall(kumo.make_egress_pool, def)
     if not ok then
-      utils.file_error(origin[pool .. '\0' .. def.entries[1].name], pool, string.format("pool '%s': %s", pool, reason(err)))
+      utils.file_error(origin[pool .. '\0' .. def.entries[1].name], pool, string.format("pool '%s': %s", pool, utils.error_reason(err)))
     end
   end
   return sources, pools
