@@ -215,11 +215,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut http_handles = Vec::new();
     for cfg in http {
         let listen = cfg.listen.clone();
-        let h = hermod_http::start_listener_with_admin(
+        let h = hermod_http::start_listener_with_dashboard(
             cfg,
             engine.clone(),
             acceptor.clone(),
             Some(admin.clone()),
+            Some(logger.record_tap()),
             shutdown.clone(),
         )
         .await
