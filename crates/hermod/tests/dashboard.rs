@@ -1,7 +1,7 @@
 //! The live web dashboard (crates/http/src/dashboard/) against a real
 //! `hermod serve`, in a real headless Chromium: the page shows what the
 //! server did (100 messages delivered, their log records streamed live), its
-//! suspend button creates a suspension the admin API lists, and it is
+//! suspend, resume and bounce buttons act through the admin API, and it is
 //! refused to callers that are not trusted, like the admin API.
 
 mod common;
@@ -78,7 +78,7 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_100_delivered_streams_their_records_and_its_suspend_button_suspends_a_queue(
+async fn the_dashboard_shows_100_delivered_streams_their_records_and_its_buttons_suspend_resume_and_bounce_a_queue(
 ) {
     let server = start().await;
     // A scheduled queue with messages waiting, for the page to act on.
@@ -135,12 +135,7 @@ async fn the_dashboard_shows_100_delivered_streams_their_records_and_its_suspend
     })
     .await;
     let list = eventually(WAIT, "the suspension in the admin API", || async {
-        let r = client(Ipv4Addr::LOCALHOST)
-            .get(url(&server, "/api/admin/suspend/v1"))
-            .send()
-            .await
-            .ok()?;
-        let v: Value = r.json().await.ok()?;
+        let v = suspensions(&server).await?;
         (v.as_array()?.len() == 1).then_some(v)
     })
     .await;
@@ -170,7 +165,40 @@ async fn the_dashboard_shows_100_delivered_streams_their_records_and_its_suspend
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
         std::fs::write(&docs, &png).expect("writing docs/dashboard.png");
     }
+
+    // Resume: the suspension is cancelled.
+    eventually(WAIT, "the resume button to be clicked", || async {
+        browser.click(&format!("{row} button.resume")).await.ok()
+    })
+    .await;
+    eventually(WAIT, "the suspension to be cancelled", || async {
+        (suspensions(&server).await?.as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    // Bounce, after the page asks: the waiting messages leave with AdminBounce records.
+    eventually(WAIT, "the bounce button to be clicked", || async {
+        browser.click(&format!("{row} button.bounce")).await.ok()
+    })
+    .await;
+    eventually(WAIT, "the bounce confirmation to be accepted", || async {
+        browser.accept_dialog().await.ok()
+    })
+    .await;
+    server
+        .wait_for_records(WAIT, "AdminBounce records for the waiting messages", |r| {
+            records_of(r, "AdminBounce", &waiting).len() == 3
+        })
+        .await;
     browser.quit().await;
+}
+
+async fn suspensions(server: &Server) -> Option<Value> {
+    let r = client(Ipv4Addr::LOCALHOST)
+        .get(url(server, "/api/admin/suspend/v1"))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,6 +161,13 @@ impl Browser {
         .map(drop)
     }
 
+    /// Accept the `confirm()` the page has open.
+    pub async fn accept_dialog(&self) -> Result<(), String> {
+        self.request(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+            .await
+            .map(drop)
+    }
+
     /// Run `script` (a function body) in the page and return its value.
     pub async fn eval(&self, script: &str) -> Result<Value, String> {
         self.request(

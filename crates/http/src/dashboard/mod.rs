@@ -1,4 +1,4 @@
-//! The live web dashboard (ARCHITECTURE.md, "The dashboard"): the page at
+//! The live web dashboard (ARCHITECTURE.md, "Who owns what"): the page at
 //! `/`, its script and style sheet (embedded in the binary; plain files, no
 //! build step), and `/dashboard/events`, the delivery log's records as
 //! server-sent events. Everything else the page shows it reads from the
