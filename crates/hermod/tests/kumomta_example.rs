@@ -2,7 +2,7 @@
 //! is the policy of KumoMTA's "An Example Configuration" page, changed only in file paths and
 //! listen ports (its header lists the lines), with the helpers' data files written in the
 //! formats KumoMTA documents. `hermod check` passes it; `hermod serve` runs it, and mail
-//! injected over SMTP is routed by the queue helper (tenant from a header) through the
+//! injected over SMTP (and over its HTTPS listener) is routed by the queue helper (tenant from a header) through the
 //! sources and pools of sources.toml, signed by the dkim_sign helper (verified by dkimpy),
 //! shaped by the shaping helper (the receiving MTA's port comes from shaping.toml, by MX
 //! rollup), and delivered through DNS from a zone file to another `hermod` process.
@@ -100,11 +100,12 @@ async fn kumomtas_example_policy_checks_serves_routes_signs_shapes_and_delivers(
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path();
     let smtp_port = common::free_port();
+    let https_port = common::free_port();
     let ports = [
         ("SMTP_PORT", smtp_port),
         ("SMTP6_PORT", common::free_port()),
         ("HTTP_PORT", common::free_port()),
-        ("HTTPS_PORT", common::free_port()),
+        ("HTTPS_PORT", https_port),
         ("SINK_PORT", rx.smtp_port),
     ];
     let policy = install(dir, &ports);
@@ -147,14 +148,46 @@ async fn kumomtas_example_policy_checks_serves_routes_signs_shapes_and_delivers(
         )
         .await;
     client.quit().await;
-    let ids: HashSet<String> = [tenant_id.clone(), default_id.clone()].into();
 
-    let records = common::eventually(WAIT, "two Delivery records", || {
+    // The example's second HTTP listener has use_tls = true (a self-signed certificate):
+    // inject a third message there, for http_message_generated.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .expect("an HTTPS client");
+    let content = String::from_utf8(message(Some("mytenant"), "https")).expect("ASCII");
+    let answer: Value = https
+        .post(format!("https://127.0.0.1:{https_port}/api/inject/v1"))
+        .json(&serde_json::json!({
+            "envelope_sender": "sender@examplecorp.test",
+            "recipients": [{ "email": "rcpt@customer.test" }],
+            "content": content,
+        }))
+        .send()
+        .await
+        .expect("injecting over HTTPS")
+        .json()
+        .await
+        .expect("the injection answer");
+    assert_eq!(answer["success_count"], 1, "{answer}");
+
+    let records = common::eventually(WAIT, "three Delivery records", || {
         let records = read_log_records(&dir.join("logs"));
-        let done = records_of(&records, "Delivery", &ids).len() == 2;
+        let done = records.iter().filter(|r| r["type"] == "Delivery").count() == 3;
         async move { done.then_some(records) }
     })
     .await;
+    let http_id = records
+        .iter()
+        .find(|r| r["type"] == "Reception" && r["reception_protocol"] == "HTTP")
+        .and_then(|r| r["id"].as_str())
+        .expect("the HTTP Reception record")
+        .to_string();
+    let ids: HashSet<String> = [tenant_id.clone(), default_id.clone(), http_id.clone()].into();
+    assert_eq!(records_of(&records, "Delivery", &ids).len(), 3);
     let delivery = |id: &str| -> Value {
         records
             .iter()
@@ -180,6 +213,8 @@ async fn kumomtas_example_policy_checks_serves_routes_signs_shapes_and_delivers(
             .is_some_and(|s| s.ends_with("->mx.dest.test@smtp")),
         "{d}"
     );
+    let d = delivery(&http_id);
+    assert_eq!(d["egress_pool"], "pool-2", "{d}");
     let d = delivery(&default_id);
     assert_eq!(d["egress_pool"], "pool-1", "{d}");
     assert_eq!(d["egress_source"], "ip-1", "{d}");
@@ -190,13 +225,13 @@ async fn kumomtas_example_policy_checks_serves_routes_signs_shapes_and_delivers(
         "{d}"
     );
 
-    // The receiving MTA has both, signed by examplecorp.test's key, without the tenant header.
+    // The receiving MTA has all three, signed by examplecorp.test's key, without the tenant header.
     let new = rx.dir().join("sink/customer.test/new");
     let files: Vec<PathBuf> = std::fs::read_dir(&new)
         .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    assert_eq!(files.len(), 2, "two messages in {}", new.display());
+    assert_eq!(files.len(), 3, "three messages in {}", new.display());
     let record = keys_dir().join("rsa.dns.txt");
     for f in files {
         let bytes = std::fs::read(&f).expect("reading a received message");
