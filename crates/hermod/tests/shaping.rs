@@ -262,3 +262,37 @@ fn a_valid_shaping_file_with_automation_rules_passes_hermod_check() {
     ));
     assert!(out.status.success(), "{all}");
 }
+
+#[test]
+fn hermod_check_reports_a_shaping_sources_table_naming_a_source_the_sources_helper_lacks() {
+    let s = Scratch::new();
+    let sources = s.file(
+        "sources.toml",
+        "[source.\"ip-1\"]\nsource_address = \"127.0.0.1\"\n",
+    );
+    let shaping = s.file(
+        "shaping.toml",
+        "[\"a.test\"]\nconnection_limit = 5\n\n[\"a.test\".sources.\"ip-1\"]\nconnection_limit = 1\n\n[\"a.test\".sources.\"ip-9\"]\nconnection_limit = 2\n",
+    );
+    let zone = s.file("zone.txt", ZONE);
+    let policy = s.file(
+        "policy.lua",
+        &format!(
+            "local kumo = require 'kumo'\n\
+             local sources = require 'policy-extras.sources'\n\
+             local shaping = require 'policy-extras.shaping'\n\
+             sources:setup {{ '{}' }}\n\
+             kumo.on('get_egress_path_config', shaping:setup {{ '{}' }})\n",
+            sources.display(),
+            shaping.display()
+        ),
+    );
+    let out = hermod_check(&policy, &zone);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    let want = format!(
+        "{}:7: sources table names source 'ip-9', which the sources helper does not define",
+        shaping.display()
+    );
+    assert!(all.contains(&want), "{want:?} in:\n{all}");
+}

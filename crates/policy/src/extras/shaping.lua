@@ -258,6 +258,7 @@ local function read_block(src, path, where, block, is_provider)
         end
         check_options(src, spath, swhere, options)
         entry.sources[source] = options
+        table.insert(src.refs, { source = source, file = src.file, line = src.layout:line(spath) })
       end
     elseif key == 'automation' then
       check_automation(src, path, where, value)
@@ -314,9 +315,9 @@ local function written_order(src, tbl, prefix)
 end
 
 local function load(files)
-  local data = { rollup = {}, rollup_order = {}, exact = {}, providers = {}, provider_order = {} }
+  local data = { rollup = {}, rollup_order = {}, exact = {}, providers = {}, provider_order = {}, refs = {} }
   for _, file in ipairs(files) do
-    local src = { file = file, layout = utils.toml_layout(file) }
+    local src = { file = file, layout = utils.toml_layout(file), refs = data.refs }
     local raw = utils.load_json_or_toml_file(file)
     for _, name in ipairs(written_order(src, raw, {})) do
       local block = raw[name]
@@ -485,6 +486,24 @@ local function build(options)
   end
   local data = load(files)
   local publish, subscribe = options.publish or {}, options.subscribe or {}
+
+  -- `hermod check`: a sources table must name a source that the sources
+  -- helper defines (when the policy uses it), as KumoMTA's helper checks.
+  kumo.on('validate_config', function()
+    local ok, sources = pcall(require, 'policy-extras.sources')
+    if not ok or not sources.is_defined then
+      return
+    end
+    for _, ref in ipairs(data.refs) do
+      if not sources.is_defined(ref.source) then
+        utils.error_at(
+          ref.file,
+          ref.line,
+          string.format("sources table names source '%s', which the sources helper does not define", ref.source)
+        )
+      end
+    end
+  end)
 
   local shaper = { file_names = files }
   -- `skip_make` (KumoMTA's test hook) returns the merged options instead
