@@ -187,7 +187,7 @@ kumo.on('smtp_server_message_received', function(msg)
   if case == 'open' then
     local t = msg:set_scheduling { dow = 'Mon,Tue,Wed,Thu,Fri,Sat,Sun', tz = 'Asia/Tokyo',
       start = '00:00:00', ['end'] = '23:59:59' }
-    msg:set_meta('x_sched', t)
+    msg:append_header('X-Sched-Table', kumo.json_encode(t))
   elseif case == 'expired' then
     msg:set_scheduling { expires = '2001-02-03T04:05:06Z' }
   elseif case == 'bad' then
@@ -208,10 +208,14 @@ end)
                 && records_of(r, "Expiration", &ids(&expired)).len() == 1
         })
         .await;
-    let got = &records_of(&records, "Delivery", &ids(&open))[0]["meta"]["x_sched"];
+    let delivered = maildir_files(data.path(), "open.example");
+    let table = delivered[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Sched-Table: "))
+        .unwrap_or_else(|| panic!("no X-Sched-Table header in {}", delivered[0]));
     assert_eq!(
-        got,
-        &serde_json::json!({"dow": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "tz": "Asia/Tokyo",
+        serde_json::from_str::<Value>(table).unwrap(),
+        serde_json::json!({"dow": "Mon,Tue,Wed,Thu,Fri,Sat,Sun", "tz": "Asia/Tokyo",
             "start": "00:00:00", "end": "23:59:59"}),
         "set_scheduling returns KumoMTA's table form"
     );
