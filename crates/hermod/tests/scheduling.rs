@@ -267,3 +267,78 @@ end)
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_that_closes_while_the_message_waits_in_its_ready_queue_holds_it_without_an_attempt(
+) {
+    // The window ends a few seconds from now (UTC), on the same day.
+    let seconds_of_day = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs() % 86400;
+    if seconds_of_day(SystemTime::now()) > 86400 - 30 {
+        tokio::time::sleep(Duration::from_secs(40)).await;
+    }
+    let end = seconds_of_day(SystemTime::now() + Duration::from_secs(6));
+    let end = format!("{:02}:{:02}:{:02}", end / 3600, end / 60 % 60, end % 60);
+    let data = tempfile::tempdir().unwrap();
+    let policy = r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    retry_interval = '1s', protocol = { maildir_path = 'DIR/maildir/{{ domain }}' },
+  }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  msg:import_scheduling_header('X-Schedule', true)
+end)
+"#
+    .replace("DIR", &data.path().display().to_string());
+    let cfg = common::ServerConfig::with_p0(&policy).env("HERMOD_LOG", "info,hermod_queue=debug");
+    let server = Server::launch(cfg).await;
+
+    // The ready queue holds the message past the window's end.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let suspend = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!(
+            "http://127.0.0.1:{}/api/admin/suspend-ready-q/v1",
+            server.http_port
+        ))
+        .json(&serde_json::json!({
+            "name": "unspecified->closing.example@maildir",
+            "reason": "outlast the window",
+            "duration": "8s",
+        }))
+        .send()
+        .await
+        .expect("suspending the ready queue");
+    assert_eq!(suspend.status().as_u16(), 200);
+    let id = send(
+        &server,
+        "user@closing.example",
+        &format!(
+            "X-Schedule: {}\r\n",
+            serde_json::json!({"dow": EVERY_DAY, "tz": "Etc/UTC", "start": "00:00:00", "end": end})
+        ),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server
+        .stderr()
+        .contains("outside its scheduling window; waiting")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never put the message back:\n{}",
+            server.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = server.log_records();
+    assert_eq!(
+        kinds_of(&records, &id),
+        ["Reception"],
+        "received in its window, then neither attempted nor delayed by a failure"
+    );
+    assert!(maildir_files(data.path(), "closing.example").is_empty());
+}
