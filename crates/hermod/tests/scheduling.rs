@@ -65,6 +65,15 @@ fn maildir_files(dir: &Path, domain: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .expect("building the HTTP client")
+}
+
 fn kinds_of(records: &[Value], id: &str) -> Vec<String> {
     records
         .iter()
@@ -147,6 +156,25 @@ end)
             "{content}"
         );
     }
+
+    // The admin API shows the held message's scheduling, and no attempt.
+    let inspect: Value = http()
+        .get(format!(
+            "http://127.0.0.1:{}/api/admin/inspect-message/v1?id={closed}",
+            server.http_port
+        ))
+        .send()
+        .await
+        .expect("inspect-message")
+        .json()
+        .await
+        .expect("inspect-message JSON");
+    assert_eq!(
+        inspect["message"]["scheduling"],
+        serde_json::from_str::<Value>(&window(phoenix_weekday(2))).unwrap(),
+        "{inspect}"
+    );
+    assert_eq!(inspect["message"]["num_attempts"], 0, "{inspect}");
 
     // Both held messages come back from the spool with their scheduling.
     server.restart().await;
@@ -294,11 +322,7 @@ end)
     let server = Server::launch(cfg).await;
 
     // The ready queue holds the message past the window's end.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let suspend = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let suspend = http()
         .post(format!(
             "http://127.0.0.1:{}/api/admin/suspend-ready-q/v1",
             server.http_port

@@ -219,9 +219,7 @@ impl QueueManager {
         }
         out
     }
-}
 
-impl QueueManager {
     /// A message just spooled goes to its ready queue, unless its
     /// scheduling (`msg:set_scheduling`) puts it off or has already run out.
     async fn queue_received(&self, m: Message, sq: Arc<ScheduledQueue>) {
