@@ -253,11 +253,13 @@ async fn kumomtas_example_policy_checks_serves_routes_signs_shapes_and_delivers(
         );
     }
 
-    // The example's TSA endpoints (127.0.0.1:8008) do not exist: the server said that
-    // automation is unavailable and went on with the static rules.
+    // The example subscribes to TSA endpoints (127.0.0.1:8008): subscriptions are not
+    // available, the server said so and went on with the static rules. (Publishing to an
+    // endpoint that does not answer only leaves hook messages to retry; tsa_publish.rs
+    // shows publishing.)
     let stderr = tx.stderr();
     assert!(
-        stderr.contains("traffic shaping automation is not available"),
+        stderr.contains("traffic shaping automation subscriptions are not available"),
         "{stderr}"
     );
 }

@@ -242,6 +242,11 @@ fn a_misspelt_shaping_key_is_reported_by_hermod_check_at_its_line_in_its_table()
             11,
             "domain 'a.test', automation rule 2: 'action' must be one of",
         ),
+        (
+            "[\"a.test\"]\nconnection_limit = 5\n\n[[\"a.test\".automation]]\nregex = \"4.7.0 (\"\naction = \"Suspend\"\nduration = \"1h\"\n",
+            5,
+            "domain 'a.test', automation rule 1: kumo.regex.compile: invalid pattern",
+        ),
     ];
     for (toml, line, needle) in cases {
         let (all, file, out) = check_shaping_file(toml);

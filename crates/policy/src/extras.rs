@@ -25,6 +25,10 @@ const MODULES: &[(&str, &str)] = &[
     ("policy-extras.queue", include_str!("extras/queue.lua")),
     ("policy-extras.shaping", include_str!("extras/shaping.lua")),
     ("policy-extras.sources", include_str!("extras/sources.lua")),
+    (
+        "policy-extras.tsa_publish",
+        include_str!("extras/tsa_publish.lua"),
+    ),
 ];
 
 pub(crate) fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {

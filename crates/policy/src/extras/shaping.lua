@@ -14,7 +14,8 @@
 --   match = [{MXSuffix=".google.com"}]   suffix ({HostName=...}: are named),
 --                                        or whose name ends in
 --                                        {DomainSuffix=...}
---   [[provider."google".automation]]     automation rules: checked, unused
+--   [[provider."google".automation]]     automation rules: checked; their
+--                                        regexes filter what is published
 --
 -- Options are make_egress_path's. Files merge in order, key by key; a table
 -- with replace_base = true drops what earlier files said for it and, when it
@@ -26,9 +27,11 @@
 --
 -- Unlike KumoMTA's helper, the files are read and checked when the policy
 -- loads, so a misspelt option stops the policy (and `hermod check`) with
--- the data file's line. Traffic shaping automation (KumoMTA's TSA daemon)
--- is not available in Hermod: automation rules are checked and ignored, and
--- setup_publish logs that. provider_connection_limit and
+-- the data file's line. Of traffic shaping automation (KumoMTA's TSA
+-- daemon), Hermod has the publishing half: setup_publish sends log records
+-- to the daemon (policy-extras.tsa_publish); subscribing to its
+-- suspensions and shaping overrides is not available, and setup_publish
+-- logs that. provider_connection_limit and
 -- provider_max_message_rate (limits shared by every site of a provider) are
 -- refused until Hermod has shared limits.
 local kumo = require 'kumo'
@@ -57,8 +60,9 @@ local ACTIONS = {
 }
 local MATCH_KINDS = { DomainSuffix = true, MXSuffix = true, HostName = true }
 
--- setup_with_automation's documented options; the automation ones are
--- accepted for compatibility and have no effect.
+-- setup_with_automation's documented options; those about loading and
+-- caching are accepted for compatibility and have no effect (files are
+-- read once, when the policy loads).
 local SETUP_OPTIONS = {
   publish = true,
   subscribe = true,
@@ -70,6 +74,7 @@ local SETUP_OPTIONS = {
   load_validation_options = true,
   validation_options = true,
   pre_filter = true,
+  publish_timeout = true,
   skip_log_record_types = true,
   additional_skip_log_record_types = true,
   retry_shaping_data_fetch_on_populate_timeout = true,
@@ -191,6 +196,17 @@ local function check_automation(src, path, where, rules)
     if not regex_ok then
       bad('regex', "'regex' must be a string or a list of strings")
     end
+    -- Compiled now, so a bad pattern names its line; publishing's
+    -- pre_filter (policy-extras.tsa_publish) matches responses with them.
+    local compiled = {}
+    for _, pattern in ipairs(type(regex) == 'table' and regex or { regex }) do
+      local ok, re = pcall(kumo.regex.compile, pattern)
+      if not ok then
+        bad('regex', utils.error_reason(re))
+      end
+      table.insert(compiled, re)
+    end
+    table.insert(src.automation, { regexes = compiled, match_internal = rule.match_internal == true })
     if rule.action == nil then
       bad(nil, "'action' is required")
     end
@@ -315,9 +331,10 @@ local function written_order(src, tbl, prefix)
 end
 
 local function load(files)
-  local data = { rollup = {}, rollup_order = {}, exact = {}, providers = {}, provider_order = {}, refs = {} }
+  local data =
+    { rollup = {}, rollup_order = {}, exact = {}, providers = {}, provider_order = {}, refs = {}, automation = {} }
   for _, file in ipairs(files) do
-    local src = { file = file, layout = utils.toml_layout(file), refs = data.refs }
+    local src = { file = file, layout = utils.toml_layout(file), refs = data.refs, automation = data.automation }
     local raw = utils.load_json_or_toml_file(file)
     for _, name in ipairs(written_order(src, raw, {})) do
       local block = raw[name]
@@ -485,7 +502,7 @@ local function build(options)
     table.insert(files, file)
   end
   local data = load(files)
-  local publish, subscribe = options.publish or {}, options.subscribe or {}
+  local subscribe = options.subscribe or {}
 
   -- `hermod check`: a sources table must name a source that the sources
   -- helper defines (when the policy uses it), as KumoMTA's helper checks.
@@ -515,17 +532,19 @@ local function build(options)
     end
     return kumo.make_egress_path(params)
   end
+  -- Publishing is registered now (events must exist before init runs);
+  -- the hooks themselves are configured when init calls setup_publish.
+  local configure_hooks = require('policy-extras.tsa_publish').setup(options, data.automation)
   function shaper.setup_publish()
-    if #publish == 0 and #subscribe == 0 then
-      return
-    end
-    kumo.log_warn(
-      string.format(
-        'policy-extras.shaping: traffic shaping automation is not available in Hermod: log records are not published to %s and no suspensions or shaping overrides are read from %s; the static shaping rules apply',
-        #publish > 0 and table.concat(publish, ', ') or '(none)',
-        #subscribe > 0 and table.concat(subscribe, ', ') or '(none)'
+    configure_hooks()
+    if #subscribe > 0 then
+      kumo.log_warn(
+        string.format(
+          'policy-extras.shaping: traffic shaping automation subscriptions are not available in Hermod: no suspensions or shaping overrides are read from %s; the static shaping rules apply',
+          table.concat(subscribe, ', ')
+        )
       )
-    )
+    end
   end
   return shaper
 end
