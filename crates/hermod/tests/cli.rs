@@ -219,7 +219,7 @@ fn version_and_help_exit_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_tail_type_bounce_shows_only_the_bounce() {
+async fn logs_tail_type_bounce_shows_only_the_bounce_and_a_segment_bar_only_on_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let src = format!(
         "{PRELUDE}{}",
@@ -280,6 +280,27 @@ end)
     assert_eq!(lines[0]["id"], id.as_str());
     assert_eq!(lines[0]["response"]["code"], 550);
     assert_eq!(lines[0]["response"]["content"], "no such user here");
+
+    // With stderr on a terminal and the records going to a file, a bar counts the
+    // segments read; with stderr a pipe (above), nothing but the records is written.
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let saved = tmp.path().join("tail.out");
+    let shown = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} logs tail --dir {} --json > {}",
+            env!("CARGO_BIN_EXE_hermod"),
+            dir.display(),
+            saved.display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .expect("script(1) gives hermod a terminal");
+    let terminal = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{terminal}");
+    assert!(terminal.contains("reading log segments"), "{terminal:?}");
+    let saved = std::fs::read_to_string(&saved).expect("the records");
+    assert!(saved.contains("\"Bounce\""), "{saved}");
 
     // The human-readable form names the record too.
     let out = hermod(

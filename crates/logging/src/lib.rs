@@ -23,7 +23,7 @@ pub use config::{register, ConfigError, LocalLogConfig, LogHookConfig, PerRecord
 pub use hook::{build_hook_message, hook_line, HookPermit, HookSink};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
-pub use tail::{tail, tail_until, TailOptions};
+pub use tail::{tail, tail_reporting, tail_until, TailOptions};
 pub use tap::{RecordTap, TAP_CAPACITY};
 pub use template::TemplateError;
 

@@ -218,6 +218,18 @@ pub fn tail_until(
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), LogError> {
+    tail_reporting(opts, out, stop, &|_, _| {})
+}
+
+/// As `tail_until`, and `progress(done, total)` after each segment of the first pass over
+/// the directory (the segments that existed when it started), so a caller can show how far
+/// reading a large backlog has come. Segments that appear while following are not counted.
+pub fn tail_reporting(
+    opts: TailOptions,
+    out: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+    progress: &dyn Fn(usize, usize),
+) -> Result<(), LogError> {
     let filter = Filter {
         types: opts.types.clone(),
         min_timestamp: opts.since.map(|d| {
@@ -230,8 +242,14 @@ pub fn tail_until(
     };
     let mut readers: BTreeMap<String, SegmentReader> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
+    let mut first_pass = true;
     loop {
-        for name in segment_names(&opts.log_dir)? {
+        let names = segment_names(&opts.log_dir)?;
+        let total = names.len();
+        for (i, name) in names.into_iter().enumerate() {
+            if first_pass {
+                progress(i, total);
+            }
             if finished.contains(&name) {
                 continue;
             }
@@ -269,6 +287,10 @@ pub fn tail_until(
                 readers.remove(&name);
                 finished.insert(name);
             }
+        }
+        if first_pass {
+            progress(total, total);
+            first_pass = false;
         }
         out.flush().map_err(LogError::Output)?;
         if !opts.follow || stop() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use hermod_logging::{
-    tail, tail_until, EnhancedCode, LocalLogConfig, Logger, RecordType, Response,
+    tail, tail_reporting, tail_until, EnhancedCode, LocalLogConfig, Logger, RecordType, Response,
 };
 
 async fn write_mixed(dir: &std::path::Path) -> String {
@@ -142,4 +142,30 @@ fn tail_of_a_missing_directory_is_an_error_naming_it() {
         err.to_string().contains("/nonexistent/hermod-logs"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn tail_reports_each_segment_of_its_first_pass_and_ends_at_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mixed(dir.path()).await;
+    // Copies of the sealed segment stand for a backlog of segments.
+    let first = segments(dir.path()).remove(0);
+    for i in 0..4 {
+        std::fs::copy(&first, dir.path().join(format!("zz-copy-{i}"))).unwrap();
+    }
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut out = Vec::new();
+    tail_reporting(
+        tail_opts(dir.path()),
+        &mut out,
+        &|| false,
+        &|done, total| seen.lock().unwrap().push((done, total)),
+    )
+    .unwrap();
+    assert_eq!(
+        seen.into_inner().unwrap(),
+        vec![(0, 5), (1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    );
+    // Every copy was read: three records each.
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 15);
 }
