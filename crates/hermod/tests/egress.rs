@@ -309,6 +309,26 @@ async fn many_messages_share_few_connections_and_max_message_rate_spaces_them() 
         .filter_map(|r| r["meta"]["received_from"].as_str().map(String::from))
         .collect();
     let _ = conns;
+    // The waits are counted per scheduled queue, as KumoMTA counts its delays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", tx.http_port))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    let delayed = sample(r#"delayed_due_to_message_rate_throttle{queue="mx.test"}"#);
+    assert!(
+        (10.0..20.0).contains(&delayed),
+        "20 messages at 10/s with a burst of 1: most wait, the first does not ({delayed})"
+    );
+    assert!(sample(r#"deliver_message_latency_rollup_count{service="smtp_client"}"#) >= 20.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
