@@ -51,9 +51,14 @@ end)
 
 const HELD: &str = "unspecified->held.example@maildir";
 
-async fn scrape(server: &Server) -> String {
+fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let resp = reqwest::Client::new()
+    reqwest::Client::new()
+}
+
+async fn scrape(server: &Server) -> String {
+    let resp = client()
         .get(format!("http://127.0.0.1:{}/metrics", server.http_port))
         .send()
         .await
@@ -103,7 +108,7 @@ fn delivered_count(recs: &[Value], domain: &str, kind: &str) -> usize {
 }
 
 async fn api(server: &Server, method: reqwest::Method, body: Value) -> Value {
-    let resp = reqwest::Client::new()
+    let resp = client()
         .request(
             method,
             format!(
