@@ -301,27 +301,10 @@ async fn many_messages_share_few_connections_and_max_message_rate_spaces_them() 
         "connection_limit 1 with reuse, got {} sessions",
         sessions.len()
     );
-    // The sink saw the same: one connection at a time.
-    let rx_records = rx.log_records();
-    let conns: HashSet<String> = rx_records
-        .iter()
-        .filter(|r| r["type"] == "Reception")
-        .filter_map(|r| r["meta"]["received_from"].as_str().map(String::from))
-        .collect();
-    let _ = conns;
     // The waits are counted per scheduled queue, as KumoMTA counts its delays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", tx.http_port))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let sample = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    let metrics = common::scrape_metrics(tx.http_port).await;
+    let sample = |series: &str| {
+        common::metric(&metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
     };
     let delayed = sample(r#"delayed_due_to_message_rate_throttle{queue="mx.test"}"#);
     assert!(

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, smtp, Server};
+use common::{eventually, metric, smtp, Server};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -58,29 +58,11 @@ fn client() -> reqwest::Client {
 }
 
 async fn scrape(server: &Server) -> String {
-    let resp = client()
-        .get(format!("http://127.0.0.1:{}/metrics", server.http_port))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert!(
-        resp.status().is_success(),
-        "GET /metrics: {}",
-        resp.status()
-    );
-    resp.text().await.expect("metrics body")
-}
-
-/// The value of the sample line that starts with `series ` (name and labels
-/// exactly as written, e.g. `ready_count{service="x"}`).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    common::scrape_metrics(server.http_port).await
 }
 
 fn must(text: &str, series: &str) -> f64 {
-    value(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 /// Scrape until `series` satisfies `ok`; returns that scrape.
@@ -90,7 +72,7 @@ async fn until(server: &Server, series: &str, ok: impl Fn(f64) -> bool) -> Strin
         &format!("{series} to reach the expected value"),
         || async {
             let text = scrape(server).await;
-            value(&text, series).filter(|v| ok(*v)).map(|_| text)
+            metric(&text, series).filter(|v| ok(*v)).map(|_| text)
         },
     )
     .await
@@ -244,13 +226,13 @@ async fn metrics_after_deliveries_carry_kumomta_names_labels_types_and_values() 
         );
         // KumoMTA's buckets.
         assert!(
-            value(
+            metric(
                 &text,
                 &format!(
                     r#"deliver_message_latency_rollup_bucket{{le="0.005",service="{rollup}"}}"#
                 )
             )
-            .or_else(|| value(
+            .or_else(|| metric(
                 &text,
                 &format!(
                     r#"deliver_message_latency_rollup_bucket{{service="{rollup}",le="0.005"}}"#
