@@ -84,6 +84,7 @@ async fn problems(args: &CheckArgs) -> Vec<Problem> {
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::serve::install_crypto();
+    crate::serve::use_dns_zone_files(&args.dns_zone_file)?;
     let found = problems(&args).await;
     if args.json {
         let v = serde_json::json!({ "ok": found.is_empty(), "errors": found });

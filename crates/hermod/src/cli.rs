@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// `reap_interval`).
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     pub queue_reap_interval: Option<std::time::Duration>,
+    /// Answer every DNS query from this zone file instead of the system resolver (offline
+    /// labs and tests); repeatable. The same as the policy calling
+    /// `kumo.dns.configure_test_resolver` with the files' text.
+    #[arg(long, value_name = "FILE")]
+    pub dns_zone_file: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -102,6 +107,9 @@ pub struct CheckArgs {
     /// Machine-readable output: {"ok": bool, "errors": [{"file","line","message"}]}.
     #[arg(long)]
     pub json: bool,
+    /// Answer DNS from this zone file, as `hermod serve --dns-zone-file` does.
+    #[arg(long, value_name = "FILE")]
+    pub dns_zone_file: Vec<PathBuf>,
 }
 
 #[derive(Args)]

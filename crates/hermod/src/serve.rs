@@ -34,6 +34,24 @@ pub fn registrars() -> Vec<hermod_policy::Registrar> {
     ]
 }
 
+/// `--dns-zone-file`: every lookup answered from these zone files' text.
+pub fn use_dns_zone_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut zones = Vec::with_capacity(files.len());
+    for f in files {
+        zones.push(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the DNS zone file {}", f.display()))?,
+        );
+    }
+    hermod_dns::configure_test_resolver(&zones)
+        .with_context(|| format!("loading the DNS zone files {files:?}"))?;
+    tracing::info!(files = ?files, "DNS answers come from zone files (--dns-zone-file)");
+    Ok(())
+}
+
 pub fn install_crypto() {
     // Several crates use rustls; they must agree on one provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -111,6 +129,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(args.data_dir.clone());
     // The built-in policy reads it; set before any worker thread reads the environment.
     std::env::set_var("HERMOD_DATA_DIR", &data_dir);
+    use_dns_zone_files(&args.dns_zone_file)?;
 
     let (engine, collected) = Engine::start(engine_options(&args))
         .await
@@ -219,11 +238,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut http_handles = Vec::new();
     for cfg in http {
         let listen = cfg.listen.clone();
-        let h = hermod_http::start_listener_with_admin(
+        let h = hermod_http::start_listener_with_dashboard(
             cfg,
             engine.clone(),
             acceptor.clone(),
             Some(admin.clone()),
+            Some(logger.record_tap()),
             shutdown.clone(),
         )
         .await

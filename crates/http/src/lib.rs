@@ -1,11 +1,13 @@
 //! `kumo.start_http_listener`: the HTTP listener with the injection API v1
 //! (`POST /api/inject/v1`), liveness and metrics endpoints, and KumoMTA's
-//! admin API (`/api/admin/...`: suspend, bounce, ready-q-states, inspect-message).
+//! admin API (`/api/admin/...`: suspend, bounce, ready-q-states, inspect-message),
+//! and the live web dashboard at `/`.
 
 mod admin;
 mod admin_api;
 mod auth;
 mod config;
+mod dashboard;
 mod inject;
 mod server;
 mod tls;
@@ -16,7 +18,9 @@ pub use config::{register, ConfigError, HttpListenerConfig, KeySource, TrustedHo
 pub use inject::{
     BuildError, InjectError, InjectRequest, RequestError, TemplateError, MAX_RECIPIENTS,
 };
-pub use server::{start_listener, start_listener_with_admin, HttpHandle};
+pub use server::{
+    start_listener, start_listener_with_admin, start_listener_with_dashboard, HttpHandle,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ use hermod_message::Acceptor;
 use hermod_policy::Engine;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
@@ -38,6 +39,11 @@ pub(crate) struct AppState {
     pub admin: Option<Arc<dyn Admin>>,
     pub auth_cache: AuthCache,
     pub received: hermod_metrics::Counter,
+    /// The delivery log's live tap, streamed by the dashboard; without one
+    /// `/dashboard/events` answers 503.
+    pub log_events: Option<broadcast::Sender<Bytes>>,
+    /// Ends long-lived responses (the dashboard's event stream) at shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// Both ends of a connection: the peer for auth and `received_from`, the
@@ -124,6 +130,19 @@ pub async fn start_listener_with_admin(
     admin: Option<Arc<dyn Admin>>,
     shutdown: CancellationToken,
 ) -> Result<HttpHandle, HttpError> {
+    start_listener_with_dashboard(cfg, engine, acceptor, admin, None, shutdown).await
+}
+
+/// [`start_listener_with_admin`] whose dashboard (`/`) also streams the
+/// records `log_events` carries (`hermod_logging::Logger::record_tap`).
+pub async fn start_listener_with_dashboard(
+    cfg: HttpListenerConfig,
+    engine: Arc<Engine>,
+    acceptor: Arc<dyn Acceptor>,
+    admin: Option<Arc<dyn Admin>>,
+    log_events: Option<broadcast::Sender<Bytes>>,
+    shutdown: CancellationToken,
+) -> Result<HttpHandle, HttpError> {
     let addr = cfg.validate()?;
     let tls = if cfg.use_tls {
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -148,6 +167,8 @@ pub async fn start_listener_with_admin(
         admin,
         auth_cache: AuthCache::default(),
         received: hermod_metrics::received(hermod_metrics::SERVICE_HTTP_LISTENER),
+        log_events,
+        shutdown: shutdown.clone(),
     });
     let app = router(state, body_limit);
 
@@ -198,6 +219,10 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         )
         .route("/api/admin/ready-q-states/v1", get(api::ready_q_states))
         .route("/api/admin/inspect-message/v1", get(api::inspect_message))
+        .route("/", get(crate::dashboard::page))
+        .route("/dashboard/app.js", get(crate::dashboard::script))
+        .route("/dashboard/style.css", get(crate::dashboard::style))
+        .route("/dashboard/events", get(crate::dashboard::events))
         // The limit applies to the decompressed body, so a gzip bomb is cut off too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
@@ -206,6 +231,7 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             state.clone(),
             authorise,
         ))
+        .layer(axum::middleware::from_fn(crate::dashboard::same_origin))
         .with_state(state)
 }
 

@@ -13,6 +13,7 @@ mod rejection;
 mod segment;
 mod select;
 pub mod tail;
+mod tap;
 mod template;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ pub use hook::{build_hook_message, hook_line, HookPermit, HookSink};
 pub use logger::{LogEvent, Logger};
 pub use record::{EnhancedCode, LogRecord, PeerAddress, RecordType, Response};
 pub use tail::{tail, tail_until, TailOptions};
+pub use tap::{RecordTap, TAP_CAPACITY};
 pub use template::TemplateError;
 
 #[derive(Debug, thiserror::Error)]

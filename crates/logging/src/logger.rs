@@ -17,6 +17,7 @@ use crate::record::{LogRecord, PeerAddress, RecordType, Response};
 use crate::rejection::rejection_record;
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
 use crate::select::{select_headers, select_meta, Pattern};
+use crate::tap::{RecordTap, Tap};
 use crate::template::RecordTemplates;
 use crate::LogError;
 use hermod_policy::Engine;
@@ -147,6 +148,7 @@ struct Inner {
     /// Runs `filter_event` handlers; set once the policy engine exists.
     engine: OnceLock<Arc<Engine>>,
     closed: AtomicBool,
+    tap: Tap,
 }
 
 /// Cheap to clone; every clone feeds the same loggers.
@@ -229,6 +231,7 @@ impl Logger {
                 sink,
                 engine: OnceLock::new(),
                 closed: AtomicBool::new(false),
+                tap: Tap::new(),
             })),
         })
     }
@@ -255,6 +258,15 @@ impl Logger {
     pub fn set_policy_engine(&self, engine: Arc<Engine>) {
         if let Some(inner) = &self.inner {
             let _ = inner.engine.set(engine);
+        }
+    }
+
+    /// Where live viewers subscribe to the records this logger takes
+    /// (`crates/logging/src/tap.rs`). A disabled logger's tap never sends.
+    pub fn record_tap(&self) -> RecordTap {
+        match &self.inner {
+            Some(inner) => inner.tap.sender(),
+            None => Tap::new().sender(),
         }
     }
 
@@ -310,12 +322,19 @@ impl Logger {
             }
         }
         let Some((last, rest)) = selections.split_last() else {
-            return; // no logger takes this record
+            // No logger takes this record; a live viewer still may.
+            if inner.tap.wanted() {
+                inner
+                    .tap
+                    .offer(&base_record(ev, reception_protocol, &inner.node_id));
+            }
+            return;
         };
         let selects_meta = selections.iter().any(|s| !s.meta.is_empty());
         // Copying the whole meta map is only worth it when some logger selects from it.
         let meta = if selects_meta { msg.meta() } else { Map::new() };
         let base = base_record(ev, reception_protocol, &inner.node_id);
+        inner.tap.offer(&base);
         let mut records: Vec<Prepared> = Vec::with_capacity(selections.len());
         for sel in rest {
             records.push(Prepared::new(sel, base.clone(), &meta, &msg));
@@ -406,10 +425,11 @@ impl Logger {
             .iter()
             .filter(|l| l.select.wants(RecordType::Rejection))
             .collect();
-        if wanting.is_empty() {
+        if wanting.is_empty() && !inner.tap.wanted() {
             return;
         }
         let base = rejection_record(r, &inner.node_id);
+        inner.tap.offer(&base);
         for local in wanting {
             let mut rec = base.clone();
             rec.meta = select_meta(&r.meta, &local.select.meta);

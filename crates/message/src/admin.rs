@@ -114,6 +114,8 @@ pub struct MessageInfo {
     pub data: Option<Vec<u8>>,
     pub due: Option<SystemTime>,
     pub num_attempts: u32,
+    /// `msg:set_scheduling`'s window, first attempt and expiry.
+    pub scheduling: Option<crate::Scheduling>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -19,6 +19,7 @@ mod message;
 mod protocol;
 pub mod queue_name;
 pub mod report;
+pub mod scheduling;
 mod spool_record;
 pub mod trace;
 
@@ -34,4 +35,5 @@ pub use json_line::{write_json_str, JsonLine};
 pub use message::{Message, MessageError, SpoolWrite};
 pub use protocol::Protocol;
 pub use queue_name::QueueNameComponents;
+pub use scheduling::{ScheduleError, Scheduling};
 pub use spool_record::{SpoolRecord, SpoolRecordError, LOG_RECORD_KEY};

@@ -153,6 +153,39 @@ fn register<T: MessageHandle, M: UserDataMethods<T>>(methods: &mut M) {
         this.touch();
         Ok(this.message().num_attempts())
     });
+    // KumoMTA's scheduling (crates/message/src/scheduling.rs): both return
+    // the scheduling as a table, and raise an error that names the field.
+    methods.add_method("set_scheduling", |lua, this, params: LuaValue| {
+        this.touch();
+        let json = lua_to_json(lua, params)?;
+        let sched = crate::Scheduling::from_json(&json)
+            .map_err(|e| mlua::Error::runtime(format!("set_scheduling: {e}")))?;
+        this.message().set_scheduling(sched);
+        scheduling_table(lua, sched)
+    });
+    methods.add_method(
+        "import_scheduling_header",
+        |lua, this, (name, remove): (String, Option<bool>)| {
+            this.touch();
+            let msg = this.message();
+            let Some(text) = msg.get_first_named_header_value(&name).into_lua_err()? else {
+                return Ok(LuaValue::Nil);
+            };
+            let sched = serde_json::from_str::<Value>(&text)
+                .map_err(|e| format!("is not JSON ({e})"))
+                .and_then(|v| crate::Scheduling::from_json(&v).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    mlua::Error::runtime(format!(
+                        "import_scheduling_header: the {name} header {text:?}: {e}"
+                    ))
+                })?;
+            msg.set_scheduling(sched);
+            if remove.unwrap_or(false) {
+                msg.remove_all_named_headers(&name).into_lua_err()?;
+            }
+            scheduling_table(lua, sched)
+        },
+    );
     methods.add_method("get_first_named_header_value", |_, this, name: String| {
         this.touch();
         this.message()
@@ -292,6 +325,13 @@ fn check_fix_conformance(
             Ok(None)
         }
         Verdict::Passed(None) => Ok(None),
+    }
+}
+
+fn scheduling_table(lua: &Lua, sched: Option<crate::Scheduling>) -> mlua::Result<LuaValue> {
+    match sched {
+        Some(s) => json_to_lua(lua, &Value::Object(s.to_json())),
+        None => Ok(LuaValue::Nil),
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::headers::{self, HeaderError};
 use crate::queue_name::{QueueNameComponents, QueueNameError};
+use crate::scheduling::{Scheduling, StoredSchedule};
 use crate::spool_record::{write_record, RecordParts, LOG_RECORD_KEY};
 use crate::{EnvelopeAddress, JsonLine, SpoolId, SpoolRecord};
 
@@ -31,6 +32,9 @@ struct Inner {
     data: Option<Bytes>,
     num_attempts: u32,
     due: Option<SystemTime>,
+    /// `msg:set_scheduling`'s window, first attempt and expiry; boxed, as
+    /// few messages have one (crates/message/src/scheduling.rs).
+    scheduling: Option<Box<Scheduling>>,
     meta_dirty: bool,
     data_dirty: bool,
     /// Some version of the message is in the spool (read from it, or stored).
@@ -173,16 +177,10 @@ pub struct Message {
 }
 
 impl Inner {
-    /// Hermod's persisted attempt count and due time; `None` before the first retry.
-    fn schedule(&self) -> Option<Value> {
-        if self.num_attempts == 0 && self.due.is_none() {
-            return None;
-        }
-        let due = self
-            .due
-            .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
-        Some(serde_json::json!({ "attempts": self.num_attempts, "due": due }))
+    /// The record's `schedule`: attempts, due time and scheduling; `None`
+    /// before the first retry of a message without scheduling.
+    fn schedule(&self) -> Option<StoredSchedule> {
+        StoredSchedule::of(self.num_attempts, self.due, self.scheduling.as_deref())
     }
 }
 
@@ -203,6 +201,7 @@ impl Message {
                 data: Some(data.into()),
                 num_attempts: 0,
                 due: None,
+                scheduling: None,
                 meta_dirty: true,
                 data_dirty: true,
                 persisted: false,
@@ -221,15 +220,7 @@ impl Message {
     pub fn from_spool(id: SpoolId, record: SpoolRecord, data: Option<Bytes>) -> Self {
         // Hermod persists the attempt count and due time (KumoMTA does not),
         // so a message waiting for a retry keeps its schedule across restarts.
-        let sched = record.schedule.as_ref();
-        let num_attempts = sched
-            .and_then(|s| s.get("attempts"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0) as u32;
-        let due = sched
-            .and_then(|s| s.get("due"))
-            .and_then(|v| v.as_u64())
-            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let sched = record.schedule.unwrap_or_default();
         let mut meta = record.meta;
         // The value and the data share one buffer again, as when built.
         let lazy = match &data {
@@ -252,8 +243,9 @@ impl Message {
                 recipients: record.recipient,
                 meta,
                 data,
-                num_attempts,
-                due,
+                num_attempts: sched.attempts,
+                due: sched.due,
+                scheduling: sched.scheduling.map(Box::new),
                 meta_dirty: false,
                 data_dirty: false,
                 persisted: true,
@@ -409,6 +401,23 @@ impl Message {
 
     pub fn set_due(&self, due: Option<SystemTime>) {
         self.inner.lock().due = due;
+    }
+
+    pub fn scheduling(&self) -> Option<Scheduling> {
+        self.inner.lock().scheduling.as_deref().copied()
+    }
+
+    /// `msg:set_scheduling`: set (or, with `None`, clear) the message's
+    /// scheduling. As in KumoMTA, setting it moves the due time (now, when
+    /// there is none) to the first moment the scheduling allows.
+    pub fn set_scheduling(&self, scheduling: Option<Scheduling>) {
+        let mut g = self.inner.lock();
+        let scheduling = scheduling.filter(|s| !s.is_empty());
+        if let Some(s) = &scheduling {
+            g.due = Some(s.adjust(g.due.unwrap_or_else(SystemTime::now)));
+        }
+        g.scheduling = scheduling.map(Box::new);
+        g.meta_dirty = true;
     }
 
     pub fn is_meta_dirty(&self) -> bool {
@@ -567,61 +576,5 @@ impl std::fmt::Debug for Message {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// A small message for unit tests of this crate.
-    pub(crate) fn msg() -> Message {
-        Message::new(
-            SpoolId::new(),
-            EnvelopeAddress::parse("a@example.com").unwrap(),
-            vec![EnvelopeAddress::parse("b@Nats").unwrap()],
-            Map::new(),
-            &b"Subject: x\r\n\r\nbody"[..],
-        )
-    }
-
-    #[test]
-    fn clones_share_state() {
-        let m = msg();
-        let m2 = m.clone();
-        m2.set_meta("queue", json!("q"));
-        assert_eq!(m.get_meta("queue"), Some(json!("q")));
-        assert_eq!(m.queue_name().unwrap(), "q");
-    }
-
-    #[test]
-    fn unload_keeps_dirty_data() {
-        let m = msg();
-        m.unload_data();
-        assert!(
-            m.is_data_loaded(),
-            "dirty data must not be dropped before it is spooled"
-        );
-        m.mark_clean();
-        m.unload_data();
-        assert!(!m.is_data_loaded());
-    }
-
-    #[test]
-    fn meta_packed_while_waiting_reads_and_stores_back_the_same() {
-        let m = msg();
-        m.set_meta("queue", json!("q"));
-        m.set_meta("n", json!(42));
-        m.set_meta("nested", json!({"a": [1, 2.5, null, "x"]}));
-        m.mark_clean();
-        let before = m.meta();
-        let record_before = m.spool_record();
-        m.unload_data();
-        assert!(m.inner.lock().packed.is_some(), "unloading packs meta");
-        assert_eq!(m.queue_name().unwrap(), "q");
-        assert_eq!(m.get_meta("n"), Some(json!(42)));
-        assert_eq!(m.meta(), before, "same keys, values and order");
-        assert_eq!(m.spool_record().meta, record_before.meta);
-        m.unload_data();
-        m.set_meta("n", json!(43));
-        assert_eq!(m.get_meta("n"), Some(json!(43)));
-        assert_eq!(m.get_meta("queue"), Some(json!("q")));
-    }
-}
+#[path = "message_tests.rs"]
+pub(crate) mod tests;

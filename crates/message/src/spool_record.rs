@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::json_line::write_json_str;
+use crate::scheduling::StoredSchedule;
 use crate::EnvelopeAddress;
 
 /// Why a spool record could not be read.
@@ -26,8 +27,10 @@ pub struct SpoolRecord {
     pub recipient: Vec<EnvelopeAddress>,
     #[serde(default)]
     pub meta: Map<String, Value>,
+    /// Attempts, due time and `msg:set_scheduling`'s fields
+    /// (crates/message/src/scheduling.rs).
     #[serde(default)]
-    pub schedule: Option<Value>,
+    pub schedule: Option<StoredSchedule>,
     /// The message data is meta `log_record`'s JSON text plus a newline, so
     /// it is not stored a second time in the data spool. Log-hook messages
     /// are all like this, and writing each record twice was a measured
@@ -69,7 +72,7 @@ pub(crate) struct RecordParts<'a> {
     /// A meta value kept as JSON text, written as it is: the caller knows
     /// it is one valid JSON value.
     pub lazy: Option<(&'a str, &'a [u8])>,
-    pub schedule: Option<Value>,
+    pub schedule: Option<StoredSchedule>,
     pub data_is_log_record: bool,
 }
 

@@ -23,6 +23,7 @@ const MODULES: &[(&str, &str)] = &[
         include_str!("extras/policy_utils.lua"),
     ),
     ("policy-extras.queue", include_str!("extras/queue.lua")),
+    ("policy-extras.shaping", include_str!("extras/shaping.lua")),
     ("policy-extras.sources", include_str!("extras/sources.lua")),
 ];
 

@@ -147,6 +147,7 @@ end)
 }
 
 const QUEUES_JSON: &str = r#"{
+  "scheduling_header": "X-Schedule",
   "tenant_header": "X-Tenant",
   "remove_tenant_header": true,
   "campaign_header": "X-Campaign",
@@ -265,6 +266,44 @@ async fn the_queue_helper_takes_tenant_and_campaign_from_headers_and_merges_sett
 }
 
 #[tokio::test]
+async fn the_queue_helpers_scheduling_header_sets_the_scheduling_and_is_removed() {
+    let p = Policy::new();
+    let engine = queue_policy(&p).await;
+    let msg = mail(
+        "someone@gmail.com",
+        "X-Schedule: {\"dow\":\"Mon,Wed\",\"tz\":\"America/Phoenix\",\"start\":\"09:00:00\",\"end\":\"17:00:00\"}\r\n",
+    );
+    engine
+        .call::<Value>("apply", msg.clone())
+        .await
+        .expect("apply");
+    let sched = msg.scheduling().expect("the header sets the scheduling");
+    assert_eq!(
+        serde_json::Value::Object(sched.to_json()),
+        serde_json::json!({"dow": "Mon,Wed", "tz": "America/Phoenix", "start": "09:00:00", "end": "17:00:00"})
+    );
+    assert!(msg.due().is_some(), "the due time moves into the window");
+    assert!(
+        msg.get_first_named_header_value("X-Schedule")
+            .expect("headers parse")
+            .is_none(),
+        "the helper removes the header"
+    );
+    let bad = mail("someone@gmail.com", "X-Schedule: {\"dow\":\"Mon\"}\r\n");
+    let err = engine
+        .call::<Value>("apply", bad)
+        .await
+        .expect_err("an incomplete window is an error");
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "a delivery window needs all of dow, tz, start and end; missing: tz, start, end"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn the_queue_helper_rejects_unknown_and_unauthorised_tenants() {
     let p = Policy::new();
     let engine = queue_policy(&p).await;
@@ -325,6 +364,11 @@ async fn the_queue_helper_names_the_file_and_line_of_a_bad_key_or_value() {
             "{\n  \"tenant_headr\": \"X-Tenant\"\n}\n",
             2,
             "unknown key 'tenant_headr'",
+        ),
+        (
+            "{\n  \"tenant\": {\n    \"t\": {\n      \"overall_max_message_rate\": \"10/s\"\n    }\n  }\n}\n",
+            4,
+            "'overall_max_message_rate' needs a throttle shared by every queue of a tenant or campaign",
         ),
     ] {
         let p = Policy::new();

@@ -480,6 +480,7 @@ impl Admin for QueueManager {
                 data,
                 due: message.due(),
                 num_attempts: message.num_attempts(),
+                scheduling: message.scheduling(),
             })
         })
     }

@@ -12,6 +12,7 @@ use hermod_message::{
 
 use crate::manager::QueueManager;
 use crate::resolve::{ScheduledQueue, NULL_QUEUE};
+use crate::schedule::{self, Gate};
 
 fn reception(msg: &Message, queue: &str, info: &ReceptionInfo) -> LogEvent {
     LogEvent {
@@ -205,7 +206,7 @@ impl QueueManager {
                         self.log_received(&m, &sq.name, &info, report.as_ref())
                             .await;
                         let id = m.id();
-                        self.to_ready(crate::held::Queued::loaded(m, sq));
+                        self.queue_received(m, sq).await;
                         out.push(Ok(Accepted::Queued(id)));
                     }
                     Some(Err(e)) => {
@@ -217,6 +218,20 @@ impl QueueManager {
             }
         }
         out
+    }
+
+    /// A message just spooled goes to its ready queue, unless its
+    /// scheduling (`msg:set_scheduling`) puts it off or has already run out.
+    async fn queue_received(&self, m: Message, sq: Arc<ScheduledQueue>) {
+        let rec = &self.0.recorder;
+        match schedule::gate(&m, std::time::SystemTime::now()) {
+            Gate::Now => self.to_ready(crate::held::Queued::loaded(m, sq)),
+            Gate::Later(at) => {
+                schedule::log_delayed(rec, &m, &sq, at).await;
+                self.to_timer(m, sq, at);
+            }
+            Gate::Expired(why) => crate::outcome::expire(rec, m, &sq, why).await,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod ready;
 mod resolve;
 pub mod retry;
 mod route;
+mod schedule;
 mod throttle;
 mod timer;
 

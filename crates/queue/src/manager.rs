@@ -21,6 +21,7 @@ use crate::ready::{EgressPathKey, ReadyQueue, ReadyQueueState};
 use crate::resolve::{
     fetch_config, new_scheduled, ready_queue_name, QueueConfigError, ScheduledQueue,
 };
+use crate::schedule::Gate;
 use crate::timer::Timer;
 
 #[derive(Clone, Debug, Default)]
@@ -347,17 +348,19 @@ impl QueueManager {
                 return;
             }
         };
-        let cfg = sq.config();
-        let age = SystemTime::now()
-            .duration_since(message.created())
-            .unwrap_or_default();
-        if age >= cfg.max_age {
-            outcome::expire(&self.0.recorder, message, &sq, cfg.max_age, Duration::ZERO).await;
+        let now = SystemTime::now();
+        let max_age = sq.config().max_age;
+        // A message's own `expires` replaces max_age (crates/queue/src/retry.rs).
+        if let Some(why) = crate::retry::expiry(now, message.created(), max_age, None)
+            .filter(|_| message.scheduling().is_none_or(|s| s.expires.is_none()))
+        {
+            outcome::expire(&self.0.recorder, message, &sq, why).await;
             return;
         }
-        match message.due() {
-            Some(due) if due > SystemTime::now() => self.to_timer(message, sq, due),
-            _ => self.to_ready(Queued::loaded(message, sq)),
+        match crate::schedule::gate(&message, now) {
+            Gate::Now => self.to_ready(Queued::loaded(message, sq)),
+            Gate::Later(due) => self.to_timer(message, sq, due),
+            Gate::Expired(why) => outcome::expire(&self.0.recorder, message, &sq, why).await,
         }
     }
 

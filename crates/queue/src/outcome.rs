@@ -3,7 +3,7 @@
 //! expiry per the queue's schedule.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use hermod_logging::{EnhancedCode, LogEvent, Logger, PeerAddress, RecordType, Response};
 use hermod_message::{Message, Protocol};
@@ -12,7 +12,7 @@ use hermod_spool::Spool;
 use crate::held::Queued;
 use crate::ready::{Entry, ReadyQueue};
 use crate::resolve::ScheduledQueue;
-use crate::retry::{after_failure, RetryDecision};
+use crate::retry::{after_failure, Backoff, Expiry, RetryDecision};
 use crate::timer::Timer;
 
 /// What outcome code needs and nothing more: the logger for the record, the
@@ -78,7 +78,7 @@ impl AttemptInfo {
     }
 }
 
-fn event(
+pub(crate) fn event(
     kind: RecordType,
     msg: &Message,
     queue: &str,
@@ -191,23 +191,22 @@ pub(crate) async fn transient(
         .await;
     hermod_metrics::transfail(&info.service).inc();
     let cfg = sq.config();
-    let age = SystemTime::now()
-        .duration_since(msg.created())
-        .unwrap_or_default();
+    let backoff = Backoff {
+        retry_interval: cfg.retry_interval,
+        max_retry_interval: cfg.max_retry_interval,
+        max_age: cfg.max_age,
+    };
     match after_failure(
-        cfg.retry_interval,
-        cfg.max_retry_interval,
-        cfg.max_age,
+        backoff,
         msg.num_attempts(),
-        age,
+        msg.created(),
+        SystemTime::now(),
+        msg.scheduling().as_ref(),
         rand::random::<f64>(),
     ) {
-        RetryDecision::Expire { next_delay } => {
-            expire(rec, msg, &sq, cfg.max_age, next_delay).await
-        }
-        RetryDecision::Retry { delay, attempts } => {
+        RetryDecision::Expire(why) => expire(rec, msg, &sq, why).await,
+        RetryDecision::Retry { due, attempts } => {
             msg.set_num_attempts(attempts);
-            let due = SystemTime::now() + delay;
             msg.set_due(Some(due));
             msg.mark_meta_dirty();
             if let Err(e) = rec.spool.store(&msg).await {
@@ -220,19 +219,23 @@ pub(crate) async fn transient(
     }
 }
 
-pub(crate) async fn expire(
-    rec: &Recorder,
-    msg: Message,
-    sq: &ScheduledQueue,
-    max_age: Duration,
-    next_delay: Duration,
-) {
-    let next = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + next_delay);
-    let content = format!(
-        "Next delivery time would be {} which exceeds max_age={}",
-        next.to_rfc3339(),
-        humantime::format_duration(max_age)
-    );
+/// The message's time is up (the queue's `max_age`, or its own `expires`):
+/// an Expiration record, then it leaves the spool.
+pub(crate) async fn expire(rec: &Recorder, msg: Message, sq: &ScheduledQueue, why: Expiry) {
+    let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+    let content = match why {
+        Expiry::MaxAge { next, max_age } => format!(
+            "Next delivery time would be {} which exceeds max_age={}",
+            rfc3339(next),
+            humantime::format_duration(max_age)
+        ),
+        Expiry::Scheduled { next, expires } => format!(
+            "Next delivery time would be {} which exceeds the expiry time {} configured via \
+             set_scheduling",
+            rfc3339(next),
+            rfc3339(expires)
+        ),
+    };
     let resp = Response::new(
         551,
         Some(EnhancedCode {

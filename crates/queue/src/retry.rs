@@ -2,7 +2,9 @@
 //! `retry_interval`, capped by `max_retry_interval`, with jitter, and the
 //! `max_age` expiry check made at the same moment.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use hermod_message::Scheduling;
 
 /// Backoff step `k`: `min(retry_interval × 2^k, max_retry_interval)` in whole seconds.
 pub fn step(retry_interval: Duration, max_retry_interval: Option<Duration>, k: u32) -> Duration {
@@ -23,33 +25,74 @@ pub fn jitter(retry_interval: Duration, u: f64) -> i64 {
     (u * m - m / 2.0).trunc() as i64
 }
 
+/// Why a message expires instead of waiting for another attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// The next attempt would come later than the queue's `max_age` allows.
+    MaxAge { next: SystemTime, max_age: Duration },
+    /// The next attempt would come at or after the message's own `expires`
+    /// (`msg:set_scheduling`), which replaces `max_age` for it.
+    Scheduled {
+        next: SystemTime,
+        expires: SystemTime,
+    },
+}
+
 /// What happens to a message after a transient failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryDecision {
-    /// Try again after `delay`; `attempts` is the new attempt count.
-    Retry { delay: Duration, attempts: u32 },
-    /// The next attempt would exceed `max_age`.
-    Expire { next_delay: Duration },
+    /// Try again at `due`; `attempts` is the new attempt count.
+    Retry {
+        due: SystemTime,
+        attempts: u32,
+    },
+    Expire(Expiry),
 }
 
-/// Decide after a failure, given the attempt count before it and the message age.
-pub fn after_failure(
-    retry_interval: Duration,
-    max_retry_interval: Option<Duration>,
+/// The queue config's retry settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub retry_interval: Duration,
+    pub max_retry_interval: Option<Duration>,
+    pub max_age: Duration,
+}
+
+/// Whether the message may wait until `next` or expires: its own `expires`
+/// when scheduling sets one (KumoMTA: then `max_age` does not apply), else
+/// the queue's `max_age` counted from `created`.
+pub fn expiry(
+    next: SystemTime,
+    created: SystemTime,
     max_age: Duration,
+    scheduling: Option<&Scheduling>,
+) -> Option<Expiry> {
+    match scheduling.and_then(Scheduling::expires_at) {
+        Some(expires) => (next >= expires).then_some(Expiry::Scheduled { next, expires }),
+        None => (next.duration_since(created).unwrap_or_default() > max_age)
+            .then_some(Expiry::MaxAge { next, max_age }),
+    }
+}
+
+/// Decide after a failure, given the attempt count before it: back off,
+/// move the time into the message's scheduling window, then check expiry.
+pub fn after_failure(
+    b: Backoff,
     attempts_before: u32,
-    age: Duration,
+    created: SystemTime,
+    now: SystemTime,
+    scheduling: Option<&Scheduling>,
     u: f64,
 ) -> RetryDecision {
-    let s = step(retry_interval, max_retry_interval, attempts_before).as_secs() as i64;
-    let delay = Duration::from_secs((s + jitter(retry_interval, u)).max(0) as u64);
-    if age + delay > max_age {
-        RetryDecision::Expire { next_delay: delay }
-    } else {
-        RetryDecision::Retry {
-            delay,
+    let s = step(b.retry_interval, b.max_retry_interval, attempts_before).as_secs() as i64;
+    let delay = Duration::from_secs((s + jitter(b.retry_interval, u)).max(0) as u64);
+    let wanted = now.checked_add(delay).unwrap_or(now);
+    let next = scheduling.map_or(wanted, |sc| sc.adjust(wanted));
+    match expiry(next, created, b.max_age, scheduling) {
+        Some(e) => RetryDecision::Expire(e),
+        None => RetryDecision::Retry {
+            due: next,
             attempts: attempts_before.saturating_add(1),
-        }
+        },
     }
 }
 
@@ -90,20 +133,30 @@ mod tests {
         assert_eq!(jitter(Duration::from_secs(60), 0.0), -1);
     }
 
+    fn backoff(max_age: u64) -> Backoff {
+        Backoff {
+            retry_interval: M20,
+            max_retry_interval: None,
+            max_age: Duration::from_secs(max_age),
+        }
+    }
+
+    fn at(text: &str) -> SystemTime {
+        chrono::DateTime::parse_from_rfc3339(text).unwrap().into()
+    }
+
+    fn sched(v: serde_json::Value) -> Scheduling {
+        Scheduling::from_json(&v).unwrap().unwrap()
+    }
+
     #[test]
     fn a_failure_counts_one_attempt_and_backs_off() {
-        let d = after_failure(
-            M20,
-            None,
-            Duration::from_secs(7 * 86400),
-            2,
-            Duration::ZERO,
-            0.5,
-        );
+        let now = SystemTime::now();
+        let d = after_failure(backoff(7 * 86400), 2, now, now, None, 0.5);
         assert_eq!(
             d,
             RetryDecision::Retry {
-                delay: Duration::from_secs(4800),
+                due: now + Duration::from_secs(4800),
                 attempts: 3
             }
         );
@@ -111,14 +164,51 @@ mod tests {
 
     #[test]
     fn a_retry_past_max_age_expires() {
-        let d = after_failure(
-            M20,
-            None,
-            Duration::from_secs(3600),
-            0,
-            Duration::from_secs(3000),
-            0.5,
+        let now = SystemTime::now();
+        let created = now - Duration::from_secs(3000);
+        let d = after_failure(backoff(3600), 0, created, now, None, 0.5);
+        assert_eq!(
+            d,
+            RetryDecision::Expire(Expiry::MaxAge {
+                next: now + M20,
+                max_age: Duration::from_secs(3600)
+            })
         );
-        assert_eq!(d, RetryDecision::Expire { next_delay: M20 });
+    }
+
+    #[test]
+    fn a_retry_outside_the_window_waits_for_its_next_opening() {
+        // Monday 2024-06-03 16:50 UTC; 20 minutes later the window has closed.
+        let now = at("2024-06-03T16:50:00Z");
+        let s = sched(serde_json::json!({
+            "dow": "Mon,Tue", "tz": "Etc/UTC", "start": "09:00:00", "end": "17:00:00"}));
+        let d = after_failure(backoff(7 * 86400), 0, now, now, Some(&s), 0.5);
+        assert_eq!(
+            d,
+            RetryDecision::Retry {
+                due: at("2024-06-04T09:00:00Z"),
+                attempts: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_messages_own_expires_replaces_max_age() {
+        let now = at("2024-06-03T12:00:00Z");
+        let created = now - Duration::from_secs(86400);
+        let s = sched(serde_json::json!({"expires": "2024-06-03T12:10:00Z"}));
+        assert_eq!(
+            after_failure(backoff(3600), 0, created, now, Some(&s), 0.5),
+            RetryDecision::Expire(Expiry::Scheduled {
+                next: at("2024-06-03T12:20:00Z"),
+                expires: at("2024-06-03T12:10:00Z")
+            })
+        );
+        // Older than max_age, but its own expiry is far off.
+        let s = sched(serde_json::json!({"expires": "2024-06-10T00:00:00Z"}));
+        assert!(matches!(
+            after_failure(backoff(3600), 0, created, now, Some(&s), 0.5),
+            RetryDecision::Retry { .. }
+        ));
     }
 }

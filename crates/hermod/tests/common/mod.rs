@@ -14,6 +14,7 @@
 //!   that start at the current end and filter by a test's marker.
 //! - [`payload`]: splits Hermod's trace headers off a published payload.
 //! - [`postfix`]: a private Postfix instance with STARTTLS, as a receiving MTA.
+//! - [`webdriver`]: a headless Chromium driven through chromedriver.
 //! - [`scrape_metrics`], [`metric`]: a server's `/metrics` and one sample of it.
 #![allow(dead_code)]
 
@@ -21,6 +22,7 @@ pub mod brokers;
 pub mod payload;
 pub mod postfix;
 pub mod smtp;
+pub mod webdriver;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

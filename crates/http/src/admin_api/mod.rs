@@ -352,6 +352,7 @@ pub(crate) async fn inspect_message(
             "data": data,
             "due": info.due.map(rfc3339),
             "num_attempts": info.num_attempts,
+            "scheduling": info.scheduling.map(|s| s.to_json()),
         }
     }))
     .into_response())

@@ -152,15 +152,112 @@ function M.key_line(file, key)
   return nil
 end
 
--- Raise `message` about `key` in `file` as `file:line: message` (just
--- `file: message` when the line cannot be found, or the data was inline).
-function M.file_error(file, key, message)
+-- The dotted key of a TOML table header's text ('"a.com".sources."x"' ->
+-- { 'a.com', 'sources', 'x' }), or nil when it is not one.
+local function header_path(text)
+  local parts, i = {}, 1
+  while i <= #text do
+    local c = text:sub(i, i)
+    if c == '.' or c:match '%s' then
+      i = i + 1
+    elseif c == '"' or c == "'" then
+      local j = text:find(c, i + 1, true)
+      if not j then
+        return nil
+      end
+      table.insert(parts, text:sub(i + 1, j - 1))
+      i = j + 1
+    else
+      local word = text:match('^[%w_%-]+', i)
+      if not word then
+        return nil
+      end
+      table.insert(parts, word)
+      i = i + #word
+    end
+  end
+  return parts
+end
+
+local function same_path(a, b, prefix_only)
+  if #a < #b or (not prefix_only and #a ~= #b) then
+    return false
+  end
+  for i, part in ipairs(b) do
+    if a[i] ~= part then
+      return false
+    end
+  end
+  return true
+end
+
+-- Where things are written in a TOML file, for errors that name a line in
+-- a nested table (KumoMTA's shaping.toml repeats the same keys in every
+-- section, so the first `key =` of the file is often the wrong line).
+-- `layout:line(path, key, nth)`: the line of `key` in the `nth` (default 1)
+-- table whose header is `path`, or of that header when `key` is nil (or is
+-- not written there), or of the first header below `path`; nil when none.
+-- `layout:first_line(path)`: the first header at or below `path`, for
+-- ordering tables as they are written. A JSON file, inline data or a file
+-- that cannot be read gives a layout that knows no lines.
+function M.toml_layout(file)
+  local layout = { headers = {} }
+  local f = type(file) == 'string' and not file:match '%.json$' and io.open(file, 'r')
+  if f then
+    local n, current = 0, nil
+    for text in f:lines() do
+      n = n + 1
+      local inner = text:match '^%s*%[%[(.-)%]%]' or text:match '^%s*%[([^%[].-)%]'
+      local path = inner and header_path(inner)
+      if path then
+        current = { path = path, line = n, keys = {} }
+        table.insert(layout.headers, current)
+      elseif current then
+        local key = text:match '^%s*([%w_%-]+)%s*=' or text:match '^%s*"([^"]*)"%s*=' or text:match "^%s*'([^']*)'%s*="
+        if key and not current.keys[key] then
+          current.keys[key] = n
+        end
+      end
+    end
+    f:close()
+  end
+  function layout:line(path, key, nth)
+    local seen = 0
+    for _, h in ipairs(self.headers) do
+      if same_path(h.path, path) then
+        seen = seen + 1
+        if seen == (nth or 1) then
+          return (key and h.keys[key]) or h.line
+        end
+      end
+    end
+    return self:first_line(path)
+  end
+  function layout:first_line(path)
+    for _, h in ipairs(self.headers) do
+      if same_path(h.path, path, true) then
+        return h.line
+      end
+    end
+    return nil
+  end
+  return layout
+end
+
+-- Raise `message` as `file:line: message` (just `file: message` without a
+-- line, or `(inline table): message` for data given inline).
+function M.error_at(file, line, message)
   local name = type(file) == 'string' and file or '(inline table)'
-  local line = key and M.key_line(file, key)
   if line then
     error(string.format('%s:%d: %s', name, line, message), 0)
   end
   error(string.format('%s: %s', name, message), 0)
+end
+
+-- Raise `message` about `key` in `file` as `file:line: message` (just
+-- `file: message` when the line cannot be found, or the data was inline).
+function M.file_error(file, key, message)
+  M.error_at(file, key and M.key_line(file, key), message)
 end
 
 -- A constructor's error text without the location it carries (a line

@@ -2,6 +2,9 @@
 -- TOML (or JSON) files. Written for Hermod from the documented behaviour of
 -- KumoMTA's helper:
 --
+--   scheduling_header = "X-Schedule"    msg:import_scheduling_header: the
+--                                       header's JSON sets the message's
+--                                       delivery window; then it is removed
 --   tenant_header = "X-Tenant"          tenant from this header ...
 --   remove_tenant_header = true         ... which is then removed
 --   campaign_header = "X-Campaign"      likewise for the campaign
@@ -46,9 +49,11 @@ local TOP_LEVEL = {
 local HELPER_KEYS = { routing_domain = 'string', require_authz = 'table' }
 
 -- Documented keys Hermod does not implement yet: refused, never ignored.
+-- KumoMTA applies overall_max_message_rate from a throttle_insert_ready_queue
+-- handler with kumo.make_throttle, neither of which Hermod has.
 local NOT_YET = {
-  scheduling_header = 'msg:import_scheduling_header',
-  overall_max_message_rate = 'throttles shared by every queue of a tenant or campaign',
+  overall_max_message_rate = 'a throttle shared by every queue of a tenant or campaign '
+    .. '(KumoMTA applies it through the throttle_insert_ready_queue event and kumo.make_throttle)',
 }
 
 -- true: a make_queue_config option; false: not one (so a nested scope
@@ -211,6 +216,9 @@ local function resolve(data, domain, tenant, campaign, helper_keys)
 end
 
 local function apply(data, msg)
+  if data.scheduling_header then
+    msg:import_scheduling_header(data.scheduling_header, true)
+  end
   if data.campaign_header then
     local campaign = msg:get_first_named_header_value(data.campaign_header)
     if campaign then

@@ -96,6 +96,10 @@ function M:setup(files)
   end
   configured = true
   local sources, pools = load(files)
+  -- For other helpers' checks (shaping's sources tables name sources).
+  function M.is_defined(name)
+    return sources[name] ~= nil
+  end
   -- A name the files do not define is declined (nil): the built-in
   -- 'unspecified' pool and source keep working, and an unknown pool is
   -- reported by the queue that asked for it.

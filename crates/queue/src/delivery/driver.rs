@@ -96,7 +96,9 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
 
 /// The next batch with every message in memory, bytes and all (a batch's
 /// parked messages are read back in one spool call). Messages whose data
-/// cannot be read fail transiently and stay in the spool.
+/// cannot be read fail transiently and stay in the spool; messages outside
+/// their scheduling window go back to wait (crates/queue/src/schedule.rs),
+/// and if that leaves nothing the next batch is taken.
 async fn take(
     h: &Handles,
     rq: &ReadyQueue,
@@ -106,26 +108,41 @@ async fn take(
 ) -> Vec<Entry> {
     let size = batching.size.max(1);
     let min = batching.min.clamp(1, size);
-    let batch = rq
-        .next_batch_probing(size, min, batching.max_latency, probe)
-        .await;
-    let mut ok = Vec::with_capacity(batch.len());
-    for l in held::load(&h.spool, batch, true).await {
-        match l {
-            Loaded::Ready(e) => ok.push(e),
-            Loaded::Lost(id, queue, err) => held::lost(&h.recorder, id, queue, err),
-            Loaded::NoData(e, err) => {
-                tracing::error!(id = %e.message.id(), error = %err, "cannot read message data from the spool");
-                let resp = hermod_logging::Response::new(
-                    400,
-                    None,
-                    &format!("spool data unavailable: {err}"),
-                );
-                outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+    loop {
+        let batch = rq
+            .next_batch_probing(size, min, batching.max_latency, probe)
+            .await;
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let mut ok = Vec::with_capacity(batch.len());
+        let mut held_back = false;
+        for l in held::load(&h.spool, batch, true).await {
+            match l {
+                Loaded::Ready(e) => {
+                    // A backlog can outlast the message's scheduling window.
+                    if crate::schedule::admit(&h.recorder, &e.message, &e.queue).await {
+                        ok.push(e);
+                    } else {
+                        held_back = true;
+                    }
+                }
+                Loaded::Lost(id, queue, err) => held::lost(&h.recorder, id, queue, err),
+                Loaded::NoData(e, err) => {
+                    tracing::error!(id = %e.message.id(), error = %err, "cannot read message data from the spool");
+                    let resp = hermod_logging::Response::new(
+                        400,
+                        None,
+                        &format!("spool data unavailable: {err}"),
+                    );
+                    outcome::transient(&h.recorder, e.message, e.queue, info, resp, None).await;
+                }
             }
         }
+        if !ok.is_empty() || !held_back {
+            return ok;
+        }
     }
-    ok
 }
 
 /// Feed an attempt into the ready queue's health: a failure counts toward a
