@@ -134,8 +134,8 @@ pub struct InspectArgs {
     pub want_body: bool,
 }
 
-/// One admin API call's plumbing.
-struct Api {
+/// One admin API call's plumbing (also `hermod top`'s reads of `/metrics`).
+pub(crate) struct Api {
     client: reqwest::Client,
     base: String,
     /// User and password for HTTP Basic authentication.
@@ -144,24 +144,57 @@ struct Api {
 
 impl Api {
     fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        Self::connect(
+            &args.endpoint,
+            args.user.as_deref(),
+            std::time::Duration::from_secs(60),
+        )
+    }
+
+    /// A client for `endpoint`, authenticating as `user` (password from
+    /// HERMOD_ADMIN_PASSWORD) when given; each request gives up after `timeout`.
+    pub(crate) fn connect(
+        endpoint: &str,
+        user: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS provider; https endpoints need one.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(timeout)
             .build()
             .context("building the HTTP client")?;
-        let basic = match &args.user {
+        let basic = match user {
             None => None,
             Some(user) => match std::env::var("HERMOD_ADMIN_PASSWORD") {
-                Ok(password) => Some((user.clone(), password)),
+                Ok(password) => Some((user.to_string(), password)),
                 Err(_) => bail!("--user {user} needs the password in HERMOD_ADMIN_PASSWORD"),
             },
         };
         Ok(Self {
             client,
-            base: args.endpoint.trim_end_matches('/').to_string(),
+            base: endpoint.trim_end_matches('/').to_string(),
             basic,
         })
+    }
+
+    /// GET `path` and return the body as text; a non-2xx answer is an error.
+    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.client.get(&url);
+        if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer to GET {url}"))?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", text.trim());
+        }
+        Ok(text)
     }
 
     async fn call(

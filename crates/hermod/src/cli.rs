@@ -43,6 +43,8 @@ pub enum Command {
     BounceCancel(CancelArgs),
     /// Show a spooled message's envelope, meta and (with --want-body) content.
     InspectMessage(InspectArgs),
+    /// Watch rates, queues, connections and broker latency live (polls /metrics; q quits).
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Default)]

@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod logs;
 mod serve;
+mod top;
 
 use clap::Parser;
 
@@ -39,6 +40,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::BounceList(a) => rt.block_on(admin_cli::bounce_list(a)),
         cli::Command::BounceCancel(a) => rt.block_on(admin_cli::bounce_cancel(a)),
         cli::Command::InspectMessage(a) => rt.block_on(admin_cli::inspect_message(a)),
+        cli::Command::Top(a) => rt.block_on(top::run(a)),
     };
     match result {
         Ok(code) => code,

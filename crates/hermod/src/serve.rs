@@ -109,6 +109,10 @@ fn install_metrics(engine: &Arc<Engine>, logger: &Logger, spool: &Spool) {
     hermod_metrics::set_source(hermod_metrics::Source::LuaSpareCount, move || {
         e.upgrade().map(|e| e.spare_contexts() as u64).unwrap_or(0)
     });
+    hermod_metrics::set_source(
+        hermod_metrics::Source::MessageCount,
+        hermod_message::message_count,
+    );
     let l = logger.clone();
     hermod_metrics::set_source(hermod_metrics::Source::LogQueueDepth, move || {
         l.queue_depth() as u64
@@ -286,12 +290,8 @@ fn spawn_queue_gauges(qm: QueueManager) {
             let mut ready_now = std::collections::HashSet::new();
             for (name, queued, sessions, state) in qm.ready_queue_states() {
                 let paused = matches!(state, hermod_queue::ReadyQueueState::Paused { .. });
-                let proto = match name.rsplit_once('@') {
-                    Some((_, p)) if p.starts_with("lua:") => "lua",
-                    Some((_, p)) => p,
-                    None => "unknown",
-                };
-                let service = format!("{proto}:{name}");
+                // The same label as the queue's delivery counters.
+                let service = hermod_queue::metrics_service(&name);
                 hermod_metrics::ready_count(&service).set(queued as i64);
                 hermod_metrics::connection_count(&service).set(sessions as i64);
                 hermod_metrics::ready_queue_paused(&service).set(i64::from(paused));

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use hermod_message::{JsonLine, Message, Protocol, RejectionInfo};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
 use crate::config::{is_enabled, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
 use crate::hook::{build_hook_message, hook_line, HookMessageError, HookSink};
@@ -136,6 +136,8 @@ struct HookLogger {
     templates: RecordTemplates,
     back_pressure: u32,
     permits: Arc<Semaphore>,
+    /// `log_hook_backlog_count{logger}`: records that waited for a slot.
+    backlog: hermod_metrics::Counter,
 }
 
 struct Inner {
@@ -213,6 +215,7 @@ impl Logger {
                         .map_err(ConfigError::from)?,
                     back_pressure: bp,
                     permits: Arc::new(Semaphore::new(bp as usize)),
+                    backlog: hermod_metrics::log_hook_backlog_count(&h.name),
                 })
             })
             .collect::<Result<Vec<_>, LogError>>()?;
@@ -344,8 +347,16 @@ impl Logger {
                 let Some(p) = records.iter_mut().find(|p| p.key == hook.select.key) else {
                     continue;
                 };
-                let Ok(permit) = hook.permits.clone().acquire_owned().await else {
-                    continue;
+                let permit = match hook.permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(TryAcquireError::NoPermits) => {
+                        hook.backlog.inc();
+                        let Ok(p) = hook.permits.clone().acquire_owned().await else {
+                            continue;
+                        };
+                        p
+                    }
+                    Err(TryAcquireError::Closed) => continue,
                 };
                 let line = match p.line() {
                     Ok(l) => l,

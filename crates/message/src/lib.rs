@@ -9,6 +9,7 @@ mod address;
 pub mod address_header;
 pub mod admin;
 pub mod conformance;
+mod count;
 pub mod dkim;
 pub mod headers;
 mod id;
@@ -27,6 +28,7 @@ pub use accept::{
 };
 pub use address::{AddressError, EnvelopeAddress};
 pub use admin::Admin;
+pub use count::{message_count, Counted};
 pub use dkim::{DkimSigner, SignMessage};
 pub use id::{IdError, SpoolId};
 pub use json_line::{write_json_str, JsonLine};

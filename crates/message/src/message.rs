@@ -54,6 +54,8 @@ struct Inner {
     /// message must delete them there too. Log-hook messages never do,
     /// and skipping their pointless data-spool deletions is measurable.
     data_spooled: bool,
+    /// Counts this message in `message_count` while it lives.
+    _counted: crate::Counted,
 }
 
 struct LazyMeta {
@@ -207,6 +209,7 @@ impl Message {
                 packed: None,
                 data_in_meta: false,
                 data_spooled: false,
+                _counted: crate::Counted::new(),
             })),
         }
     }
@@ -250,6 +253,7 @@ impl Message {
                 packed: None,
                 data_in_meta,
                 data_spooled: !data_in_meta,
+                _counted: crate::Counted::new(),
             })),
         }
     }

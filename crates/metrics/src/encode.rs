@@ -129,12 +129,18 @@ impl Collector for HermodCollector {
         encode_labelled(&mut enc, &m.ready_count)?;
         encode_labelled(&mut enc, &m.connection_count)?;
         encode_labelled(&mut enc, &m.ready_queue_paused)?;
+        encode_labelled(&mut enc, &m.ready_full)?;
+        encode_labelled(&mut enc, &m.delayed_due_to_message_rate_throttle)?;
+        encode_labelled(&mut enc, &m.deliver_message_latency_rollup)?;
+        encode_labelled(&mut enc, &m.log_hook_backlog_count)?;
+        encode_labelled(&mut enc, &m.broker_publish_latency)?;
         encode_labelled(&mut enc, &m.lua_event_latency)?;
         encode_labelled(&mut enc, &m.user_lua_latency)?;
         for (name, help, m) in plain(m) {
             match m {
                 Plain::C(c) => encode_plain(&mut enc, name, help, c)?,
                 Plain::G(g) => encode_plain(&mut enc, name, help, g)?,
+                Plain::H(h) => encode_plain(&mut enc, name, help, h)?,
             }
         }
         Ok(())
@@ -144,10 +150,16 @@ impl Collector for HermodCollector {
 enum Plain<'a> {
     C(&'a Counter),
     G(&'a Gauge),
+    H(&'a Histogram),
 }
 
-fn plain(m: &Metrics) -> [(&'static str, &'static str, Plain<'_>); 6] {
+fn plain(m: &Metrics) -> [(&'static str, &'static str, Plain<'_>); 8] {
     [
+        (
+            "message_count",
+            "number of messages held: in memory, or waiting in a queue as their spool id",
+            Plain::G(&m.message_count),
+        ),
         (
             "lua_count",
             "number of lua contexts currently alive",
@@ -178,6 +190,11 @@ fn plain(m: &Metrics) -> [(&'static str, &'static str, Plain<'_>); 6] {
             "number of messages written to the spool",
             Plain::C(&m.spool_messages_written),
         ),
+        (
+            "spool_fsync_latency",
+            "seconds taken by one synced spool write, shared by a group commit",
+            Plain::H(&m.spool_fsync_latency),
+        ),
     ]
 }
 
@@ -203,12 +220,18 @@ pub(crate) fn json(m: &Metrics) -> Value {
     json_labelled(&mut out, &m.ready_count);
     json_labelled(&mut out, &m.connection_count);
     json_labelled(&mut out, &m.ready_queue_paused);
+    json_labelled(&mut out, &m.ready_full);
+    json_labelled(&mut out, &m.delayed_due_to_message_rate_throttle);
+    json_labelled(&mut out, &m.deliver_message_latency_rollup);
+    json_labelled(&mut out, &m.log_hook_backlog_count);
+    json_labelled(&mut out, &m.broker_publish_latency);
     json_labelled(&mut out, &m.lua_event_latency);
     json_labelled(&mut out, &m.user_lua_latency);
     for (name, help, p) in plain(m) {
         let (t, v) = match p {
             Plain::C(c) => (Counter::TYPE, c.json()),
             Plain::G(g) => (Gauge::TYPE, g.json()),
+            Plain::H(h) => (Histogram::TYPE, h.json()),
         };
         out.insert(
             name.to_string(),

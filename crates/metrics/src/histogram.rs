@@ -12,6 +12,11 @@ pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// KumoMTA's buckets for `deliver_message_latency_rollup`.
+pub(crate) const DELIVER_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 struct Inner {
     bounds: &'static [f64],
     /// Non-cumulative counts; one extra slot for `+Inf`.

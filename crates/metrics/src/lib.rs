@@ -30,6 +30,11 @@ pub const SERVICE_ESMTP_LISTENER: &str = "esmtp_listener";
 /// `service` label value of messages received over the HTTP injection API.
 pub const SERVICE_HTTP_LISTENER: &str = "http_listener";
 
+/// `broker` label values of `broker_publish_latency`.
+pub const BROKER_NATS: &str = "nats";
+pub const BROKER_AMQP: &str = "amqp";
+pub const BROKER_KAFKA: &str = "kafka";
+
 pub(crate) struct Metrics {
     received: Labelled<Counter>,
     delivered: Labelled<Counter>,
@@ -39,6 +44,11 @@ pub(crate) struct Metrics {
     ready_count: Labelled<Gauge>,
     connection_count: Labelled<Gauge>,
     ready_queue_paused: Labelled<Gauge>,
+    ready_full: Labelled<Counter>,
+    delayed_due_to_message_rate_throttle: Labelled<Counter>,
+    deliver_message_latency_rollup: Labelled<Histogram>,
+    log_hook_backlog_count: Labelled<Counter>,
+    broker_publish_latency: Labelled<Histogram>,
     lua_event_latency: Labelled<Histogram>,
     user_lua_latency: Labelled<Histogram>,
     lua_count: Gauge,
@@ -47,6 +57,8 @@ pub(crate) struct Metrics {
     log_queue_depth: Gauge,
     spool_group_commits: Counter,
     spool_messages_written: Counter,
+    spool_fsync_latency: Histogram,
+    message_count: Gauge,
 }
 
 fn new_latency() -> Histogram {
@@ -104,6 +116,37 @@ impl Metrics {
                 "service",
                 Gauge::default,
             ),
+            ready_full: Labelled::new(
+                "ready_full",
+                "number of times a message did not fit in its ready queue's max_ready \
+                 and waited there as its spool id",
+                "service",
+                Counter::default,
+            ),
+            delayed_due_to_message_rate_throttle: Labelled::new(
+                "delayed_due_to_message_rate_throttle",
+                "number of times a message was delayed due to max_message_rate",
+                "queue",
+                Counter::default,
+            ),
+            deliver_message_latency_rollup: Labelled::new(
+                "deliver_message_latency_rollup",
+                "how many seconds a deliver_message call takes for a given protocol",
+                "service",
+                || Histogram::new(histogram::DELIVER_BUCKETS),
+            ),
+            log_hook_backlog_count: Labelled::new(
+                "log_hook_backlog_count",
+                "how many times processing of a log event hit the back_pressure in a hook",
+                "logger",
+                Counter::default,
+            ),
+            broker_publish_latency: Labelled::new(
+                "broker_publish_latency",
+                "seconds from a publish to the broker's acknowledgement, per broker kind",
+                "broker",
+                new_latency,
+            ),
             lua_event_latency: Labelled::new(
                 "lua_event_latency",
                 "time taken to run a lua event handler, in seconds",
@@ -122,6 +165,8 @@ impl Metrics {
             log_queue_depth: Gauge::default(),
             spool_group_commits: Counter::default(),
             spool_messages_written: Counter::default(),
+            spool_fsync_latency: new_latency(),
+            message_count: Gauge::default(),
         }
     }
 }
@@ -138,6 +183,8 @@ pub enum Source {
     /// Synced WAL writes of the spool (`spool_group_commits`).
     SpoolWalSyncs,
     SpoolMessagesWritten,
+    /// Messages held by the process (`message_count`).
+    MessageCount,
 }
 
 type SourceFn = Box<dyn Fn() -> u64 + Send + Sync>;
@@ -223,6 +270,37 @@ pub fn user_lua_latency(label: &str) -> Histogram {
     m().user_lua_latency.get(label)
 }
 
+/// `ready_full{service}`: a message arrived beyond the ready queue's
+/// `max_ready`. KumoMTA sends such a message back to its scheduled queue;
+/// Hermod keeps it in the ready queue as its spool id (crates/queue/src/held.rs).
+pub fn ready_full(service: &str) -> Counter {
+    m().ready_full.get(service)
+}
+
+/// `delayed_due_to_message_rate_throttle{queue}`: a message had to wait for
+/// its egress path's `max_message_rate`; `queue` is its scheduled queue.
+pub fn delayed_due_to_message_rate_throttle(queue: &str) -> Counter {
+    m().delayed_due_to_message_rate_throttle.get(queue)
+}
+
+/// `deliver_message_latency_rollup{service}`: one delivery call of a
+/// protocol (`smtp_client`, `lua`, `maildir`), in seconds.
+pub fn deliver_message_latency_rollup(protocol: &str) -> Histogram {
+    m().deliver_message_latency_rollup.get(protocol)
+}
+
+/// `log_hook_backlog_count{logger}`: a record waited for a free slot of the
+/// hook's `back_pressure`.
+pub fn log_hook_backlog_count(logger: &str) -> Counter {
+    m().log_hook_backlog_count.get(logger)
+}
+
+/// `broker_publish_latency{broker}`: from a publish to the broker's
+/// acknowledgement ([`BROKER_NATS`], [`BROKER_AMQP`], [`BROKER_KAFKA`]).
+pub fn broker_publish_latency(broker: &str) -> Histogram {
+    m().broker_publish_latency.get(broker)
+}
+
 /// Stop exporting a reaped scheduled queue.
 pub fn remove_scheduled_queue(queue: &str) {
     m().scheduled_count.remove(queue);
@@ -266,6 +344,12 @@ pub fn spool_messages_written() -> Counter {
     m().spool_messages_written.clone()
 }
 
+/// `spool_fsync_latency`: one synced spool write (the fsync that a group
+/// commit's messages share), in seconds.
+pub fn spool_fsync_latency() -> Histogram {
+    m().spool_fsync_latency.clone()
+}
+
 /// Read `which` from `f` at every scrape, replacing any earlier source for it.
 /// Example: `set_source(Source::LuaLoadCount, hermod_policy::metrics_hook::lua_load_count)`.
 pub fn set_source(which: Source, f: impl Fn() -> u64 + Send + Sync + 'static) {
@@ -297,6 +381,9 @@ fn sync_sources() {
                 .spool_group_commits
                 .inner()
                 .store(v, std::sync::atomic::Ordering::Relaxed),
+            Source::MessageCount => {
+                m.message_count.set(signed);
+            }
             Source::SpoolMessagesWritten => m
                 .spool_messages_written
                 .inner()

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hermod_message::{Message, SpoolId};
+use hermod_message::{Counted, Message, SpoolId};
 use hermod_spool::{Spool, SpoolError};
 
 use crate::outcome::Recorder;
@@ -19,7 +19,8 @@ use crate::resolve::ScheduledQueue;
 /// A waiting message, in memory or as its spool id.
 pub enum Held {
     Loaded(Message),
-    Parked(SpoolId),
+    /// The id, and the message's place in `message_count`.
+    Parked(SpoolId, Counted),
 }
 
 impl Held {
@@ -27,7 +28,7 @@ impl Held {
     /// has it as it is, otherwise the message without bytes the data spool has.
     pub fn park(message: Message) -> Held {
         if message.is_spooled_as_is() {
-            Held::Parked(message.id())
+            Held::Parked(message.id(), Counted::new())
         } else {
             message.unload_data();
             Held::Loaded(message)
@@ -38,7 +39,7 @@ impl Held {
     pub fn id(&self) -> SpoolId {
         match self {
             Held::Loaded(m) => m.id(),
-            Held::Parked(id) => *id,
+            Held::Parked(id, _) => *id,
         }
     }
 
@@ -47,7 +48,7 @@ impl Held {
     pub fn loaded(&self) -> Option<&Message> {
         match self {
             Held::Loaded(m) => Some(m),
-            Held::Parked(_) => None,
+            Held::Parked(..) => None,
         }
     }
 }
@@ -106,7 +107,7 @@ pub(crate) async fn load(spool: &Spool, batch: Vec<Queued>, with_data: bool) -> 
     let mut bytes = Vec::new();
     for q in &batch {
         match &q.held {
-            Held::Parked(id) => parked.push(*id),
+            Held::Parked(id, _) => parked.push(*id),
             Held::Loaded(m) if with_data && !m.is_data_loaded() => bytes.push(m.id()),
             Held::Loaded(_) => {}
         }
@@ -117,7 +118,7 @@ pub(crate) async fn load(spool: &Spool, batch: Vec<Queued>, with_data: bool) -> 
     batch
         .into_iter()
         .map(|q| match q.held {
-            Held::Parked(id) => match parked.next().unwrap_or_else(|| Err(missing())) {
+            Held::Parked(id, _) => match parked.next().unwrap_or_else(|| Err(missing())) {
                 Ok(message) => Loaded::Ready(Entry {
                     message,
                     queue: q.queue,
@@ -198,7 +199,7 @@ pub(crate) fn lost(rec: &Recorder, id: SpoolId, queue: Arc<ScheduledQueue>, e: S
             rec.timer.insert(
                 Instant::now() + REREAD_AFTER,
                 Queued {
-                    held: Held::Parked(id),
+                    held: Held::Parked(id, Counted::new()),
                     queue,
                 },
             );

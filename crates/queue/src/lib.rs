@@ -23,3 +23,4 @@ pub use egress::EgressConfigError;
 pub use hooks::HookBridge;
 pub use manager::{QueueManager, QueueOptions};
 pub use ready::ReadyQueueState;
+pub use resolve::{metrics_protocol, metrics_service};

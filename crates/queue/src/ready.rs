@@ -87,6 +87,8 @@ pub struct ReadyQueue {
     /// An operator's suspension (crates/queue/src/admin.rs): why and since
     /// when. No session runs while it is set.
     admin_hold: RwLock<Option<(String, SystemTime)>>,
+    /// `ready_full{service}`: messages that arrived beyond `max_ready`.
+    ready_full: hermod_metrics::Counter,
 }
 
 #[derive(Default)]
@@ -133,6 +135,7 @@ pub enum ReadyQueueState {
 
 impl ReadyQueue {
     pub fn new(name: String, path: EgressPathKey, pool: String, protocol: ProtocolConfig) -> Self {
+        let ready_full = hermod_metrics::ready_full(&crate::resolve::metrics_service(&name));
         Self {
             name,
             path,
@@ -155,6 +158,7 @@ impl ReadyQueue {
             health: Mutex::new(Health::default()),
             probing: AtomicBool::new(false),
             admin_hold: RwLock::new(None),
+            ready_full,
         }
     }
 
@@ -287,6 +291,7 @@ impl ReadyQueue {
             return Err(entry);
         }
         let entry = if g.queue.len() >= self.limits.read().max_ready {
+            self.ready_full.inc();
             entry.park()
         } else {
             entry

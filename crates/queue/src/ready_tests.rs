@@ -209,7 +209,7 @@ fn messages_beyond_max_ready_wait_as_ids_unless_the_spool_lacks_them() {
         "messages within max_ready stay in memory"
     );
     assert!(
-        matches!(held[max_ready], Held::Parked(_)),
+        matches!(held[max_ready], Held::Parked(..)),
         "a stored message beyond max_ready waits as its id"
     );
     let last = held[max_ready + 1];

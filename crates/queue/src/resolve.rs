@@ -142,9 +142,43 @@ pub fn ready_queue_name(components: &QueueNameComponents, cfg: &QueueConfig) -> 
     }
 }
 
+/// The protocol part of a ready queue's metrics labels, with KumoMTA's
+/// names: `smtp_client`, `lua`, `maildir` (the rollup service of
+/// `deliver_message_latency_rollup`).
+pub fn metrics_protocol(ready_queue: &str) -> &'static str {
+    if ready_queue.ends_with("@smtp") {
+        "smtp_client"
+    } else if ready_queue.ends_with("@maildir") {
+        "maildir"
+    } else if ready_queue.contains("@lua:") {
+        "lua"
+    } else {
+        "unknown"
+    }
+}
+
+/// `<protocol>:<ready queue>`: the `service` label of a ready queue's
+/// metrics (`ready_count`, `connection_count`, `total_messages_delivered`, ...).
+pub fn metrics_service(ready_queue: &str) -> String {
+    format!("{}:{ready_queue}", metrics_protocol(ready_queue))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_services_name_the_protocol_as_kumomta_does() {
+        assert_eq!(
+            metrics_service("unspecified->mx.example@smtp"),
+            "smtp_client:unspecified->mx.example@smtp"
+        );
+        assert_eq!(
+            metrics_service("unspecified->nats@lua:make.nats"),
+            "lua:unspecified->nats@lua:make.nats"
+        );
+        assert_eq!(metrics_protocol("unspecified->x@maildir"), "maildir");
+    }
 
     #[test]
     fn custom_lua_ready_queue_names_follow_the_spec() {

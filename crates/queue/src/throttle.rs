@@ -33,6 +33,11 @@ impl Throttle {
         &self.spec
     }
 
+    /// Let one event through if it fits the rate now, without waiting.
+    pub fn admit_now(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
     /// Wait until one more event fits the rate.
     pub async fn wait(&self) {
         self.limiter.until_ready().await;

@@ -134,7 +134,7 @@ mod tests {
 
     fn parked(queue: &Arc<crate::resolve::ScheduledQueue>) -> Queued {
         Queued {
-            held: Held::Parked(SpoolId::new()),
+            held: Held::Parked(SpoolId::new(), hermod_message::Counted::new()),
             queue: queue.clone(),
         }
     }

@@ -133,9 +133,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Sema
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
                 let span = tracing::debug_span!("esmtp", %peer);
+                let open = OpenConnection::new();
                 tracker.spawn(
                     async move {
                         crate::session::run(shared, sock, peer).await;
+                        drop(open);
                         drop(permit);
                     }
                     .instrument(span),
@@ -150,6 +152,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Sema
     tracker.close();
     tracker.wait().await;
     tracing::info!(local_addr = %shared.local_addr, "esmtp listener stopped");
+}
+
+/// An inbound session in `connection_count{service="esmtp_listener"}`, as
+/// KumoMTA counts its listener's connections, for as long as it lives.
+struct OpenConnection(hermod_metrics::Gauge);
+
+impl OpenConnection {
+    fn new() -> Self {
+        let g = hermod_metrics::connection_count(hermod_metrics::SERVICE_ESMTP_LISTENER);
+        g.inc();
+        OpenConnection(g)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn refuse_busy(mut sock: TcpStream, hostname: String) {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use hermod_message::SpoolId;
@@ -176,9 +177,11 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
     // durable. Stores are always fsynced before anyone is told they are safe.
     let synced = dbs.fsync && puts > 0;
     let sync = write_opts(synced);
-    let count_sync = |n: u64| {
+    // Each synced write is one fsync: counted, and timed from `started`.
+    let count_sync = |started: Instant| {
         if synced {
-            counters.wal_syncs.fetch_add(n, Ordering::Relaxed);
+            counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            hermod_metrics::spool_fsync_latency().observe_duration(started.elapsed());
         }
     };
 
@@ -188,10 +191,11 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
         fill_data_puts(&mut all);
         fill_meta_ops(&mut all);
         fill_data_deletes(&mut all);
+        let started = Instant::now();
         dbs.data
             .write_opt(all, &sync)
             .map_err(|e| SpoolError::from_rocks("spool write", e))?;
-        count_sync(1);
+        count_sync(started);
     } else {
         // Data first: meta is the commit point, so a crash in between leaves
         // only orphaned data, which start-up deletes.
@@ -199,14 +203,16 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
         fill_data_puts(&mut data_puts);
         let wrote_data = !data_puts.is_empty();
         if wrote_data {
+            let started = Instant::now();
             dbs.data
                 .write_opt(data_puts, &sync)
                 .map_err(|e| SpoolError::from_rocks("data spool write", e))?;
-            count_sync(1);
+            count_sync(started);
         }
         let mut meta_ops = WriteBatch::with_capacity_bytes(meta_bytes);
         fill_meta_ops(&mut meta_ops);
         if !meta_ops.is_empty() {
+            let started = Instant::now();
             if let Err(e) = dbs.meta.write_opt(meta_ops, &sync) {
                 let err = SpoolError::from_rocks("meta spool write", e);
                 if wrote_data {
@@ -214,7 +220,7 @@ fn commit(dbs: &Dbs, group: &[Request], counters: &Counters) -> Result<(), Spool
                 }
                 return Err(err);
             }
-            count_sync(1);
+            count_sync(started);
         }
         let mut data_deletes = WriteBatch::default();
         fill_data_deletes(&mut data_deletes);

@@ -230,10 +230,13 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
             .map_err(AmqpError::Publish)?;
         await_confirm(confirm, limit).await
     };
+    let started = std::time::Instant::now();
     let confirmation = tokio::time::timeout(limit, work)
         .await
         .map_err(|_| fail(&format!("timed out after {}s", limit.as_secs_f64())))?
         .map_err(|e| fail(&e))?;
+    hermod_metrics::broker_publish_latency(hermod_metrics::BROKER_AMQP)
+        .observe_duration(started.elapsed());
     match confirmation {
         lapin::Confirmation::Nack(_) => Err(fail(&"the broker refused the message (nack)")),
         lapin::Confirmation::Ack(Some(returned)) => Err(fail(&format!(

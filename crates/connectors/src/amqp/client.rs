@@ -84,6 +84,8 @@ struct PublishParams {
 /// The broker's answer to one publish; `wait()` may be called once.
 pub struct Confirm {
     pending: Mutex<Option<PublisherConfirm>>,
+    /// When the publish began: `broker_publish_latency` runs to the confirm.
+    started: std::time::Instant,
 }
 
 pub(crate) fn confirmation_table(lua: &Lua, c: Confirmation) -> mlua::Result<Table> {
@@ -122,11 +124,14 @@ impl UserData for Confirm {
         methods.add_async_method("wait", |lua, this, ()| async move {
             let site = CallSite::capture(&lua);
             let pending = this.pending.lock().take();
+            let started = this.started;
             drop(this);
             let confirm = pending.ok_or_else(|| site.error("confirmation already taken"))?;
             let c = await_confirm(confirm, CONFIRM_TIMEOUT)
                 .await
                 .map_err(|e| site.error(format!("amqp publish: {e}")))?;
+            hermod_metrics::broker_publish_latency(hermod_metrics::BROKER_AMQP)
+                .observe_duration(started.elapsed());
             confirmation_table(&lua, c)
         });
     }
@@ -158,6 +163,7 @@ impl UserData for AmqpClient {
             let properties = params.properties.to_basic().map_err(&fail)?;
             let exchange = short("exchange", &params.exchange).map_err(&fail)?;
             let routing_key = short("routing_key", &params.routing_key).map_err(&fail)?;
+            let started = std::time::Instant::now();
             let channel = slot.channel().await.map_err(&fail)?;
             let options = BasicPublishOptions {
                 mandatory: params.options.mandatory,
@@ -175,6 +181,7 @@ impl UserData for AmqpClient {
                 .map_err(|e| fail(AmqpError::Publish(e)))?;
             Ok(Confirm {
                 pending: Mutex::new(Some(confirm)),
+                started,
             })
         });
 

@@ -129,10 +129,13 @@ async fn send_one(
     }
     // librdkafka retries enqueueing for `timeout`; the outer bound makes the
     // whole call fail after it too, even if delivery is still being retried.
+    let started = std::time::Instant::now();
     let delivery = tokio::time::timeout(timeout, producer.send(fr, timeout))
         .await
         .map_err(|_| KafkaError::NoDeliveryReport(timeout))?
         .map_err(|(e, _msg)| KafkaError::Delivery(e))?;
+    hermod_metrics::broker_publish_latency(hermod_metrics::BROKER_KAFKA)
+        .observe_duration(started.elapsed());
     Ok((delivery.partition, delivery.offset))
 }
 

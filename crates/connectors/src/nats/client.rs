@@ -122,6 +122,7 @@ impl UserData for NatsClient {
             let fail = |why: String| site.error(format!("nats publish to subject '{subject}' failed: {why}"));
             let headers = build_headers(&lua, &params).map_err(|e| fail(e.to_string()))?;
             let payload = bytes::Bytes::from(params.payload.0);
+            let started = std::time::Instant::now();
             let ack = ctx
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
@@ -133,6 +134,8 @@ impl UserData for NatsClient {
                 return Ok(result);
             }
             let ack = ack.await.map_err(|e| fail(describe_publish_error(&e)))?;
+            hermod_metrics::broker_publish_latency(hermod_metrics::BROKER_NATS)
+                .observe_duration(started.elapsed());
             tracing::debug!(subject = %subject, stream = %ack.stream, seq = ack.sequence, "nats publish acknowledged");
             result.set("stream", ack.stream)?;
             result.set("sequence", ack.sequence)?;

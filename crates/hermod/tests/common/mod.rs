@@ -15,6 +15,7 @@
 //! - [`payload`]: splits Hermod's trace headers off a published payload.
 //! - [`postfix`]: a private Postfix instance with STARTTLS, as a receiving MTA.
 //! - [`webdriver`]: a headless Chromium driven through chromedriver.
+//! - [`scrape_metrics`], [`metric`]: a server's `/metrics` and one sample of it.
 #![allow(dead_code)]
 
 pub mod brokers;
@@ -516,4 +517,27 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The Prometheus text of `/metrics` on 127.0.0.1:`http_port`.
+pub async fn scrape_metrics(http_port: u16) -> String {
+    // reqwest is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert!(
+        resp.status().is_success(),
+        "GET /metrics: {}",
+        resp.status()
+    );
+    resp.text().await.expect("metrics body")
+}
+
+/// The value of the sample line that starts with `series ` (name and labels
+/// exactly as written, e.g. `ready_count{service="x"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

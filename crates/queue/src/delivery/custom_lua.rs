@@ -52,10 +52,6 @@ impl Dispatcher for CustomLua {
         Protocol::Lua
     }
 
-    fn service(&self, rq: &ReadyQueue) -> String {
-        format!("lua:{}", rq.name)
-    }
-
     fn batching(&self) -> Batching {
         let legacy = matches!(self.conn, Conn::Legacy { .. });
         Batching {

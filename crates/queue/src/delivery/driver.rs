@@ -26,7 +26,10 @@ impl Drop for SessionEnd {
 }
 
 pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d: D) {
-    let mut info = AttemptInfo::for_queue(rq, None, d.protocol(), d.service(rq));
+    let service = crate::resolve::metrics_service(&rq.name);
+    let mut info = AttemptInfo::for_queue(rq, None, d.protocol(), service);
+    let latency =
+        hermod_metrics::deliver_message_latency_rollup(crate::resolve::metrics_protocol(&rq.name));
     let mut end = SessionEnd {
         rq: rq.clone(),
         probe: false,
@@ -59,7 +62,9 @@ pub(super) async fn run<D: Dispatcher>(h: &Handles, rq: &Arc<ReadyQueue>, mut d:
             if chunk.is_empty() {
                 break;
             }
+            let started = std::time::Instant::now();
             let attempt = d.deliver(&chunk).await;
+            latency.observe_duration(started.elapsed());
             // The peer the attempt was made with: a protocol may reconnect.
             info.peer = d.peer();
             info.tls = d.tls();

@@ -209,10 +209,6 @@ impl Dispatcher for Maildir {
         Protocol::Maildir
     }
 
-    fn service(&self, rq: &ReadyQueue) -> String {
-        format!("maildir:{}", rq.name)
-    }
-
     fn batching(&self) -> Batching {
         Batching {
             size: BATCH,

@@ -114,8 +114,6 @@ impl Attempt {
 pub(crate) trait Dispatcher: Send {
     /// The `delivery_protocol` of its log records.
     fn protocol(&self) -> Protocol;
-    /// The label of its per-service metrics, e.g. `lua:<ready queue>`.
-    fn service(&self, rq: &ReadyQueue) -> String;
     /// How to take batches from the ready queue.
     fn batching(&self) -> Batching;
     /// How many messages one `deliver` call takes; the driver splits batches.

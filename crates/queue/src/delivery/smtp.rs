@@ -302,10 +302,6 @@ impl Dispatcher for Smtp {
         Protocol::Esmtp
     }
 
-    fn service(&self, rq: &ReadyQueue) -> String {
-        format!("smtp_client:{}", rq.name)
-    }
-
     fn batching(&self) -> Batching {
         Batching {
             size: 32,
@@ -447,7 +443,11 @@ impl Dispatcher for Smtp {
                 .as_ref()
                 .map_or(std::time::Duration::from_secs(5), |p| p.idle_timeout)
                 .max(std::time::Duration::from_secs(1));
-            if !t.wait_at_most(max).await {
+            let admitted = t.admit_now() || {
+                hermod_metrics::delayed_due_to_message_rate_throttle(&e.queue.name).inc();
+                t.wait_at_most(max).await
+            };
+            if !admitted {
                 // The rate allows no message for a while: end the session;
                 // the message waits in the queue for the next one.
                 return Attempt {
