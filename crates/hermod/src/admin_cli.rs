@@ -51,7 +51,7 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn to_json(&self) -> serde_json::Map<String, Value> {
+    pub(crate) fn to_json(&self) -> serde_json::Map<String, Value> {
         let mut o = serde_json::Map::new();
         for (k, v) in [
             ("domain", &self.domain),
@@ -135,7 +135,7 @@ pub struct InspectArgs {
 }
 
 /// One admin API call's plumbing.
-struct Api {
+pub(crate) struct Api {
     client: reqwest::Client,
     base: String,
     /// User and password for HTTP Basic authentication.
@@ -143,7 +143,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS provider; https endpoints need one.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -164,7 +164,7 @@ impl Api {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -174,7 +174,7 @@ impl Api {
     }
 
     /// [`Api::call`] with query parameters, encoded as the URL needs.
-    async fn call_with(
+    pub(crate) async fn call_with(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -212,14 +212,14 @@ impl Api {
     }
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
 }
 
-fn s(v: &Value) -> &str {
+pub(crate) fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
@@ -357,13 +357,18 @@ pub async fn bounce(a: BounceArgs) -> anyhow::Result<ExitCode> {
     body.insert("reason".into(), json!(a.reason));
     body.insert("duration".into(), json!(a.duration));
     body.insert("suppress_logging".into(), json!(a.suppress_logging));
+    let pb = crate::admin_queue_cli::spinner("starting the bounce");
     let v = api
         .call(
             reqwest::Method::POST,
             "/api/admin/bounce/v1",
             Some(Value::Object(body)),
         )
-        .await?;
+        .await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let v = v?;
     if a.api.json {
         print_json(&v);
     } else {

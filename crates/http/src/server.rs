@@ -198,6 +198,13 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         )
         .route("/api/admin/ready-q-states/v1", get(api::ready_q_states))
         .route("/api/admin/inspect-message/v1", get(api::inspect_message))
+        .route("/api/admin/rebind/v1", post(api::rebind))
+        .route("/api/admin/inspect-sched-q/v1", get(api::inspect_sched_q))
+        .route("/api/admin/inspect-ready-q/v1", get(api::inspect_ready_q))
+        .route(
+            "/api/admin/set_diagnostic_log_filter/v1",
+            post(api::set_log_filter),
+        )
         // The limit applies to the decompressed body, so a gzip bomb is cut off too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())

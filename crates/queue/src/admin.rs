@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hermod_message::admin::{
-    Admin, AdminError, BounceRule, Criteria, InspectFuture, MessageInfo, QueueCondition,
-    ReadyQueueStatus, ReadySuspension, Suspension,
+    Admin, BounceRule, Criteria, InspectFuture, QueueCondition, ReadyFuture, ReadyQueueStatus,
+    ReadySuspension, RebindOrder, Sample, ScheduledFuture, Suspension,
 };
 use hermod_message::SpoolId;
-use hermod_spool::SpoolError;
 use parking_lot::Mutex;
 
 use crate::held::{self, Queued};
@@ -113,6 +112,27 @@ impl AdminState {
             .iter()
             .find(|(r, _)| r.name == name && r.expires > now)
             .map(|(r, since)| (r.reason.clone(), *since))
+    }
+
+    /// The ready-queue suspension of `name` in force, as listed.
+    pub(crate) fn ready_suspension(&self, name: &str) -> Option<ReadySuspension> {
+        let now = SystemTime::now();
+        self.rules
+            .lock()
+            .ready
+            .iter()
+            .find(|(r, _)| r.name == name && r.expires > now)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Sample the messages suspensions hold; see [`held::sample`].
+    pub(crate) fn sample_held(
+        &self,
+        pred: impl Fn(&Queued) -> bool,
+        limit: usize,
+        out: &mut Vec<held::Held>,
+    ) -> usize {
+        held::sample(self.held.lock().iter(), pred, limit, out)
     }
 
     fn remove_expired(&self, now: SystemTime) -> Expired {
@@ -220,7 +240,11 @@ impl QueueManager {
 
     /// Take every waiting message that `pred` selects out of the ready
     /// queues, the timer and (when `with_held`) the suspension hold.
-    fn take_waiting(&self, pred: impl Fn(&ScheduledQueue) -> bool, with_held: bool) -> Vec<Queued> {
+    pub(crate) fn take_waiting(
+        &self,
+        pred: impl Fn(&ScheduledQueue) -> bool,
+        with_held: bool,
+    ) -> Vec<Queued> {
         let queues: Vec<_> = self.0.ready.lock().values().cloned().collect();
         let mut out = Vec::new();
         for rq in queues {
@@ -441,47 +465,28 @@ impl Admin for QueueManager {
     }
 
     fn inspect(&self, id: SpoolId, want_body: bool) -> InspectFuture<'_> {
-        Box::pin(async move {
-            let loaded = self.0.spool.load_messages(vec![id], want_body).await;
-            let message = match loaded.into_iter().next() {
-                Some(Ok(m)) => m,
-                Some(Err(SpoolError::NotFound(_))) => return Err(AdminError::NotFound(id)),
-                Some(Err(e)) => {
-                    return Err(AdminError::Spool {
-                        id,
-                        reason: e.to_string(),
-                    })
-                }
-                None => {
-                    return Err(AdminError::Spool {
-                        id,
-                        reason: "the spool returned no result".into(),
-                    })
-                }
-            };
-            let data = if want_body {
-                match message.data() {
-                    Ok(d) => Some(d.to_vec()),
-                    Err(e) => {
-                        return Err(AdminError::Spool {
-                            id,
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-            } else {
-                None
-            };
-            Ok(MessageInfo {
-                id,
-                sender: message.sender().to_string(),
-                recipients: message.recipients().iter().map(|r| r.to_string()).collect(),
-                meta: message.meta(),
-                data,
-                due: message.due(),
-                num_attempts: message.num_attempts(),
-            })
-        })
+        Box::pin(self.inspect_message(id, want_body))
+    }
+
+    fn scheduled_queue_names(&self) -> Vec<String> {
+        self.scheduled_names()
+    }
+
+    fn rebind(&self, order: RebindOrder) -> usize {
+        self.start_rebind(order)
+    }
+
+    fn inspect_scheduled(&self, name: String, sample: Sample) -> ScheduledFuture<'_> {
+        Box::pin(self.inspect_scheduled_queue(name, sample))
+    }
+
+    fn inspect_ready(
+        &self,
+        name: String,
+        include_scheduled: bool,
+        sample: Option<Sample>,
+    ) -> ReadyFuture<'_> {
+        Box::pin(self.inspect_ready_queue(name, include_scheduled, sample))
     }
 }
 

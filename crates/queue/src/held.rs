@@ -34,6 +34,14 @@ impl Held {
         }
     }
 
+    /// Another handle on the same waiting message (an operator's sample).
+    pub(crate) fn copy(&self) -> Held {
+        match self {
+            Held::Loaded(m) => Held::Loaded(m.clone()),
+            Held::Parked(id) => Held::Parked(*id),
+        }
+    }
+
     #[cfg(test)]
     pub fn id(&self) -> SpoolId {
         match self {
@@ -80,6 +88,24 @@ impl Queued {
             },
         }
     }
+}
+
+/// Count the messages of `waiting` that `pred` selects and copy the first
+/// of them into `out` until it holds `limit` (inspect-sched-q, inspect-ready-q).
+pub(crate) fn sample<'a>(
+    waiting: impl Iterator<Item = &'a Queued>,
+    pred: impl Fn(&Queued) -> bool,
+    limit: usize,
+    out: &mut Vec<Held>,
+) -> usize {
+    let mut n = 0;
+    for q in waiting.filter(|q| pred(q)) {
+        n += 1;
+        if out.len() < limit {
+            out.push(q.held.copy());
+        }
+    }
+    n
 }
 
 impl From<Entry> for Queued {

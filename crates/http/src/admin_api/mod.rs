@@ -5,7 +5,10 @@
 //! unknown field or a bad duration is a 400 naming it, and nothing
 //! changes), and every change is logged with who asked.
 
+mod queues;
 mod wire;
+
+pub(crate) use queues::{inspect_ready_q, inspect_sched_q, rebind, set_log_filter};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +18,7 @@ use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use hermod_message::admin::{Admin, AdminError, Criteria};
+use hermod_message::admin::{Admin, AdminError, Criteria, MessageInfo};
 use hermod_message::SpoolId;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -72,6 +75,21 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             bad(format!("invalid request body: {inner}"))
         } else {
             bad(format!("invalid field `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Decode query parameters into `T`, naming the parameter that is wrong.
+fn decode_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    let pairs = form_urlencoded::parse(raw.unwrap_or("").as_bytes());
+    let de = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            bad(format!("invalid query: {inner}"))
+        } else {
+            bad(format!("invalid parameter `{path}`: {inner}"))
         }
     })
 }
@@ -330,10 +348,24 @@ pub(crate) async fn inspect_message(
     let id: SpoolId =
         q.id.parse()
             .map_err(|e| bad(format!("invalid parameter `id`: {e}")))?;
-    let info = admin.inspect(id, q.want_body).await.map_err(|e| match e {
+    let info = admin.inspect(id, q.want_body).await.map_err(admin_error)?;
+    Ok(Json(message_json(&info)).into_response())
+}
+
+/// An error of the queues as the caller sees it.
+fn admin_error(e: AdminError) -> ApiError {
+    match e {
         AdminError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        AdminError::NoSuchQueue { .. } => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("invalid parameter `queue_name`: {e}"),
+        ),
         AdminError::Spool { .. } => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    })?;
+    }
+}
+
+/// One message as KumoMTA's inspect endpoints write it.
+fn message_json(info: &MessageInfo) -> Value {
     // KumoMTA writes a single recipient as a string, several as an array.
     let recipient = match info.recipients.as_slice() {
         [one] => json!(one),
@@ -343,7 +375,7 @@ pub(crate) async fn inspect_message(
         .data
         .as_deref()
         .map(|d| String::from_utf8_lossy(d).into_owned());
-    Ok(Json(json!({
+    json!({
         "id": info.id.to_string(),
         "message": {
             "sender": info.sender,
@@ -353,6 +385,5 @@ pub(crate) async fn inspect_message(
             "due": info.due.map(rfc3339),
             "num_attempts": info.num_attempts,
         }
-    }))
-    .into_response())
+    })
 }
