@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// `down.example` publishes to a NATS server that is not there (a port
 /// nothing listens on), retrying hourly; `up.example` publishes to the real
-/// JetStream; every other queue delivers into `<ACCEPT_DIR>/maildir/<queue>`.
+/// JetStream; every other queue delivers into `<ACCEPT_DIR>/maildir/<queue's domain>`.
 /// `rebind_message` moves a message to `data.target` (test two only).
 fn policy(dead_port: u16, with_event: bool) -> String {
     let event = if with_event {
@@ -51,7 +51,7 @@ kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
     return kumo.make_queue_config {{ protocol = {{ custom_lua = {{ constructor = 'make.up' }} }} }}
   end
   return kumo.make_queue_config {{
-    protocol = {{ maildir_path = os.getenv('ACCEPT_DIR') .. '/maildir/{{{{ domain }}}}' }},
+    protocol = {{ maildir_path = os.getenv('ACCEPT_DIR') .. '/maildir/' .. domain }},
   }}
 end)
 {event}
