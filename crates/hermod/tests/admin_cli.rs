@@ -1,6 +1,7 @@
-//! The operator verbs of the `hermod` binary (crates/hermod/src/admin_cli.rs)
-//! against a running server: suspend, list, inspect, bounce, cancel and
-//! queue-summary, in text and `--json` form.
+//! The operator verbs of the `hermod` binary (crates/hermod/src/admin_cli.rs,
+//! admin_queue_cli.rs) against a running server: suspend, list, inspect,
+//! bounce, cancel, queue-summary, rebind, inspect-sched-q, inspect-ready-q
+//! and set-log-filter, in text and `--json` form.
 
 mod common;
 
@@ -248,12 +249,24 @@ async fn the_cli_rebinds_inspects_queues_and_sets_the_log_filter_on_a_running_se
     let sent = smtp::send_messages(server.smtp_addr(), "u@from.example", "move", 2, 1).await;
     let ids: HashSet<String> = sent.iter().map(|s| s.id.clone()).collect();
 
-    let sched = json(&hermod(&server, &["inspect-sched-q", "from.example", "--json"]));
+    let sched = json(&hermod(
+        &server,
+        &["inspect-sched-q", "from.example", "--json"],
+    ));
     assert_eq!(sched["num_scheduled"], 2, "{sched}");
-    let listed = hermod(&server, &["inspect-sched-q", "from.example", "--limit", "1"]);
-    assert!(listed.contains("scheduled queue from.example: 2 waiting"), "{listed}");
+    let listed = hermod(
+        &server,
+        &["inspect-sched-q", "from.example", "--limit", "1"],
+    );
+    assert!(
+        listed.contains("scheduled queue from.example: 2 waiting"),
+        "{listed}"
+    );
     assert_eq!(
-        listed.lines().filter(|l| l.contains("u@from.example")).count(),
+        listed
+            .lines()
+            .filter(|l| l.contains("u@from.example"))
+            .count(),
         1,
         "{listed}"
     );
@@ -290,20 +303,38 @@ async fn the_cli_rebinds_inspects_queues_and_sets_the_log_filter_on_a_running_se
 
     let ready = hermod(
         &server,
-        &["inspect-ready-q", "unspecified->to.example@maildir", "--sched-q"],
+        &[
+            "inspect-ready-q",
+            "unspecified->to.example@maildir",
+            "--sched-q",
+        ],
     );
     assert!(
         ready.contains("ready queue unspecified->to.example@maildir  protocol maildir")
             && ready.contains("fed by: to.example"),
         "{ready}"
     );
-    let missing = run(&server, &["inspect-ready-q", "unspecified->nowhere@maildir"]);
-    assert!(!missing.status.success() && text(&missing).contains("404"), "{}", text(&missing));
+    let missing = run(
+        &server,
+        &["inspect-ready-q", "unspecified->nowhere@maildir"],
+    );
+    assert!(
+        !missing.status.success() && text(&missing).contains("404"),
+        "{}",
+        text(&missing)
+    );
 
     let set = hermod(&server, &["set-log-filter", "info,hermod_queue=debug"]);
-    assert!(set.contains("diagnostic log filter set to info,hermod_queue=debug"), "{set}");
+    assert!(
+        set.contains("diagnostic log filter set to info,hermod_queue=debug"),
+        "{set}"
+    );
     let bad = run(&server, &["set-log-filter", "hermod=loudest"]);
-    assert!(!bad.status.success() && text(&bad).contains("`filter`"), "{}", text(&bad));
+    assert!(
+        !bad.status.success() && text(&bad).contains("`filter`"),
+        "{}",
+        text(&bad)
+    );
 
     // On a terminal the request shows a spinner on stderr (script(1) gives
     // the verb a pseudo-terminal).

@@ -242,10 +242,14 @@ async fn a_rebind_through_the_rebind_message_event_is_stored_and_the_new_queue_s
     for id in &ids {
         let path = format!("/api/admin/inspect-message/v1?id={id}");
         let (server, path) = (&server, path.as_str());
-        eventually(WAIT, "the spool record to name parked.example", move || async move {
-            let v = get(server, path).await;
-            (v["message"]["meta"]["queue"] == "parked.example").then_some(())
-        })
+        eventually(
+            WAIT,
+            "the spool record to name parked.example",
+            move || async move {
+                let v = get(server, path).await;
+                (v["message"]["meta"]["queue"] == "parked.example").then_some(())
+            },
+        )
         .await;
     }
     let parked = get(
@@ -302,10 +306,14 @@ async fn inspect_ready_q_shows_a_suspended_queue_with_its_feeders_and_messages()
         "unspecified-%3Erq.example%40maildir"
     );
     let (srv, path) = (&server, path.as_str());
-    let v = eventually(WAIT, "both messages in the ready queue", move || async move {
-        let v = get(srv, path).await;
-        (v["state"]["ready_count"] == 2).then_some(v)
-    })
+    let v = eventually(
+        WAIT,
+        "both messages in the ready queue",
+        move || async move {
+            let v = get(srv, path).await;
+            (v["state"]["ready_count"] == 2).then_some(v)
+        },
+    )
     .await;
     assert_eq!(v["queue_name"], name, "{v}");
     assert_eq!(v["protocol"], "maildir", "{v}");
@@ -490,5 +498,27 @@ async fn set_diagnostic_log_filter_changes_what_the_running_server_logs() {
             .any(|l| l.contains("admin: diagnostic log filter changed")
                 && l.contains("trusted host")),
         "the change is logged with who asked:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kumo_set_diagnostic_log_filter_in_the_policy_changes_the_filter_too() {
+    let scenario = format!(
+        "{}\nkumo.on('init', function() kumo.set_diagnostic_log_filter 'info' end)\n",
+        policy(free_port(), false)
+    );
+    let mut cfg = ServerConfig::with_p0(&scenario).env("HERMOD_LOG", "warn");
+    cfg.spool_extra = "min_free_space = '1%'".into();
+    let server = Server::launch(cfg).await;
+    post(
+        &server,
+        "/api/admin/suspend/v1",
+        json!({"domain": "lua.example", "reason": "r"}),
+    )
+    .await;
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("admin: scheduled queues suspended"),
+        "info shows after init set the filter:\n{stderr}"
     );
 }
