@@ -376,6 +376,8 @@ pub async fn bounce(a: BounceArgs) -> anyhow::Result<ExitCode> {
             "bounce started: id {} (queued messages are bounced in the background; see bounce-list)",
             s(&v["id"])
         );
+        let matched = v["matched"].as_u64().unwrap_or(0);
+        crate::admin_queue_cli::follow_bounce(&api, s(&v["id"]), matched).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

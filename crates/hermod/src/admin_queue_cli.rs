@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -101,6 +101,46 @@ pub(crate) fn spinner(what: &str) -> Option<indicatif::ProgressBar> {
     pb.tick();
     pb.enable_steady_tick(Duration::from_millis(100));
     Some(pb)
+}
+
+/// A bounce whose count has not moved this long is left to run unwatched.
+const STALLED: Duration = Duration::from_secs(30);
+
+/// On a terminal, a progress bar of a bounce's background sweep, fed by
+/// bounce-list's count, until it reaches `matched`, the bounce is gone
+/// (cancelled, expired) or the count stops moving; nothing otherwise.
+pub(crate) async fn follow_bounce(api: &Api, id: &str, matched: u64) -> anyhow::Result<()> {
+    if matched == 0 || !std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    let pb = indicatif::ProgressBar::new(matched);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} bounced ({per_sec}, {eta} left)",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    pb.set_style(style);
+    let (mut done, mut moved) = (0, Instant::now());
+    loop {
+        let list = api
+            .call(reqwest::Method::GET, "/api/admin/bounce/v1", None)
+            .await?;
+        let now = list
+            .as_array()
+            .and_then(|l| l.iter().find(|e| s(&e["id"]) == id))
+            .map(|e| e["total_bounced"].as_u64().unwrap_or(0));
+        let Some(now) = now else { break };
+        if now != done {
+            (done, moved) = (now, Instant::now());
+        }
+        pb.set_position(done.min(matched));
+        if done >= matched || moved.elapsed() > STALLED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    pb.finish_and_clear();
+    eprintln!("bounced {done} of {matched} queued messages");
+    Ok(())
 }
 
 pub async fn rebind(a: RebindArgs) -> anyhow::Result<ExitCode> {

@@ -352,4 +352,23 @@ async fn the_cli_rebinds_inspects_queues_and_sets_the_log_filter_on_a_running_se
     assert!(tty.status.success(), "{shown}");
     assert!(shown.contains("taking the matching messages"), "{shown}");
     assert!(shown.contains("rebinding 0 messages"), "{shown}");
+
+    // A bounce on a terminal follows its sweep to the end.
+    hermod(
+        &server,
+        &["suspend", "--domain", "gone.example", "--reason", "hold"],
+    );
+    smtp::send_messages(server.smtp_addr(), "u@gone.example", "gone", 3, 1).await;
+    let cmd = format!(
+        "{} bounce --domain gone.example --reason tty --endpoint {endpoint}",
+        env!("CARGO_BIN_EXE_hermod")
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("bounced 3 of 3 queued messages"), "{shown}");
 }

@@ -206,13 +206,15 @@ pub trait Admin: Send + Sync {
     fn cancel_ready_suspension(&self, id: &str) -> bool;
 
     /// Bounce matching queued messages now, and new ones for `duration`.
+    /// Returns the id and how many queued messages the sweep took (the
+    /// CLI's progress bar counts up to it).
     fn bounce(
         &self,
         criteria: Criteria,
         reason: String,
         duration: Duration,
         suppress_logging: bool,
-    ) -> String;
+    ) -> (String, usize);
     fn bounces(&self) -> Vec<BounceRule>;
     fn cancel_bounce(&self, id: &str) -> bool;
 

@@ -408,7 +408,7 @@ impl Admin for QueueManager {
         reason: String,
         duration: Duration,
         suppress_logging: bool,
-    ) -> String {
+    ) -> (String, usize) {
         let id = new_id();
         {
             let mut rules = self.0.admin.rules.lock();
@@ -423,13 +423,14 @@ impl Admin for QueueManager {
             self.0.admin.set_active(&rules);
         }
         let waiting = self.take_waiting(|sq| matches(&criteria, sq), true);
+        let taken = waiting.len();
         let order = Arc::new(BounceOrder {
             id: id.clone(),
             reason,
             suppress_logging,
         });
         self.spawn_bounce(waiting, order);
-        id
+        (id, taken)
     }
 
     fn bounces(&self) -> Vec<BounceRule> {

@@ -264,13 +264,17 @@ pub(crate) async fn bounce_create(
     let criteria = req.criteria();
     let suppress = req.suppress_logging;
     let reason_text = reason(req.reason)?;
-    let id = admin.bounce(criteria.clone(), reason_text.clone(), duration, suppress);
+    let (id, matched) = admin.bounce(criteria.clone(), reason_text.clone(), duration, suppress);
     tracing::info!(peer = %auth.peer, by = %who(&auth), %id, ?criteria, reason = %reason_text,
         ?duration, suppress_logging = suppress, everything = criteria.is_everything(),
-        "admin: bounce started");
+        messages = matched, "admin: bounce started");
     // The sweep runs in the background, so nothing is counted yet (KumoMTA
-    // has stopped filling these too); bounce-list shows the counts.
-    Ok(Json(json!({ "id": id, "bounced": {}, "total_bounced": 0 })).into_response())
+    // has stopped filling these too); bounce-list shows the counts as they
+    // grow. `matched`, Hermod's addition, is how many the sweep took.
+    Ok(
+        Json(json!({ "id": id, "bounced": {}, "total_bounced": 0, "matched": matched }))
+            .into_response(),
+    )
 }
 
 pub(crate) async fn bounce_list(State(st): State<Arc<AppState>>) -> ApiResult {
