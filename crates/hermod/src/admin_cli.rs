@@ -377,7 +377,13 @@ pub async fn bounce(a: BounceArgs) -> anyhow::Result<ExitCode> {
             s(&v["id"])
         );
         let matched = v["matched"].as_u64().unwrap_or(0);
-        crate::admin_queue_cli::follow_bounce(&api, s(&v["id"]), matched).await?;
+        let f = crate::admin_queue_cli::Follow {
+            list: "/api/admin/bounce/v1",
+            count: "total_bounced",
+            gone_means_done: false,
+            verb: "bounced",
+        };
+        crate::admin_queue_cli::follow(&api, f, s(&v["id"]), matched).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -103,32 +103,49 @@ pub(crate) fn spinner(what: &str) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-/// A bounce whose count has not moved this long is left to run unwatched.
+/// An operation whose count has not moved this long is left to run unwatched.
 const STALLED: Duration = Duration::from_secs(30);
 
-/// On a terminal, a progress bar of a bounce's background sweep, fed by
-/// bounce-list's count, until it reaches `matched`, the bounce is gone
-/// (cancelled, expired) or the count stops moving; nothing otherwise.
-pub(crate) async fn follow_bounce(api: &Api, id: &str, matched: u64) -> anyhow::Result<()> {
+/// A background operation the CLI can follow: where it is listed and
+/// what its entry counts.
+pub(crate) struct Follow<'a> {
+    pub list: &'a str,
+    pub count: &'a str,
+    /// What leaving the list means: finished (a rebind) or stopped (a bounce).
+    pub gone_means_done: bool,
+    /// `bounced`, `rebound`.
+    pub verb: &'a str,
+}
+
+/// On a terminal, a progress bar of a background operation (a bounce's
+/// sweep, a rebind), fed by its list entry's count, until it reaches
+/// `matched`, the entry is gone, or the count stops moving; nothing
+/// otherwise, so scripts and pipes get clean output.
+pub(crate) async fn follow(api: &Api, f: Follow<'_>, id: &str, matched: u64) -> anyhow::Result<()> {
     if matched == 0 || !std::io::stderr().is_terminal() {
         return Ok(());
     }
     let pb = indicatif::ProgressBar::new(matched);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} bounced ({per_sec}, {eta} left)",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let template = format!(
+        "{{bar:40}} {{pos}}/{{len}} {} ({{per_sec}}, {{eta}} left)",
+        f.verb
+    );
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     pb.set_style(style);
     let (mut done, mut moved) = (0, Instant::now());
     loop {
-        let list = api
-            .call(reqwest::Method::GET, "/api/admin/bounce/v1", None)
-            .await?;
+        let list = api.call(reqwest::Method::GET, f.list, None).await?;
         let now = list
             .as_array()
             .and_then(|l| l.iter().find(|e| s(&e["id"]) == id))
-            .map(|e| e["total_bounced"].as_u64().unwrap_or(0));
-        let Some(now) = now else { break };
+            .map(|e| e[f.count].as_u64().unwrap_or(0));
+        let Some(now) = now else {
+            if f.gone_means_done {
+                done = matched;
+            }
+            break;
+        };
         if now != done {
             (done, moved) = (now, Instant::now());
         }
@@ -139,7 +156,7 @@ pub(crate) async fn follow_bounce(api: &Api, id: &str, matched: u64) -> anyhow::
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     pb.finish_and_clear();
-    eprintln!("bounced {done} of {matched} queued messages");
+    eprintln!("{} {done} of {matched} queued messages", f.verb);
     Ok(())
 }
 
@@ -177,12 +194,19 @@ pub async fn rebind(a: RebindArgs) -> anyhow::Result<ExitCode> {
     let v = v?;
     if a.api.json {
         print_json(&v);
-    } else {
-        println!(
-            "rebinding {} messages in the background (AdminRebind records follow for those that change queue)",
-            v["matched"].as_u64().unwrap_or(0)
-        );
+        return Ok(ExitCode::SUCCESS);
     }
+    let matched = v["matched"].as_u64().unwrap_or(0);
+    println!(
+        "rebinding {matched} messages in the background (AdminRebind records follow for those that change queue)"
+    );
+    let f = Follow {
+        list: "/api/admin/rebind/v1",
+        count: "done",
+        gone_means_done: true,
+        verb: "rebound",
+    };
+    follow(&api, f, s(&v["id"]), matched).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -353,6 +353,25 @@ async fn the_cli_rebinds_inspects_queues_and_sets_the_log_filter_on_a_running_se
     assert!(shown.contains("taking the matching messages"), "{shown}");
     assert!(shown.contains("rebinding 0 messages"), "{shown}");
 
+    // A rebind on a terminal follows its progress to the end.
+    hermod(
+        &server,
+        &["suspend", "--domain", "tty.example", "--reason", "hold"],
+    );
+    smtp::send_messages(server.smtp_addr(), "u@tty.example", "tty", 3, 1).await;
+    let cmd = format!(
+        "{} rebind --domain tty.example --set queue=tty2.example --reason tty --endpoint {endpoint}",
+        env!("CARGO_BIN_EXE_hermod")
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("rebound 3 of 3 queued messages"), "{shown}");
+
     // A bounce on a terminal follows its sweep to the end.
     hermod(
         &server,

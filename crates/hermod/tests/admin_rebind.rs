@@ -182,6 +182,7 @@ async fn rebind_moves_messages_stuck_behind_a_broker_that_is_down_to_a_working_b
     )
     .await;
     assert_eq!(v["matched"], 3, "{v}");
+    assert!(v["id"].is_string(), "{v}");
 
     let got = reader.collect(&marker, 3, WAIT).await;
     let published: HashSet<String> = got.iter().filter_map(|m| m.message_id.clone()).collect();
@@ -194,6 +195,12 @@ async fn rebind_moves_messages_stuck_behind_a_broker_that_is_down_to_a_working_b
             records_of(r, "Delivery", &ids).len() == 3
         })
         .await;
+    // A finished rebind leaves the list of those in progress.
+    let srv = &server;
+    eventually(WAIT, "the rebind to finish", move || async move {
+        (get(srv, "/api/admin/rebind/v1").await == json!([])).then_some(())
+    })
+    .await;
     let rebound = records_of(&records, "AdminRebind", &ids);
     assert_eq!(rebound.len(), 3, "one AdminRebind record each");
     let content = rebound[0]["response"]["content"]

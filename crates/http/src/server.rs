@@ -198,7 +198,10 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         )
         .route("/api/admin/ready-q-states/v1", get(api::ready_q_states))
         .route("/api/admin/inspect-message/v1", get(api::inspect_message))
-        .route("/api/admin/rebind/v1", post(api::rebind))
+        .route(
+            "/api/admin/rebind/v1",
+            post(api::rebind).get(api::rebind_list),
+        )
         .route("/api/admin/inspect-sched-q/v1", get(api::inspect_sched_q))
         .route("/api/admin/inspect-ready-q/v1", get(api::inspect_ready_q))
         .route(

@@ -130,6 +130,17 @@ pub struct RebindOrder {
     pub always_flush: bool,
 }
 
+/// A rebind still moving messages in the background.
+#[derive(Debug, Clone)]
+pub struct RebindProgress {
+    pub id: String,
+    pub reason: String,
+    /// How many waiting messages it took.
+    pub matched: usize,
+    /// How many of them have been moved (or put back) so far.
+    pub done: usize,
+}
+
 /// A scheduled queue as `inspect-sched-q` shows it.
 #[derive(Debug, Clone)]
 pub struct ScheduledQueueInfo {
@@ -224,8 +235,10 @@ pub trait Admin: Send + Sync {
     /// The names of the scheduled queues that exist now.
     fn scheduled_queue_names(&self) -> Vec<String>;
     /// Take the waiting messages of matching scheduled queues and rebind
-    /// them in the background; returns how many were taken.
-    fn rebind(&self, order: RebindOrder) -> usize;
+    /// them in the background; returns its id and how many were taken.
+    fn rebind(&self, order: RebindOrder) -> (String, usize);
+    /// The rebinds still running; one leaves the list when it is done.
+    fn rebinds(&self) -> Vec<RebindProgress>;
     fn inspect_scheduled(&self, name: String, sample: Sample) -> ScheduledFuture<'_>;
     /// `include_scheduled`: also name the scheduled queues that feed it.
     fn inspect_ready(

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use hermod_message::admin::{
     Admin, BounceRule, Criteria, InspectFuture, QueueCondition, ReadyFuture, ReadyQueueStatus,
-    ReadySuspension, RebindOrder, Sample, ScheduledFuture, Suspension,
+    ReadySuspension, RebindOrder, RebindProgress, Sample, ScheduledFuture, Suspension,
 };
 use hermod_message::SpoolId;
 use parking_lot::Mutex;
@@ -38,6 +38,8 @@ pub(crate) struct AdminState {
     rules: Mutex<Rules>,
     /// Messages held by scheduled-queue suspensions.
     held: Mutex<Vec<Queued>>,
+    /// Rebinds still running (crates/queue/src/rebind.rs).
+    pub(crate) rebinds: Mutex<Vec<RebindProgress>>,
 }
 
 #[derive(Default)]
@@ -473,8 +475,12 @@ impl Admin for QueueManager {
         self.scheduled_names()
     }
 
-    fn rebind(&self, order: RebindOrder) -> usize {
+    fn rebind(&self, order: RebindOrder) -> (String, usize) {
         self.start_rebind(order)
+    }
+
+    fn rebinds(&self) -> Vec<RebindProgress> {
+        self.0.admin.rebinds.lock().clone()
     }
 
     fn inspect_scheduled(&self, name: String, sample: Sample) -> ScheduledFuture<'_> {

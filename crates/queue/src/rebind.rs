@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hermod_message::admin::RebindOrder;
+use hermod_message::admin::{RebindOrder, RebindProgress};
 use hermod_message::Message;
 use hermod_policy::CallError;
 use serde_json::Value;
@@ -36,28 +36,42 @@ type Resolved = HashMap<String, Arc<ScheduledQueue>>;
 
 impl QueueManager {
     /// Take the matching waiting messages now and rebind them in the
-    /// background; returns how many were taken.
-    pub(crate) fn start_rebind(&self, order: RebindOrder) -> usize {
+    /// background; returns the rebind's id and how many were taken. Its
+    /// progress is listed until it is done.
+    pub(crate) fn start_rebind(&self, order: RebindOrder) -> (String, usize) {
+        let id = uuid::Uuid::new_v4().to_string();
         let c = order.criteria.clone();
         let taken = self.take_waiting(|sq| c.matches(&sq.name, &sq.components), true);
         let n = taken.len();
         if n == 0 {
-            return 0;
+            return (id, 0);
         }
+        self.0.admin.rebinds.lock().push(RebindProgress {
+            id: id.clone(),
+            reason: order.reason.clone(),
+            matched: n,
+            done: 0,
+        });
         let qm = self.clone();
+        let rid = id.clone();
         self.0.tasks.spawn(async move {
             let mut resolved = Resolved::new();
             for chunk in held::chunks(taken) {
+                let len = chunk.len();
                 if qm.0.shutdown.is_cancelled() {
                     // Back where they were: shutdown stores what the spool lacks.
                     chunk.into_iter().for_each(|q| qm.to_ready(q));
-                    continue;
+                } else {
+                    qm.rebind_chunk(chunk, &order, &mut resolved).await;
                 }
-                qm.rebind_chunk(chunk, &order, &mut resolved).await;
+                if let Some(p) = qm.0.admin.rebinds.lock().iter_mut().find(|p| p.id == rid) {
+                    p.done += len;
+                }
             }
-            tracing::info!(messages = n, reason = %order.reason, "admin: rebind finished");
+            qm.0.admin.rebinds.lock().retain(|p| p.id != rid);
+            tracing::info!(id = %rid, messages = n, reason = %order.reason, "admin: rebind finished");
         });
-        n
+        (id, n)
     }
 
     async fn rebind_chunk(&self, chunk: Vec<Queued>, order: &RebindOrder, resolved: &mut Resolved) {

@@ -8,7 +8,7 @@
 mod queues;
 mod wire;
 
-pub(crate) use queues::{inspect_ready_q, inspect_sched_q, rebind, set_log_filter};
+pub(crate) use queues::{inspect_ready_q, inspect_sched_q, rebind, rebind_list, set_log_filter};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -71,12 +71,23 @@ pub(crate) async fn rebind(
     let order = req.into_order(reason_text);
     let (criteria, data) = (order.criteria.clone(), order.data.clone());
     let (event, flush) = (order.trigger_rebind_event, order.always_flush);
-    let n = admin.rebind(order.clone());
-    tracing::info!(peer = %auth.peer, by = %who(&auth), ?criteria, ?data, reason = %order.reason,
-        trigger_rebind_event = event, always_flush = flush, messages = n,
-        everything = criteria.is_everything(), "admin: rebind started");
-    // KumoMTA answers `{}`; the count is Hermod's addition.
-    Ok(Json(json!({ "matched": n })).into_response())
+    let (id, n) = admin.rebind(order.clone());
+    tracing::info!(peer = %auth.peer, by = %who(&auth), %id, ?criteria, ?data,
+        reason = %order.reason, trigger_rebind_event = event, always_flush = flush,
+        messages = n, everything = criteria.is_everything(), "admin: rebind started");
+    // KumoMTA answers `{}`; the id and count are Hermod's addition.
+    Ok(Json(json!({ "id": id, "matched": n })).into_response())
+}
+
+/// `GET /api/admin/rebind/v1` (Hermod's addition): the rebinds still
+/// moving messages, with how far each has got.
+pub(crate) async fn rebind_list(State(st): State<Arc<AppState>>) -> ApiResult {
+    let list: Vec<Value> = admin(&st)?
+        .rebinds()
+        .into_iter()
+        .map(|p| json!({"id": p.id, "reason": p.reason, "matched": p.matched, "done": p.done}))
+        .collect();
+    Ok(Json(list).into_response())
 }
 
 /// `GET /api/admin/inspect-sched-q/v1?queue_name=&want_body=&limit=`.
