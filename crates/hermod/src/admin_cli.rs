@@ -51,7 +51,7 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn to_json(&self) -> serde_json::Map<String, Value> {
+    pub(crate) fn to_json(&self) -> serde_json::Map<String, Value> {
         let mut o = serde_json::Map::new();
         for (k, v) in [
             ("domain", &self.domain),
@@ -143,7 +143,7 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Self> {
         Self::connect(
             &args.endpoint,
             args.user.as_deref(),
@@ -197,7 +197,7 @@ impl Api {
         Ok(text)
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -207,7 +207,7 @@ impl Api {
     }
 
     /// [`Api::call`] with query parameters, encoded as the URL needs.
-    async fn call_with(
+    pub(crate) async fn call_with(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -245,14 +245,14 @@ impl Api {
     }
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
 }
 
-fn s(v: &Value) -> &str {
+pub(crate) fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
@@ -390,13 +390,18 @@ pub async fn bounce(a: BounceArgs) -> anyhow::Result<ExitCode> {
     body.insert("reason".into(), json!(a.reason));
     body.insert("duration".into(), json!(a.duration));
     body.insert("suppress_logging".into(), json!(a.suppress_logging));
+    let pb = crate::admin_queue_cli::spinner("starting the bounce");
     let v = api
         .call(
             reqwest::Method::POST,
             "/api/admin/bounce/v1",
             Some(Value::Object(body)),
         )
-        .await?;
+        .await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let v = v?;
     if a.api.json {
         print_json(&v);
     } else {
@@ -404,6 +409,14 @@ pub async fn bounce(a: BounceArgs) -> anyhow::Result<ExitCode> {
             "bounce started: id {} (queued messages are bounced in the background; see bounce-list)",
             s(&v["id"])
         );
+        let matched = v["matched"].as_u64().unwrap_or(0);
+        let f = crate::admin_queue_cli::Follow {
+            list: "/api/admin/bounce/v1",
+            count: "total_bounced",
+            gone_means_done: false,
+            verb: "bounced",
+        };
+        crate::admin_queue_cli::follow(&api, f, s(&v["id"]), matched).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::admin_cli::{
     ApiArgs, BounceArgs, CancelArgs, InspectArgs, SuspendArgs, SuspendReadyArgs,
 };
+pub use crate::admin_queue_cli::{InspectReadyArgs, InspectSchedArgs, LogFilterArgs, RebindArgs};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +46,14 @@ pub enum Command {
     InspectMessage(InspectArgs),
     /// Watch rates, queues, connections and broker latency live (polls /metrics; q quits).
     Top(crate::top::TopArgs),
+    /// Move matching queued messages to the queue new meta gives (AdminRebind records).
+    Rebind(RebindArgs),
+    /// Show a scheduled queue: its config and a sample of its waiting messages.
+    InspectSchedQ(InspectSchedArgs),
+    /// Show a ready queue: its source, pool, state, limits and a sample of its messages.
+    InspectReadyQ(InspectReadyArgs),
+    /// Change the server's diagnostic log filter (HERMOD_LOG syntax) while it runs.
+    SetLogFilter(LogFilterArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Default)]

@@ -1,6 +1,7 @@
 //! `hermod`: the mail transfer agent's command line.
 
 mod admin_cli;
+mod admin_queue_cli;
 mod check;
 mod cli;
 mod logs;
@@ -41,6 +42,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::BounceCancel(a) => rt.block_on(admin_cli::bounce_cancel(a)),
         cli::Command::InspectMessage(a) => rt.block_on(admin_cli::inspect_message(a)),
         cli::Command::Top(a) => rt.block_on(top::run(a)),
+        cli::Command::Rebind(a) => rt.block_on(admin_queue_cli::rebind(a)),
+        cli::Command::InspectSchedQ(a) => rt.block_on(admin_queue_cli::inspect_sched_q(a)),
+        cli::Command::InspectReadyQ(a) => rt.block_on(admin_queue_cli::inspect_ready_q(a)),
+        cli::Command::SetLogFilter(a) => rt.block_on(admin_queue_cli::set_log_filter(a)),
     };
     match result {
         Ok(code) => code,
@@ -51,19 +56,31 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Diagnostics go to stderr; `HERMOD_LOG` (or `KUMOD_LOG`) sets the filter.
+/// Diagnostics go to stderr; `HERMOD_LOG` (or `KUMOD_LOG`) sets the filter,
+/// which the admin API and `kumo.set_diagnostic_log_filter` may change later
+/// (crates/policy/src/diagnostic_log.rs).
 /// Colour only when stderr is a terminal and `NO_COLOR` is unset: escape codes in a log file,
 /// a pipe or journald make the lines hard to read and to grep.
 fn init_tracing() {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
     let filter = std::env::var("HERMOD_LOG")
         .or_else(|_| std::env::var("KUMOD_LOG"))
         .unwrap_or_else(|_| "info".into());
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(filter));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_ansi(colour).with_writer(std::io::stderr))
+        .try_init()
+        .is_ok();
+    if installed {
+        hermod_policy::diagnostic_log::install(Box::new(move |spec| {
+            let f = EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+    }
 }

@@ -1,6 +1,7 @@
-//! The operator verbs of the `hermod` binary (crates/hermod/src/admin_cli.rs)
-//! against a running server: suspend, list, inspect, bounce, cancel and
-//! queue-summary, in text and `--json` form.
+//! The operator verbs of the `hermod` binary (crates/hermod/src/admin_cli.rs,
+//! admin_queue_cli.rs) against a running server: suspend, list, inspect,
+//! bounce, cancel, queue-summary, rebind, inspect-sched-q, inspect-ready-q
+//! and set-log-filter, in text and `--json` form.
 
 mod common;
 
@@ -236,4 +237,157 @@ end)
         stderr.contains("by=user ops") && !stderr.contains("op-secret"),
         "the change is logged with the user and without the password"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rebinds_inspects_queues_and_sets_the_log_filter_on_a_running_server() {
+    let server = start().await;
+    hermod(
+        &server,
+        &["suspend", "--domain", "from.example", "--reason", "hold"],
+    );
+    let sent = smtp::send_messages(server.smtp_addr(), "u@from.example", "move", 2, 1).await;
+    let ids: HashSet<String> = sent.iter().map(|s| s.id.clone()).collect();
+
+    let sched = json(&hermod(
+        &server,
+        &["inspect-sched-q", "from.example", "--json"],
+    ));
+    assert_eq!(sched["num_scheduled"], 2, "{sched}");
+    let listed = hermod(
+        &server,
+        &["inspect-sched-q", "from.example", "--limit", "1"],
+    );
+    assert!(
+        listed.contains("scheduled queue from.example: 2 waiting"),
+        "{listed}"
+    );
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("u@from.example"))
+            .count(),
+        1,
+        "{listed}"
+    );
+
+    let out = run(
+        &server,
+        &[
+            "rebind",
+            "--domain",
+            "from.example",
+            "--set",
+            "queue=to.example",
+            "--reason",
+            "cli move",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rebinding 2 messages"), "{stdout}");
+    assert!(
+        out.stderr.is_empty(),
+        "no progress output when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = server
+        .wait_for_records(WAIT, "the rebound messages' Deliveries", |r| {
+            records_of(r, "Delivery", &ids).len() == 2
+        })
+        .await;
+    assert_eq!(records_of(&records, "AdminRebind", &ids).len(), 2);
+    assert!(records_of(&records, "Delivery", &ids)
+        .iter()
+        .all(|r| r["queue"] == "to.example"));
+
+    let ready = hermod(
+        &server,
+        &[
+            "inspect-ready-q",
+            "unspecified->to.example@maildir",
+            "--sched-q",
+        ],
+    );
+    assert!(
+        ready.contains("ready queue unspecified->to.example@maildir  protocol maildir")
+            && ready.contains("fed by: to.example"),
+        "{ready}"
+    );
+    let missing = run(
+        &server,
+        &["inspect-ready-q", "unspecified->nowhere@maildir"],
+    );
+    assert!(
+        !missing.status.success() && text(&missing).contains("404"),
+        "{}",
+        text(&missing)
+    );
+
+    let set = hermod(&server, &["set-log-filter", "info,hermod_queue=debug"]);
+    assert!(
+        set.contains("diagnostic log filter set to info,hermod_queue=debug"),
+        "{set}"
+    );
+    let bad = run(&server, &["set-log-filter", "hermod=loudest"]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("`filter`"),
+        "{}",
+        text(&bad)
+    );
+
+    // On a terminal the request shows a spinner on stderr (script(1) gives
+    // the verb a pseudo-terminal).
+    let endpoint = format!("http://127.0.0.1:{}", server.http_port);
+    let cmd = format!(
+        "{} rebind --domain none.example --set a=b --reason tty --endpoint {endpoint}",
+        env!("CARGO_BIN_EXE_hermod")
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("taking the matching messages"), "{shown}");
+    assert!(shown.contains("rebinding 0 messages"), "{shown}");
+
+    // A rebind on a terminal follows its progress to the end.
+    hermod(
+        &server,
+        &["suspend", "--domain", "tty.example", "--reason", "hold"],
+    );
+    smtp::send_messages(server.smtp_addr(), "u@tty.example", "tty", 3, 1).await;
+    let cmd = format!(
+        "{} rebind --domain tty.example --set queue=tty2.example --reason tty --endpoint {endpoint}",
+        env!("CARGO_BIN_EXE_hermod")
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("rebound 3 of 3 queued messages"), "{shown}");
+
+    // A bounce on a terminal follows its sweep to the end.
+    hermod(
+        &server,
+        &["suspend", "--domain", "gone.example", "--reason", "hold"],
+    );
+    smtp::send_messages(server.smtp_addr(), "u@gone.example", "gone", 3, 1).await;
+    let cmd = format!(
+        "{} bounce --domain gone.example --reason tty --endpoint {endpoint}",
+        env!("CARGO_BIN_EXE_hermod")
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("bounced 3 of 3 queued messages"), "{shown}");
 }

@@ -223,6 +223,16 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/dashboard/app.js", get(crate::dashboard::script))
         .route("/dashboard/style.css", get(crate::dashboard::style))
         .route("/dashboard/events", get(crate::dashboard::events))
+        .route(
+            "/api/admin/rebind/v1",
+            post(api::rebind).get(api::rebind_list),
+        )
+        .route("/api/admin/inspect-sched-q/v1", get(api::inspect_sched_q))
+        .route("/api/admin/inspect-ready-q/v1", get(api::inspect_ready_q))
+        .route(
+            "/api/admin/set_diagnostic_log_filter/v1",
+            post(api::set_log_filter),
+        )
         // The limit applies to the decompressed body, so a gzip bomb is cut off too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())

@@ -118,16 +118,91 @@ pub struct MessageInfo {
     pub scheduling: Option<crate::Scheduling>,
 }
 
+/// What a rebind asks (KumoMTA's `/api/admin/rebind/v1`): the messages of
+/// the matching scheduled queues get `data` as meta (or are handed to the
+/// `rebind_message` event with it) and go to the queue their meta now gives.
+#[derive(Debug, Clone)]
+pub struct RebindOrder {
+    pub criteria: Criteria,
+    pub data: BTreeMap<String, String>,
+    pub reason: String,
+    pub suppress_logging: bool,
+    pub trigger_rebind_event: bool,
+    /// Make every matched message due now, not only those that changed queue.
+    pub always_flush: bool,
+}
+
+/// A rebind still moving messages in the background.
+#[derive(Debug, Clone)]
+pub struct RebindProgress {
+    pub id: String,
+    pub reason: String,
+    /// How many waiting messages it took.
+    pub matched: usize,
+    /// How many of them have been moved (or put back) so far.
+    pub done: usize,
+}
+
+/// A scheduled queue as `inspect-sched-q` shows it.
+#[derive(Debug, Clone)]
+pub struct ScheduledQueueInfo {
+    pub name: String,
+    /// How many of its messages wait (for a retry, a suspension, a route or
+    /// a session).
+    pub waiting: usize,
+    /// A sample of them, at most the limit asked for.
+    pub messages: Vec<MessageInfo>,
+    /// The `get_queue_config` result in force, as JSON.
+    pub config: serde_json::Value,
+    /// When a message last looked the queue up.
+    pub last_used: SystemTime,
+}
+
+/// A ready queue as `inspect-ready-q` shows it.
+#[derive(Debug, Clone)]
+pub struct ReadyQueueInfo {
+    pub name: String,
+    pub egress_source: String,
+    pub egress_pool: String,
+    /// The protocol label of the queue name (`smtp`, `maildir`, `lua:<constructor>`).
+    pub protocol: String,
+    pub queued: usize,
+    pub sessions: usize,
+    pub conditions: Vec<QueueCondition>,
+    pub suspension: Option<ReadySuspension>,
+    /// The egress path config in force (`null` until the first session asks for it).
+    pub path_config: serde_json::Value,
+    pub connection_limit: Option<usize>,
+    /// The scheduled queues whose messages it holds, when asked for.
+    pub scheduled_queues: Option<Vec<String>>,
+    /// A sample of its messages, when a limit was given.
+    pub messages: Option<Vec<MessageInfo>>,
+}
+
+/// How much of a queue `inspect-sched-q` / `inspect-ready-q` returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Most messages to include; `None` means all.
+    pub limit: Option<usize>,
+    pub want_body: bool,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AdminError {
     #[error("no message {0} in the spool")]
     NotFound(SpoolId),
+    #[error("no {kind} queue named {name:?}")]
+    NoSuchQueue { kind: &'static str, name: String },
     #[error("cannot read message {id} from the spool: {reason}")]
     Spool { id: SpoolId, reason: String },
 }
 
 pub type InspectFuture<'a> =
     Pin<Box<dyn Future<Output = Result<MessageInfo, AdminError>> + Send + 'a>>;
+pub type ScheduledFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ScheduledQueueInfo, AdminError>> + Send + 'a>>;
+pub type ReadyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ReadyQueueInfo, AdminError>> + Send + 'a>>;
 
 /// What the admin API may do to the queues. Changes take effect at once;
 /// a bounce's sweep of queued messages runs in the background.
@@ -144,18 +219,36 @@ pub trait Admin: Send + Sync {
     fn cancel_ready_suspension(&self, id: &str) -> bool;
 
     /// Bounce matching queued messages now, and new ones for `duration`.
+    /// Returns the id and how many queued messages the sweep took (the
+    /// CLI's progress bar counts up to it).
     fn bounce(
         &self,
         criteria: Criteria,
         reason: String,
         duration: Duration,
         suppress_logging: bool,
-    ) -> String;
+    ) -> (String, usize);
     fn bounces(&self) -> Vec<BounceRule>;
     fn cancel_bounce(&self, id: &str) -> bool;
 
     fn ready_queue_states(&self) -> Vec<ReadyQueueStatus>;
     fn inspect(&self, id: SpoolId, want_body: bool) -> InspectFuture<'_>;
+
+    /// The names of the scheduled queues that exist now.
+    fn scheduled_queue_names(&self) -> Vec<String>;
+    /// Take the waiting messages of matching scheduled queues and rebind
+    /// them in the background; returns its id and how many were taken.
+    fn rebind(&self, order: RebindOrder) -> (String, usize);
+    /// The rebinds still running; one leaves the list when it is done.
+    fn rebinds(&self) -> Vec<RebindProgress>;
+    fn inspect_scheduled(&self, name: String, sample: Sample) -> ScheduledFuture<'_>;
+    /// `include_scheduled`: also name the scheduled queues that feed it.
+    fn inspect_ready(
+        &self,
+        name: String,
+        include_scheduled: bool,
+        sample: Option<Sample>,
+    ) -> ReadyFuture<'_>;
 }
 
 #[cfg(test)]

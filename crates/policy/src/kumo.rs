@@ -106,6 +106,8 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
         )?;
     }
 
+    crate::diagnostic_log::register(lua, &kumo)?;
+
     kumo.set(
         "sleep",
         lua.create_async_function(|lua, secs: Value| async move {

@@ -5,6 +5,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod diagnostic_log;
 pub mod duration;
 pub mod egress_path;
 pub mod egress_source;

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hermod_message::admin::{
-    Admin, AdminError, BounceRule, Criteria, InspectFuture, MessageInfo, QueueCondition,
-    ReadyQueueStatus, ReadySuspension, Suspension,
+    Admin, BounceRule, Criteria, InspectFuture, QueueCondition, ReadyFuture, ReadyQueueStatus,
+    ReadySuspension, RebindOrder, RebindProgress, Sample, ScheduledFuture, Suspension,
 };
 use hermod_message::SpoolId;
-use hermod_spool::SpoolError;
 use parking_lot::Mutex;
 
 use crate::held::{self, Queued};
@@ -39,6 +38,8 @@ pub(crate) struct AdminState {
     rules: Mutex<Rules>,
     /// Messages held by scheduled-queue suspensions.
     held: Mutex<Vec<Queued>>,
+    /// Rebinds still running (crates/queue/src/rebind.rs).
+    pub(crate) rebinds: Mutex<Vec<RebindProgress>>,
 }
 
 #[derive(Default)]
@@ -113,6 +114,27 @@ impl AdminState {
             .iter()
             .find(|(r, _)| r.name == name && r.expires > now)
             .map(|(r, since)| (r.reason.clone(), *since))
+    }
+
+    /// The ready-queue suspension of `name` in force, as listed.
+    pub(crate) fn ready_suspension(&self, name: &str) -> Option<ReadySuspension> {
+        let now = SystemTime::now();
+        self.rules
+            .lock()
+            .ready
+            .iter()
+            .find(|(r, _)| r.name == name && r.expires > now)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Sample the messages suspensions hold; see [`held::sample`].
+    pub(crate) fn sample_held(
+        &self,
+        pred: impl Fn(&Queued) -> bool,
+        limit: usize,
+        out: &mut Vec<held::Sampled>,
+    ) -> usize {
+        held::sample(self.held.lock().iter(), pred, limit, out)
     }
 
     fn remove_expired(&self, now: SystemTime) -> Expired {
@@ -220,7 +242,11 @@ impl QueueManager {
 
     /// Take every waiting message that `pred` selects out of the ready
     /// queues, the timer and (when `with_held`) the suspension hold.
-    fn take_waiting(&self, pred: impl Fn(&ScheduledQueue) -> bool, with_held: bool) -> Vec<Queued> {
+    pub(crate) fn take_waiting(
+        &self,
+        pred: impl Fn(&ScheduledQueue) -> bool,
+        with_held: bool,
+    ) -> Vec<Queued> {
         let queues: Vec<_> = self.0.ready.lock().values().cloned().collect();
         let mut out = Vec::new();
         for rq in queues {
@@ -384,7 +410,7 @@ impl Admin for QueueManager {
         reason: String,
         duration: Duration,
         suppress_logging: bool,
-    ) -> String {
+    ) -> (String, usize) {
         let id = new_id();
         {
             let mut rules = self.0.admin.rules.lock();
@@ -399,13 +425,14 @@ impl Admin for QueueManager {
             self.0.admin.set_active(&rules);
         }
         let waiting = self.take_waiting(|sq| matches(&criteria, sq), true);
+        let taken = waiting.len();
         let order = Arc::new(BounceOrder {
             id: id.clone(),
             reason,
             suppress_logging,
         });
         self.spawn_bounce(waiting, order);
-        id
+        (id, taken)
     }
 
     fn bounces(&self) -> Vec<BounceRule> {
@@ -441,48 +468,32 @@ impl Admin for QueueManager {
     }
 
     fn inspect(&self, id: SpoolId, want_body: bool) -> InspectFuture<'_> {
-        Box::pin(async move {
-            let loaded = self.0.spool.load_messages(vec![id], want_body).await;
-            let message = match loaded.into_iter().next() {
-                Some(Ok(m)) => m,
-                Some(Err(SpoolError::NotFound(_))) => return Err(AdminError::NotFound(id)),
-                Some(Err(e)) => {
-                    return Err(AdminError::Spool {
-                        id,
-                        reason: e.to_string(),
-                    })
-                }
-                None => {
-                    return Err(AdminError::Spool {
-                        id,
-                        reason: "the spool returned no result".into(),
-                    })
-                }
-            };
-            let data = if want_body {
-                match message.data() {
-                    Ok(d) => Some(d.to_vec()),
-                    Err(e) => {
-                        return Err(AdminError::Spool {
-                            id,
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-            } else {
-                None
-            };
-            Ok(MessageInfo {
-                id,
-                sender: message.sender().to_string(),
-                recipients: message.recipients().iter().map(|r| r.to_string()).collect(),
-                meta: message.meta(),
-                data,
-                due: message.due(),
-                num_attempts: message.num_attempts(),
-                scheduling: message.scheduling(),
-            })
-        })
+        Box::pin(self.inspect_message(id, want_body))
+    }
+
+    fn scheduled_queue_names(&self) -> Vec<String> {
+        self.scheduled_names()
+    }
+
+    fn rebind(&self, order: RebindOrder) -> (String, usize) {
+        self.start_rebind(order)
+    }
+
+    fn rebinds(&self) -> Vec<RebindProgress> {
+        self.0.admin.rebinds.lock().clone()
+    }
+
+    fn inspect_scheduled(&self, name: String, sample: Sample) -> ScheduledFuture<'_> {
+        Box::pin(self.inspect_scheduled_queue(name, sample))
+    }
+
+    fn inspect_ready(
+        &self,
+        name: String,
+        include_scheduled: bool,
+        sample: Option<Sample>,
+    ) -> ReadyFuture<'_> {
+        Box::pin(self.inspect_ready_queue(name, include_scheduled, sample))
     }
 }
 

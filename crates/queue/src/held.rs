@@ -16,6 +16,12 @@ use crate::outcome::Recorder;
 use crate::ready::Entry;
 use crate::resolve::ScheduledQueue;
 
+/// A waiting message as an operator's sample holds it (see [`Held::copy`]).
+pub(crate) enum Sampled {
+    Loaded(Message),
+    Parked(SpoolId),
+}
+
 /// A waiting message, in memory or as its spool id.
 pub enum Held {
     Loaded(Message),
@@ -32,6 +38,15 @@ impl Held {
         } else {
             message.unload_data();
             Held::Loaded(message)
+        }
+    }
+
+    /// Another handle on the same waiting message (an operator's sample),
+    /// which does not count it in `message_count` a second time.
+    pub(crate) fn copy(&self) -> Sampled {
+        match self {
+            Held::Loaded(m) => Sampled::Loaded(m.clone()),
+            Held::Parked(id, _) => Sampled::Parked(*id),
         }
     }
 
@@ -81,6 +96,24 @@ impl Queued {
             },
         }
     }
+}
+
+/// Count the messages of `waiting` that `pred` selects and copy the first
+/// of them into `out` until it holds `limit` (inspect-sched-q, inspect-ready-q).
+pub(crate) fn sample<'a>(
+    waiting: impl Iterator<Item = &'a Queued>,
+    pred: impl Fn(&Queued) -> bool,
+    limit: usize,
+    out: &mut Vec<Sampled>,
+) -> usize {
+    let mut n = 0;
+    for q in waiting.filter(|q| pred(q)) {
+        n += 1;
+        if out.len() < limit {
+            out.push(q.held.copy());
+        }
+    }
+    n
 }
 
 impl From<Entry> for Queued {

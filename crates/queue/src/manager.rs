@@ -153,6 +153,18 @@ impl QueueManager {
         }
     }
 
+    /// The scheduled queue `name`, if it exists.
+    pub(crate) fn scheduled_queue(&self, name: &str) -> Option<Arc<ScheduledQueue>> {
+        self.0.scheduled.lock().get(name).cloned()
+    }
+
+    /// The names of the scheduled queues that exist.
+    pub(crate) fn scheduled_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.scheduled.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// How many scheduled and ready queues exist (operators and tests).
     pub fn queue_counts(&self) -> (usize, usize) {
         (self.0.scheduled.lock().len(), self.0.ready.lock().len())
@@ -184,10 +196,20 @@ impl QueueManager {
         &self,
         name: &str,
     ) -> Result<Arc<ScheduledQueue>, QueueConfigError> {
+        self.resolve_with(name, false).await
+    }
+
+    /// [`QueueManager::resolve`]; `refresh` runs `get_queue_config` even for
+    /// a queue whose config is fresh (a rebind asks the policy again).
+    pub(crate) async fn resolve_with(
+        &self,
+        name: &str,
+        refresh: bool,
+    ) -> Result<Arc<ScheduledQueue>, QueueConfigError> {
         let existing = self.0.scheduled.lock().get(name).cloned();
         if let Some(sq) = &existing {
             sq.touch();
-            if !sq.needs_refresh() {
+            if !refresh && !sq.needs_refresh() {
                 return Ok(sq.clone());
             }
         }

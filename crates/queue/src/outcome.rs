@@ -290,6 +290,27 @@ pub(crate) async fn admin_bounced(rec: &Recorder, entries: Vec<Entry>, reason: &
     remove_all(rec, &msgs);
 }
 
+/// An operator moved `msg` from the scheduled queue `from` to `to`
+/// (crates/queue/src/rebind.rs): KumoMTA's `AdminRebind` record, code 250.
+pub(crate) async fn admin_rebound(
+    rec: &Recorder,
+    msg: &Message,
+    from: &str,
+    to: &str,
+    reason: &str,
+) {
+    let resp = Response::new(250, None, &format!("Rebound from {from} to {to}: {reason}"));
+    rec.logger
+        .log(event(RecordType::AdminRebind, msg, to, None, resp, None))
+        .await;
+}
+
+/// A message rebound to the `null` queue leaves the spool (its
+/// `AdminRebind` record is its last).
+pub(crate) fn discard(rec: &Recorder, msg: &Message) {
+    remove(rec, msg);
+}
+
 /// A spooled message whose queue name cannot be computed (bad meta).
 pub(crate) async fn expire_unroutable(rec: &Recorder, msg: Message, reason: &str) {
     let resp = Response::new(

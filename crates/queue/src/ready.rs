@@ -182,6 +182,23 @@ impl ReadyQueue {
         take.into_iter().collect()
     }
 
+    /// Count the waiting messages `pred` selects, copying up to `limit` of
+    /// them into `out`; see [`crate::held::sample`].
+    pub(crate) fn sample(
+        &self,
+        pred: impl Fn(&Queued) -> bool,
+        limit: usize,
+        out: &mut Vec<crate::held::Sampled>,
+    ) -> usize {
+        crate::held::sample(self.entries.lock().queue.iter(), pred, limit, out)
+    }
+
+    /// The names of the scheduled queues whose messages wait here.
+    pub(crate) fn scheduled_names(&self) -> std::collections::BTreeSet<String> {
+        let g = self.entries.lock();
+        g.queue.iter().map(|q| q.queue.name.clone()).collect()
+    }
+
     /// What ready-q-states reports: an operator's suspension, a pause.
     pub(crate) fn conditions(&self) -> Vec<hermod_message::admin::QueueCondition> {
         let mut out = Vec::new();

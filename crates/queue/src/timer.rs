@@ -78,6 +78,17 @@ impl Timer {
         out
     }
 
+    /// Count the waiting messages `pred` selects, copying up to `limit` of
+    /// them into `out`; see [`crate::held::sample`].
+    pub(crate) fn sample(
+        &self,
+        pred: impl Fn(&Queued) -> bool,
+        limit: usize,
+        out: &mut Vec<crate::held::Sampled>,
+    ) -> usize {
+        crate::held::sample(self.due.lock().by_time.values(), pred, limit, out)
+    }
+
     /// Count of waiting messages per scheduled queue name (for metrics).
     pub fn counts(&self) -> HashMap<String, usize> {
         self.due.lock().per_queue.clone()

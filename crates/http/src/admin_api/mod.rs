@@ -5,7 +5,10 @@
 //! unknown field or a bad duration is a 400 naming it, and nothing
 //! changes), and every change is logged with who asked.
 
+mod queues;
 mod wire;
+
+pub(crate) use queues::{inspect_ready_q, inspect_sched_q, rebind, rebind_list, set_log_filter};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +18,7 @@ use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use hermod_message::admin::{Admin, AdminError, Criteria};
+use hermod_message::admin::{Admin, AdminError, Criteria, MessageInfo};
 use hermod_message::SpoolId;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -72,6 +75,21 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             bad(format!("invalid request body: {inner}"))
         } else {
             bad(format!("invalid field `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Decode query parameters into `T`, naming the parameter that is wrong.
+fn decode_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    let pairs = form_urlencoded::parse(raw.unwrap_or("").as_bytes());
+    let de = serde_urlencoded::Deserializer::new(pairs);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            bad(format!("invalid query: {inner}"))
+        } else {
+            bad(format!("invalid parameter `{path}`: {inner}"))
         }
     })
 }
@@ -246,13 +264,17 @@ pub(crate) async fn bounce_create(
     let criteria = req.criteria();
     let suppress = req.suppress_logging;
     let reason_text = reason(req.reason)?;
-    let id = admin.bounce(criteria.clone(), reason_text.clone(), duration, suppress);
+    let (id, matched) = admin.bounce(criteria.clone(), reason_text.clone(), duration, suppress);
     tracing::info!(peer = %auth.peer, by = %who(&auth), %id, ?criteria, reason = %reason_text,
         ?duration, suppress_logging = suppress, everything = criteria.is_everything(),
-        "admin: bounce started");
+        messages = matched, "admin: bounce started");
     // The sweep runs in the background, so nothing is counted yet (KumoMTA
-    // has stopped filling these too); bounce-list shows the counts.
-    Ok(Json(json!({ "id": id, "bounced": {}, "total_bounced": 0 })).into_response())
+    // has stopped filling these too); bounce-list shows the counts as they
+    // grow. `matched`, Hermod's addition, is how many the sweep took.
+    Ok(
+        Json(json!({ "id": id, "bounced": {}, "total_bounced": 0, "matched": matched }))
+            .into_response(),
+    )
 }
 
 pub(crate) async fn bounce_list(State(st): State<Arc<AppState>>) -> ApiResult {
@@ -330,10 +352,24 @@ pub(crate) async fn inspect_message(
     let id: SpoolId =
         q.id.parse()
             .map_err(|e| bad(format!("invalid parameter `id`: {e}")))?;
-    let info = admin.inspect(id, q.want_body).await.map_err(|e| match e {
+    let info = admin.inspect(id, q.want_body).await.map_err(admin_error)?;
+    Ok(Json(message_json(&info)).into_response())
+}
+
+/// An error of the queues as the caller sees it.
+fn admin_error(e: AdminError) -> ApiError {
+    match e {
         AdminError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+        AdminError::NoSuchQueue { .. } => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("invalid parameter `queue_name`: {e}"),
+        ),
         AdminError::Spool { .. } => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    })?;
+    }
+}
+
+/// One message as KumoMTA's inspect endpoints write it.
+fn message_json(info: &MessageInfo) -> Value {
     // KumoMTA writes a single recipient as a string, several as an array.
     let recipient = match info.recipients.as_slice() {
         [one] => json!(one),
@@ -343,7 +379,7 @@ pub(crate) async fn inspect_message(
         .data
         .as_deref()
         .map(|d| String::from_utf8_lossy(d).into_owned());
-    Ok(Json(json!({
+    json!({
         "id": info.id.to_string(),
         "message": {
             "sender": info.sender,
@@ -354,6 +390,5 @@ pub(crate) async fn inspect_message(
             "num_attempts": info.num_attempts,
             "scheduling": info.scheduling.map(|s| s.to_json()),
         }
-    }))
-    .into_response())
+    })
 }

@@ -2,7 +2,9 @@
 //! field names. Unknown fields are refused so that a typo never turns a
 //! narrow bounce into a wide one.
 
-use hermod_message::admin::Criteria;
+use std::collections::BTreeMap;
+
+use hermod_message::admin::{Criteria, RebindOrder};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -94,6 +96,80 @@ pub(crate) struct InspectQuery {
     pub id: String,
     #[serde(default)]
     pub want_body: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RebindRequest {
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub campaign: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub routing_domain: Option<String>,
+    /// Hermod's addition, as for bounces: exact scheduled queue names.
+    #[serde(default)]
+    pub queue_names: Vec<String>,
+    pub reason: String,
+    #[serde(default)]
+    pub suppress_logging: bool,
+    /// String keys and values, as KumoMTA takes them.
+    pub data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub trigger_rebind_event: bool,
+    #[serde(default)]
+    pub always_flush: bool,
+}
+
+impl RebindRequest {
+    pub fn into_order(self, reason: String) -> RebindOrder {
+        RebindOrder {
+            criteria: Criteria {
+                domain: self.domain,
+                campaign: self.campaign,
+                tenant: self.tenant,
+                routing_domain: self.routing_domain,
+                queue_names: self.queue_names,
+            },
+            data: self.data,
+            reason,
+            suppress_logging: self.suppress_logging,
+            trigger_rebind_event: self.trigger_rebind_event,
+            always_flush: self.always_flush,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InspectSchedQuery {
+    pub queue_name: String,
+    #[serde(default)]
+    pub want_body: bool,
+    /// Absent: every message.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InspectReadyQuery {
+    pub queue_name: String,
+    #[serde(default)]
+    pub include_scheduled_queues: bool,
+    /// Hermod's addition: a sample of this many messages (none when absent).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub want_body: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogFilterRequest {
+    pub filter: String,
 }
 
 /// The `queues` parameter of ready-q-states: repeated (`queues=a&queues=b`)
