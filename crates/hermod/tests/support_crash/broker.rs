@@ -132,7 +132,7 @@ impl Broker {
 /// the default minutes for a retry. Every substitution must match exactly
 /// once: if the seed changes, the suite fails instead of silently testing
 /// something else. The prelude is P0 with private ports and directory.
-fn seed_policy(
+pub fn seed_policy(
     dir: &Path,
     smtp: SocketAddr,
     http: SocketAddr,

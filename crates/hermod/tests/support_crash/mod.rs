@@ -80,6 +80,25 @@ impl Hermod {
         }
     }
 
+    /// Hermod running the policy `policy(smtp, http)` gives for its listen addresses.
+    pub fn with_policy(
+        dir: &Path,
+        policy: impl FnOnce(SocketAddr, SocketAddr) -> String,
+    ) -> Hermod {
+        std::fs::create_dir_all(dir).expect("creating the hermod dir");
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let path = dir.join("policy.lua");
+        std::fs::write(&path, policy(smtp, http)).expect("writing the policy");
+        Hermod {
+            child: None,
+            dir: dir.to_path_buf(),
+            smtp,
+            policy: path,
+            starts: 0,
+        }
+    }
+
     fn stderr_path(&self, n: u32) -> PathBuf {
         self.dir.join(format!("hermod-{n}.stderr"))
     }
