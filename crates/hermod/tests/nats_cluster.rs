@@ -4,13 +4,16 @@
 //! three servers; it must reconnect by itself, and the stream must hold every id Hermod
 //! answered 250 for, exactly once (JetStream deduplicates re-publishes by `Nats-Msg-Id`).
 //!
+//! A second test runs two Hermod nodes, each with its own spool, into the same cluster; while
+//! the stream has lost its quorum (two nodes down) one Hermod is killed with mail in its spool:
+//! the other keeps accepting, and the killed one delivers its spool after its restart.
+//!
 //! CI runs three kills (each node once, the stream leader whenever it was not killed
 //! before, so the server Hermod is connected to dies too); `HERMOD_CLUSTER_KILLS` raises the count (bench/crash).
 
 mod common;
 mod support_crash;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -114,8 +117,8 @@ async fn leader(js: &jetstream::Context, name: &str) -> String {
     .await
 }
 
-/// Every message of the stream, by the Hermod id in its payload.
-async fn contents(js: &jetstream::Context, name: &str) -> Result<Contents, String> {
+/// Read the messages stored since the last call into `c` (by the Hermod id in each payload).
+async fn refresh(js: &jetstream::Context, name: &str, c: &mut Contents) -> Result<(), String> {
     let mut s = js.get_stream(name).await.map_err(|e| e.to_string())?;
     let last = s
         .info()
@@ -123,8 +126,7 @@ async fn contents(js: &jetstream::Context, name: &str) -> Result<Contents, Strin
         .map_err(|e| e.to_string())?
         .state
         .last_sequence;
-    let mut c = Contents::default();
-    for seq in 1..=last {
+    for seq in c.next + 1..=last {
         let msg = s.get_raw_message(seq).await.map_err(|e| e.to_string())?;
         let id = msg
             .headers
@@ -132,7 +134,48 @@ async fn contents(js: &jetstream::Context, name: &str) -> Result<Contents, Strin
             .map(|v| v.as_str().to_string());
         c.record(&msg.payload, id);
     }
-    Ok(c)
+    Ok(())
+}
+
+/// Hermod with its own spool in `dir`, running seed A1 against every node of the cluster.
+fn hermod_for(dir: &Path, nodes: &[Node], subject: &str) -> Hermod {
+    let servers = urls(nodes)
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Hermod::with_policy(dir, |smtp, http| {
+        seed_policy(
+            dir,
+            smtp,
+            http,
+            "a1-nats-legacy.lua",
+            &[
+                ("'127.0.0.1:4222'", servers),
+                ("subject = 'subject'", format!("subject = '{subject}'")),
+            ],
+        )
+    })
+}
+
+/// Wait until the stream holds every id of `accepted`; the tally of the last look.
+async fn drained(
+    js: &jetstream::Context,
+    name: &str,
+    contents: &mut Contents,
+    accepted: &std::collections::HashSet<String>,
+) -> Tally {
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        if let Err(e) = refresh(js, name, contents).await {
+            eprintln!("reading the stream: {e}");
+        }
+        let tally = Tally::new(accepted, &contents.copies());
+        if tally.lost.is_empty() || Instant::now() > deadline {
+            return tally;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,24 +190,7 @@ async fn killing_each_node_of_a_three_node_jetstream_cluster_leader_first_loses_
     let subject = unique("cluster").replace('_', ".");
     create_stream(&js, &name, &subject).await;
 
-    let servers = urls(&nodes)
-        .iter()
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let hdir = tmp.path().join("hermod");
-    let mut hermod = Hermod::with_policy(&hdir, |smtp, http| {
-        seed_policy(
-            &hdir,
-            smtp,
-            http,
-            "a1-nats-legacy.lua",
-            &[
-                ("'127.0.0.1:4222'", servers.clone()),
-                ("subject = 'subject'", format!("subject = '{subject}'")),
-            ],
-        )
-    });
+    let mut hermod = hermod_for(&tmp.path().join("hermod"), &nodes, &subject);
     hermod.start();
     let load = Load::start(hermod.smtp, 4, "user@nats", None);
 
@@ -205,21 +231,7 @@ async fn killing_each_node_of_a_three_node_jetstream_cluster_leader_first_loses_
     );
 
     // Every acknowledged id reaches the stream (retries after the failovers included).
-    let deadline = Instant::now() + DRAIN;
-    let tally = loop {
-        let in_stream: HashMap<String, usize> = match contents(&js, &name).await {
-            Ok(c) => c.copies(),
-            Err(e) => {
-                eprintln!("reading the stream: {e}");
-                HashMap::new()
-            }
-        };
-        let tally = Tally::new(&report.accepted, &in_stream);
-        if tally.lost.is_empty() || Instant::now() > deadline {
-            break tally;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let tally = drained(&js, &name, &mut Contents::default(), &report.accepted).await;
     eprintln!(
         "{}",
         tally.line(&format!("nats cluster, nodes killed {killed:?}"))
@@ -230,6 +242,86 @@ async fn killing_each_node_of_a_three_node_jetstream_cluster_leader_first_loses_
         tally.lost.len(),
         tally.lost.iter().take(5).collect::<Vec<_>>(),
         hermod.stderr_text()
+    );
+    assert_eq!(tally.duplicated_ids, 0, "{}", tally.line("duplicates"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hermod_nodes_share_the_cluster_and_a_killed_ones_spool_is_delivered_after_its_restart()
+{
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut nodes = tokio::task::block_in_place(|| start_cluster(tmp.path()));
+    let js = jetstream::new(client(&nodes).await.expect("connecting to the cluster"));
+    let name = unique("TWO");
+    let subject = unique("two").replace('_', ".");
+    create_stream(&js, &name, &subject).await;
+
+    let mut a = hermod_for(&tmp.path().join("a"), &nodes, &subject);
+    let mut b = hermod_for(&tmp.path().join("b"), &nodes, &subject);
+    a.start();
+    b.start();
+    let load_a = Load::start(a.smtp, 1, "user@nats", None);
+    let load_b = Load::start(b.smtp, 1, "user@nats", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The stream loses its quorum: two of three nodes die, publishes fail and accepted mail
+    // waits in the spools. Then node a dies too; b keeps accepting meanwhile.
+    tokio::task::block_in_place(|| {
+        nodes[1].daemon.kill9();
+        nodes[2].daemon.kill9();
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.kill9();
+    let b_before = load_b.accepted_count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b_while_a_down = load_b.accepted_count() - b_before;
+    b.assert_alive();
+    assert!(
+        b_while_a_down > 50,
+        "b accepted only {b_while_a_down} while a was down"
+    );
+    tokio::task::block_in_place(|| {
+        nodes[1].daemon.start();
+        nodes[2].daemon.start();
+    });
+
+    // With the quorum back and b's backlog published, what a accepted and the stream lacks
+    // can only be in a's spool: a is still down.
+    let mut stream = Contents::default();
+    let b_so_far = load_b.accepted_now();
+    let b_caught_up = drained(&js, &name, &mut stream, &b_so_far).await;
+    assert!(
+        b_caught_up.lost.is_empty(),
+        "{}",
+        b_caught_up.line("b before a's restart")
+    );
+    let a_spooled = Tally::new(&load_a.accepted_now(), &stream.copies())
+        .lost
+        .len();
+    assert!(a_spooled > 0, "a's spool held nothing when it was killed");
+    tokio::task::block_in_place(|| a.start());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report_a = load_a.stop().await;
+    let report_b = load_b.stop().await;
+    a.assert_alive();
+    b.assert_alive();
+
+    let mut accepted = report_a.accepted.clone();
+    accepted.extend(report_b.accepted.iter().cloned());
+    let tally = drained(&js, &name, &mut stream, &accepted).await;
+    eprintln!(
+        "{}",
+        tally.line(&format!(
+            "two hermod nodes (a: {}, in a's spool at its kill: {a_spooled}, b: {}, b while a was down: {b_while_a_down})",
+            report_a.accepted.len(),
+            report_b.accepted.len()
+        ))
+    );
+    assert!(
+        tally.lost.is_empty(),
+        "{} acknowledged ids never reached the stream, e.g. {:?}",
+        tally.lost.len(),
+        tally.lost.iter().take(5).collect::<Vec<_>>()
     );
     assert_eq!(tally.duplicated_ids, 0, "{}", tally.line("duplicates"));
 }

@@ -62,6 +62,17 @@ impl Load {
         Load { shared, tasks }
     }
 
+    /// The ids acknowledged so far.
+    pub fn accepted_now(&self) -> HashSet<String> {
+        self.shared
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Ids acknowledged so far.
     pub fn accepted_count(&self) -> usize {
         self.shared.accepted.lock().unwrap().len()
