@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use fuse::{LossyFs, Shared};
 use model::Model;
 
-/// A mounted lossyfs. Dropping it cuts the power and unmounts.
+/// A mounted lossyfs. Dropping it cuts the power and detaches the mount.
 pub struct Mounted {
     session: Option<BackgroundSession>,
     shared: Arc<Shared>,
@@ -113,8 +113,15 @@ impl Mounted {
 }
 
 impl Drop for Mounted {
+    /// Cut the power and detach the mount without waiting: a program may
+    /// still have files open on it (say, a test that failed before killing
+    /// it), and the session thread ends by itself once that lets go.
     fn drop(&mut self) {
-        let _ = self.unmount();
+        if let Some(session) = self.session.take() {
+            self.cut_power();
+            let _ = lazy_unmount(&self.mountpoint);
+            drop(session);
+        }
     }
 }
 
