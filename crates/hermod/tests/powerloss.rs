@@ -226,7 +226,7 @@ fn assert_every_250_arrived(run: &Run) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_message_answered_250_survives_ten_power_losses() {
-    let run = power_loss_cycles(10, 8, &[]).await;
+    let run = power_loss_cycles(10, 16, &[]).await;
     assert_every_250_arrived(&run);
     assert!(
         run.at_risk > 0,
@@ -241,7 +241,7 @@ async fn every_message_answered_250_survives_ten_power_losses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_fsync_power_losses_lose_acknowledged_messages() {
-    let run = power_loss_cycles(10, 8, &["--unsafe-no-fsync"]).await;
+    let run = power_loss_cycles(10, 16, &["--unsafe-no-fsync"]).await;
     assert!(
         !run.tally.lost.is_empty(),
         "with --unsafe-no-fsync, {} acknowledged ids all survived 10 power losses ({} of them \
