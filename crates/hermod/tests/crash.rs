@@ -16,14 +16,13 @@
 mod common;
 mod support_crash;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use support_crash::broker::{Broker, Contents, Kind};
 use support_crash::kafka::Follower;
 use support_crash::load::{Load, LoadReport};
 use support_crash::nats::PublishWatch;
-use support_crash::{cpu_time, env_or, extra_copies_by_event, Hermod, Tally};
+use support_crash::{cpu_time, env_or, extra_copies_by_event, wait_for_broker, Hermod, Rng, Tally};
 
 /// How long the broker may take to hold every acknowledged id at the end.
 const DRAIN: Duration = Duration::from_secs(60);
@@ -61,29 +60,6 @@ async fn rig(kind: Kind) -> Rig {
 /// load tasks of a worker thread.
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
-}
-
-/// A small deterministic generator, so a failing kill schedule can be
-/// replayed with HERMOD_CRASH_SEED.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        let seed = env_or("HERMOD_CRASH_SEED", now | 1);
-        eprintln!("kill schedule seed: HERMOD_CRASH_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_millis(lo + self.0 % (hi - lo))
-    }
 }
 
 /// The broker for the `long_` tests: HERMOD_CRASH_BROKER, NATS by default.
@@ -124,26 +100,6 @@ async fn contents_so_far(follower: Option<Follower>) -> Contents {
     match follower {
         Some(f) => f.take().await,
         None => Contents::default(),
-    }
-}
-
-/// Read the broker until it holds every accepted id or DRAIN passes.
-/// `contents` holds what a [`Follower`] already read during the run.
-async fn wait_for_broker(
-    rig: &Rig,
-    accepted: &HashSet<String>,
-    mut contents: Contents,
-) -> (Contents, Tally) {
-    let deadline = Instant::now() + DRAIN;
-    loop {
-        if let Err(e) = rig.broker.refresh(&mut contents).await {
-            eprintln!("reading the broker: {e}");
-        }
-        let tally = Tally::new(accepted, &contents.copies());
-        if tally.lost.is_empty() || Instant::now() >= deadline {
-            return (contents, tally);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -234,7 +190,7 @@ async fn crash_loop(kind: Kind, kills: usize, connections: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = load.stop().await;
     let so_far = contents_so_far(follower).await;
-    let (contents, tally) = wait_for_broker(&rig, &report.accepted, so_far).await;
+    let (contents, tally) = wait_for_broker(&rig.broker, &report.accepted, so_far, DRAIN).await;
     blocking(|| rig.hermod.assert_alive());
     let (per_kill, unexplained) = extra_copies_by_event(&contents.positions, &boundaries);
     eprintln!(
@@ -328,7 +284,7 @@ async fn broker_outages(kind: Kind, outages: usize, secs: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.stop().await;
     let so_far = contents_so_far(follower).await;
-    let (contents, tally) = wait_for_broker(&rig, &report.accepted, so_far).await;
+    let (contents, tally) = wait_for_broker(&rig.broker, &report.accepted, so_far, DRAIN).await;
     blocking(|| rig.hermod.assert_alive());
     eprintln!("RESULT {label}: broker outages survived={outages}");
     assert_nothing_lost(&label, &rig, &report, &contents, &tally, outages);

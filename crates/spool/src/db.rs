@@ -161,7 +161,7 @@ fn base_options(params: &BTreeMap<String, String>) -> Result<Options, SpoolError
 
 fn open_one(path: &Path, params: &BTreeMap<String, String>) -> Result<DB, SpoolError> {
     let db_path = path.join(DB_DIR);
-    std::fs::create_dir_all(&db_path)
+    crate::dirs::create_dir_durably(&db_path)
         .map_err(|e| SpoolError::from_io(&format!("create {}", db_path.display()), e))?;
     let opts = base_options(params)?;
     // Open every family that exists, plus ours: a path that once held both

@@ -11,6 +11,7 @@ use hermod_message::{IdError, Message, MessageError, SpoolId, SpoolRecord, Spool
 use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::db::{cf, Dbs, DATA_CF, META_CF};
+use crate::dirs::{create_dir_durably, sync_dir};
 use crate::error::SpoolError;
 
 /// The valid messages found in the spool. Their data stays in the data
@@ -247,17 +248,13 @@ fn save_entry(dbs: &Dbs, dir: &Path, e: &CorruptEntry) -> Result<PathBuf, SpoolE
     Ok(meta_path)
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// Returns (moved, left in place).
 fn move_aside(dbs: &Dbs, corrupt: &[CorruptEntry]) -> (usize, usize) {
     if corrupt.is_empty() {
         return (0, 0);
     }
     let dir = dbs.corrupt_dir();
-    if let Err(e) = std::fs::create_dir_all(&dir) {
+    if let Err(e) = create_dir_durably(&dir) {
         tracing::error!(dir = %dir.display(), error = %e, count = corrupt.len(),
             "cannot create the directory for corrupt spool entries; leaving them in place");
         return (0, corrupt.len());

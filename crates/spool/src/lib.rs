@@ -14,6 +14,7 @@
 
 mod config;
 mod db;
+mod dirs;
 mod enumerate;
 mod error;
 mod load;

@@ -97,14 +97,15 @@ impl Broker {
         self.daemon().start();
     }
 
-    /// The seed policy for this broker, pointed at this private broker.
-    pub fn policy(&self, dir: &Path, smtp: SocketAddr, http: SocketAddr) -> String {
+    /// The seed policy for this broker, pointed at this private broker, with
+    /// its spools below `spool` and its logs below `dir`.
+    pub fn policy(&self, dir: &Path, spool: &Path, smtp: SocketAddr, http: SocketAddr) -> String {
         let (file, subs) = match self {
             Broker::Nats(b) => ("a1-nats-legacy.lua", b.seed_substitutions()),
             Broker::Amqp(b) => ("b1-amqp-legacy.lua", b.seed_substitutions()),
             Broker::Kafka(b) => ("c1-kafka-legacy.lua", b.seed_substitutions()),
         };
-        seed_policy(dir, smtp, http, file, &subs)
+        seed_policy(dir, spool, smtp, http, file, &subs)
     }
 
     /// How many messages the broker holds right now: the position the
@@ -134,6 +135,7 @@ impl Broker {
 /// something else. The prelude is P0 with private ports and directory.
 pub fn seed_policy(
     dir: &Path,
+    spool: &Path,
     smtp: SocketAddr,
     http: SocketAddr,
     file: &str,
@@ -152,13 +154,13 @@ pub fn seed_policy(
         );
         scenario = scenario.replace(from, to);
     }
-    let dir = dir.display();
+    let (dir, spool) = (dir.display(), spool.display());
     format!(
         r#"kumo = require 'kumo'
 local DIR = '{dir}'
 kumo.on('pre_init', function()
-  kumo.define_spool {{ name = 'data', path = DIR .. '/spool/data' }}
-  kumo.define_spool {{ name = 'meta', path = DIR .. '/spool/meta' }}
+  kumo.define_spool {{ name = 'data', path = '{spool}/data' }}
+  kumo.define_spool {{ name = 'meta', path = '{spool}/meta' }}
   kumo.configure_local_logs {{ log_dir = DIR .. '/logs', max_segment_duration = '1s' }}
   kumo.start_esmtp_listener {{ listen = '{smtp}' }}
   kumo.start_http_listener {{ listen = '{http}' }}

@@ -78,6 +78,11 @@ impl Load {
         self.shared.accepted.lock().unwrap().len()
     }
 
+    /// Ids acknowledged so far, in the order their 250s arrived.
+    pub fn accepted_ids(&self) -> Vec<String> {
+        self.shared.accepted.lock().unwrap().clone()
+    }
+
     /// Stop every client (each finishes or abandons its transaction) and
     /// return what was acknowledged.
     pub async fn stop(self) -> LoadReport {

@@ -58,25 +58,38 @@ pub fn wait_listening(
 pub struct Hermod {
     child: Option<Child>,
     pub dir: PathBuf,
+    /// Where the spools and `--data-dir` live: `dir` unless the test puts
+    /// them on a file system of its own (tests/powerloss.rs).
+    state: PathBuf,
     pub smtp: SocketAddr,
     policy: PathBuf,
     starts: u32,
+    args: Vec<String>,
 }
 
 impl Hermod {
     /// Hermod running the broker's seed policy (see [`broker::Broker::policy`]).
     pub fn new(dir: &Path, broker: &broker::Broker) -> Hermod {
+        Hermod::with_state(dir, dir, broker, &[])
+    }
+
+    /// The same with the spools and the data dir below `state`, and `args`
+    /// added to `hermod serve`; the policy, stderr and logs stay in `dir`.
+    pub fn with_state(dir: &Path, state: &Path, broker: &broker::Broker, args: &[&str]) -> Hermod {
         std::fs::create_dir_all(dir).expect("creating the hermod dir");
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let policy = dir.join("policy.lua");
-        std::fs::write(&policy, broker.policy(dir, smtp, http)).expect("writing the policy");
+        let text = broker.policy(dir, &state.join("spool"), smtp, http);
+        std::fs::write(&policy, text).expect("writing the policy");
         Hermod {
             child: None,
             dir: dir.to_path_buf(),
+            state: state.to_path_buf(),
             smtp,
             policy,
             starts: 0,
+            args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
 
@@ -114,7 +127,8 @@ impl Hermod {
             .arg("--policy")
             .arg(&self.policy)
             .arg("--data-dir")
-            .arg(self.dir.join("data"))
+            .arg(self.state.join("data"))
+            .args(&self.args)
             .env("HERMOD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -127,6 +141,19 @@ impl Hermod {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("hermod is not running").id()
+    }
+
+    /// SIGSTOP, returning once every thread has stopped: from then on the
+    /// process does nothing at all, while its files and sockets stay open.
+    pub fn freeze(&mut self) {
+        let pid = self.pid();
+        // SAFETY: kill(2) with a child's pid; it touches no memory.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "hermod did not stop on SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGKILL: no flush, no shutdown hook, whatever was in flight is cut.
@@ -176,6 +203,20 @@ impl Drop for Hermod {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in /proc), or gone.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+            // The state follows the command name, which ends at the last ')'.
+            let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+            matches!(state, Some("T") | Some("t") | Some("Z") | Some("X"))
+        })
+    })
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -278,6 +319,50 @@ pub fn extra_copies_by_event(
         }
     }
     (per_event, unexplained)
+}
+
+/// A small deterministic generator, so a failing kill schedule can be
+/// replayed with HERMOD_CRASH_SEED.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let seed = env_or("HERMOD_CRASH_SEED", now | 1);
+        eprintln!("kill schedule seed: HERMOD_CRASH_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(lo + self.0 % (hi - lo))
+    }
+}
+
+/// Read the broker until it holds every accepted id or `drain` passes.
+/// `contents` holds what a [`kafka::Follower`] already read during the run.
+pub async fn wait_for_broker(
+    broker: &broker::Broker,
+    accepted: &HashSet<String>,
+    mut contents: broker::Contents,
+    drain: Duration,
+) -> (broker::Contents, Tally) {
+    let deadline = Instant::now() + drain;
+    loop {
+        if let Err(e) = broker.refresh(&mut contents).await {
+            eprintln!("reading the broker: {e}");
+        }
+        let tally = Tally::new(accepted, &contents.copies());
+        if tally.lost.is_empty() || Instant::now() >= deadline {
+            return (contents, tally);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Read an environment knob with a default (the long run raises them).
