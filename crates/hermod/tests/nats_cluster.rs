@@ -147,6 +147,7 @@ fn hermod_for(dir: &Path, nodes: &[Node], subject: &str) -> Hermod {
     Hermod::with_policy(dir, |smtp, http| {
         seed_policy(
             dir,
+            &dir.join("spool"),
             smtp,
             http,
             "a1-nats-legacy.lua",
@@ -192,7 +193,7 @@ async fn killing_each_node_of_a_three_node_jetstream_cluster_leader_first_loses_
 
     let mut hermod = hermod_for(&tmp.path().join("hermod"), &nodes, &subject);
     hermod.start();
-    let load = Load::start(hermod.smtp, 4, "user@nats", None);
+    let load = Load::start(hermod.smtp, 2, "user@nats", None);
 
     let mut killed = Vec::new();
     for _ in 0..kills {

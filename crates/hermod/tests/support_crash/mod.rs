@@ -106,9 +106,11 @@ impl Hermod {
         Hermod {
             child: None,
             dir: dir.to_path_buf(),
+            state: dir.to_path_buf(),
             smtp,
             policy: path,
             starts: 0,
+            args: Vec::new(),
         }
     }
 
