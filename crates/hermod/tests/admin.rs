@@ -16,29 +16,11 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Every domain delivers into `<ACCEPT_DIR>/maildir/<domain>`, except
-/// `broken.example`, whose maildir cannot be written and whose retries are
-/// an hour apart (its messages wait in the timer). `api`/`s3cret` may use the
-/// HTTP API from anywhere.
-const POLICY: &str = r#"
-kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
-  local path = os.getenv('ACCEPT_DIR') .. '/maildir/{{ domain }}'
-  if domain == 'broken.example' then path = '/dev/null/maildir' end
-  return kumo.make_queue_config {
-    retry_interval = '1h', max_retry_interval = '1h',
-    protocol = { maildir_path = path },
-  }
-end)
-kumo.on('http_server_validate_auth_basic', function(user, password)
-  return user == 'api' and password == 's3cret'
-end)
-"#;
-
-/// A server running `POLICY`. The spool's free-space floor is lowered: these
+/// A server running `common::ADMIN_POLICY`. The spool's free-space floor is lowered: these
 /// tests are about operators' directives, not disk headroom, and run on
 /// build machines whose disks other builds fill.
 async fn start() -> Server {
-    let mut cfg = ServerConfig::with_p0(POLICY);
+    let mut cfg = ServerConfig::with_p0(common::ADMIN_POLICY);
     cfg.spool_extra = "min_free_space = '1%'".into();
     Server::launch(cfg).await
 }

@@ -17,30 +17,12 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Every domain delivers into `<ACCEPT_DIR>/maildir/<domain>`, except
-/// `broken.example`, whose maildir cannot be written and whose retries are
-/// an hour apart (its messages wait in their scheduled queue). `api`/`s3cret`
-/// may use the HTTP listener from anywhere.
-const POLICY: &str = r#"
-kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
-  local path = os.getenv('ACCEPT_DIR') .. '/maildir/{{ domain }}'
-  if domain == 'broken.example' then path = '/dev/null/maildir' end
-  return kumo.make_queue_config {
-    retry_interval = '1h', max_retry_interval = '1h',
-    protocol = { maildir_path = path },
-  }
-end)
-kumo.on('http_server_validate_auth_basic', function(user, password)
-  return user == 'api' and password == 's3cret'
-end)
-"#;
-
 /// Set to write the screenshot to docs/dashboard.png (the README's picture);
 /// otherwise it goes to Cargo's scratch dir only, and the tree stays clean.
 const UPDATE_SCREENSHOT: &str = "HERMOD_UPDATE_DASHBOARD_PNG";
 
 async fn start() -> Server {
-    let mut cfg = ServerConfig::with_p0(POLICY);
+    let mut cfg = ServerConfig::with_p0(common::ADMIN_POLICY);
     cfg.spool_extra = "min_free_space = '1%'".into();
     Server::launch(cfg).await
 }

@@ -98,6 +98,24 @@ end)
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{http_port}"))
 }
 
+/// The admin and dashboard tests' policy: every domain delivers into `<ACCEPT_DIR>/maildir/<domain>`, except
+/// `broken.example`, whose maildir cannot be written and whose retries are
+/// an hour apart (its messages wait in their scheduled queue). `api`/`s3cret` may use the
+/// HTTP API from anywhere.
+pub const ADMIN_POLICY: &str = r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  local path = os.getenv('ACCEPT_DIR') .. '/maildir/{{ domain }}'
+  if domain == 'broken.example' then path = '/dev/null/maildir' end
+  return kumo.make_queue_config {
+    retry_interval = '1h', max_retry_interval = '1h',
+    protocol = { maildir_path = path },
+  }
+end)
+kumo.on('http_server_validate_auth_basic', function(user, password)
+  return user == 'api' and password == 's3cret'
+end)
+"#;
+
 /// The repository's `examples/` directory.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
