@@ -66,8 +66,24 @@ fn node_id(data_dir: &Path) -> anyhow::Result<uuid::Uuid> {
         }
     }
     let id = uuid::Uuid::new_v4();
-    std::fs::write(&path, id.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    write_durably(&path, id.to_string().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
+}
+
+/// Write `path` so that a power loss leaves either no file or the whole
+/// one: a temporary file, fsynced, renamed over `path`, then the directory
+/// fsynced so the new name survives. Without this a crash soon after the
+/// first start could lose the id, and log records would change node id.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn engine_options(args: &ServeArgs) -> EngineOptions {

@@ -10,7 +10,7 @@ use mlua::{Lua, Value};
 use serde::Deserialize;
 
 use super::client::{await_confirm, short};
-use super::pool;
+use super::pool::{self, TlsFiles};
 use super::props::Properties;
 use super::AmqpError;
 use crate::common::LuaBytes;
@@ -139,13 +139,28 @@ fn percent_encode(s: &str) -> String {
 }
 
 impl ConnectionParams {
+    /// The PEM files beyond the system roots, if any were given.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        let client_cert_and_key = self
+            .client_cert
+            .clone()
+            .zip(self.client_private_key.clone());
+        if self.root_ca_cert.is_none() && client_cert_and_key.is_none() {
+            return None;
+        }
+        Some(TlsFiles {
+            root_ca_cert: self.root_ca_cert.clone(),
+            client_cert_and_key,
+        })
+    }
+
     /// The AMQP URI these parameters describe; it is also the pool key.
     pub fn to_uri(&self) -> Result<String, AmqpError> {
         if self.client_cert.is_some() != self.client_private_key.is_some() {
             return Err(AmqpError::UnpairedClientCertificate);
         }
-        if self.root_ca_cert.is_some() || self.client_cert.is_some() {
-            return Err(AmqpError::CustomCertificates);
+        if !self.enable_tls && self.tls_files().is_some() {
+            return Err(AmqpError::TlsFilesWithoutTls);
         }
         let scheme = if self.enable_tls { "amqps" } else { "amqp" };
         let vhost = percent_encode(self.vhost.as_deref().unwrap_or("/"));
@@ -204,6 +219,7 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
         site.error(format!("kumo.amqp.basic_publish to {target} failed: {why}"))
     };
     let uri = params.connection.to_uri().map_err(|e| fail(&e))?;
+    let tls = params.connection.tls_files();
     let mut properties = params.properties();
     properties.default_message_id(&lua, &params.payload.0);
     let properties = properties.to_basic().map_err(|e| fail(&e))?;
@@ -211,6 +227,9 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
     let routing_key = short("routing_key", &params.routing_key).map_err(|e| fail(&e))?;
     if hermod_policy::startup::is_validating(&lua) {
         return Ok(());
+    }
+    if params.connection.enable_tls {
+        crate::common::ensure_crypto_provider();
     }
     let limit = params
         .connection
@@ -222,7 +241,7 @@ pub(crate) async fn basic_publish(lua: Lua, params: Value) -> mlua::Result<()> {
     };
     let payload = params.payload.0;
     let work = async {
-        let slot = pool::slot(&uri);
+        let slot = pool::slot(&uri, tls.as_ref());
         let channel = slot.channel().await?;
         let confirm = channel
             .basic_publish(exchange, routing_key, options, &payload, properties)
@@ -293,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn half_a_client_certificate_pair_is_rejected() {
+    fn half_a_client_certificate_pair_and_tls_files_without_tls_are_rejected() {
         let mut p = params("h");
         p.client_cert = Some("/c.pem".into());
         let e = p.to_uri().unwrap_err();
@@ -303,10 +322,15 @@ mod tests {
             "`client_cert` and `client_private_key` must be given together"
         );
         p.client_private_key = Some("/k.pem".into());
-        assert!(p
-            .to_uri()
-            .unwrap_err()
-            .to_string()
-            .starts_with("custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; use enable_tls"));
+        let e = p.to_uri().unwrap_err();
+        assert!(matches!(e, AmqpError::TlsFilesWithoutTls), "{e}");
+        p.enable_tls = true;
+        assert!(p.to_uri().unwrap().starts_with("amqps://"));
+        let files = p.tls_files().unwrap();
+        assert_eq!(
+            files.client_cert_and_key,
+            Some(("/c.pem".to_string(), "/k.pem".to_string()))
+        );
+        assert_eq!(files.root_ca_cert, None);
     }
 }

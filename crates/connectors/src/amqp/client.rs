@@ -33,7 +33,7 @@ pub struct AmqpClient {
 impl AmqpClient {
     /// Connect (or reuse the pooled connection for `uri`).
     pub async fn build(uri: &str) -> Result<Self, AmqpError> {
-        let slot = pool::slot(uri);
+        let slot = pool::slot(uri, None);
         slot.channel().await?;
         Ok(Self {
             slot: Some(slot),

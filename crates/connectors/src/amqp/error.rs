@@ -39,9 +39,12 @@ pub enum AmqpError {
     DeliveryMode(u8),
     #[error("`client_cert` and `client_private_key` must be given together")]
     UnpairedClientCertificate,
-    #[error(
-        "custom TLS certificates (`root_ca_cert`, `client_cert`) are not supported yet; \
-         use enable_tls with a publicly trusted broker certificate"
-    )]
-    CustomCertificates,
+    #[error("`root_ca_cert`, `client_cert` and `client_private_key` need `enable_tls = true`")]
+    TlsFilesWithoutTls,
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

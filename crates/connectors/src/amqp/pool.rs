@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Channel, Connection, ConnectionProperties};
 use parking_lot::Mutex;
 
@@ -28,7 +29,45 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
 const WATCHDOG_TICK: Duration = Duration::from_secs(10);
 
-type Key = (String, tokio::runtime::Id);
+type Key = (String, Option<TlsFiles>, tokio::runtime::Id);
+
+/// PEM files for an `amqps` connection beyond the system's root store. The
+/// files are read each time a connection opens, so a renewed certificate is
+/// picked up on the next reconnect without a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct TlsFiles {
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub root_ca_cert: Option<String>,
+    /// Client certificate chain and its private key (PEM), for mutual TLS.
+    pub client_cert_and_key: Option<(String, String)>,
+}
+
+impl TlsFiles {
+    fn read(path: &str) -> Result<Vec<u8>, AmqpError> {
+        std::fs::read(path).map_err(|source| AmqpError::TlsFile {
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    fn load(&self) -> Result<OwnedTLSConfig, AmqpError> {
+        let cert_chain = match &self.root_ca_cert {
+            Some(p) => Some(String::from_utf8_lossy(&Self::read(p)?).into_owned()),
+            None => None,
+        };
+        let identity = match &self.client_cert_and_key {
+            Some((cert, key)) => Some(OwnedIdentity::PKCS8 {
+                pem: Self::read(cert)?,
+                key: Self::read(key)?,
+            }),
+            None => None,
+        };
+        Ok(OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
+    }
+}
 
 struct Live {
     connection: Arc<Connection>,
@@ -38,6 +77,7 @@ struct Live {
 /// One pooled connection slot. Clients hold an `Arc` to it.
 pub struct Slot {
     uri: String,
+    tls: Option<TlsFiles>,
     live: tokio::sync::Mutex<Option<Live>>,
     last_used: Mutex<Instant>,
     opened: AtomicU64,
@@ -48,15 +88,21 @@ fn pool() -> &'static Mutex<HashMap<Key, Arc<Slot>>> {
     POOL.get_or_init(Default::default)
 }
 
-/// The pool slot for `uri` on the current runtime (created empty if new).
-pub fn slot(uri: &str) -> Arc<Slot> {
-    let key = (uri.to_string(), tokio::runtime::Handle::current().id());
+/// The pool slot for `uri` (and its TLS files) on the current runtime,
+/// created empty if new.
+pub fn slot(uri: &str, tls: Option<&TlsFiles>) -> Arc<Slot> {
+    let key = (
+        uri.to_string(),
+        tls.cloned(),
+        tokio::runtime::Handle::current().id(),
+    );
     pool()
         .lock()
         .entry(key)
         .or_insert_with(|| {
             Arc::new(Slot {
                 uri: uri.to_string(),
+                tls: tls.cloned(),
                 live: tokio::sync::Mutex::new(None),
                 last_used: Mutex::new(Instant::now()),
                 opened: AtomicU64::new(0),
@@ -68,7 +114,11 @@ pub fn slot(uri: &str) -> Arc<Slot> {
 /// How many TCP connections the pool has opened for `uri` on the current
 /// runtime since start. Exposed so tests and metrics can prove reuse.
 pub fn connections_opened(uri: &str) -> u64 {
-    let key = (uri.to_string(), tokio::runtime::Handle::current().id());
+    let key = (
+        uri.to_string(),
+        None,
+        tokio::runtime::Handle::current().id(),
+    );
     pool()
         .lock()
         .get(&key)
@@ -104,13 +154,28 @@ impl Slot {
             tracing::info!(uri = %redact(&self.uri), "amqp connection lost; reconnecting");
         }
         *live = None;
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(&self.uri, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| AmqpError::ConnectTimeout(CONNECT_TIMEOUT))?
-        .map_err(AmqpError::Connect)?;
+        let connect = async {
+            match &self.tls {
+                None => Connection::connect(&self.uri, ConnectionProperties::default())
+                    .await
+                    .map_err(AmqpError::Connect),
+                Some(files) => {
+                    let config = files.load()?;
+                    let runtime = lapin::runtime::default_runtime().map_err(AmqpError::Connect)?;
+                    Connection::connect_with_config(
+                        &self.uri,
+                        ConnectionProperties::default(),
+                        config,
+                        runtime,
+                    )
+                    .await
+                    .map_err(AmqpError::Connect)
+                }
+            }
+        };
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| AmqpError::ConnectTimeout(CONNECT_TIMEOUT))??;
         let connection = Arc::new(connection);
         let channel = open_channel(&connection).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);

@@ -80,6 +80,11 @@ impl NatsStreamReader {
             .get_stream(stream)
             .await
             .unwrap_or_else(|e| panic!("JetStream stream {stream}: {e}"));
+        Self::at_end_of(stream).await
+    }
+
+    /// A reader of `stream` (however its client connected), from its end.
+    pub async fn at_end_of(stream: jetstream::stream::Stream) -> Self {
         let last = stream
             .get_info()
             .await
@@ -293,6 +298,8 @@ fn consumer() -> BaseConsumer {
 pub struct PrivateNats {
     pub port: u16,
     store: tempfile::TempDir,
+    /// A configuration file (`-c`) instead of command-line flags.
+    config: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -303,10 +310,38 @@ impl PrivateNats {
         let mut n = PrivateNats {
             port: super::free_port(),
             store: tempfile::tempdir().expect("nats store dir"),
+            config: None,
             child: None,
         };
         n.spawn().await;
         n
+    }
+
+    /// A server run from a configuration file: loopback, its own port and
+    /// JetStream store, then `extra` (e.g. `tls {...}` and
+    /// `authorization {...}` blocks).
+    pub async fn start_with_config(extra: &str) -> Self {
+        let port = super::free_port();
+        let store = tempfile::tempdir().expect("nats store dir");
+        let config = store.path().join("nats.conf");
+        let text = format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: {:?} }}\n{extra}\n",
+            store.path().join("js").display().to_string()
+        );
+        std::fs::write(&config, text).expect("writing nats.conf");
+        let mut n = PrivateNats {
+            port,
+            store,
+            config: Some(config),
+            child: None,
+        };
+        n.spawn().await;
+        n
+    }
+
+    /// The server's own log (for a test that fails).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("nats.log")).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -323,16 +358,21 @@ impl PrivateNats {
             .append(true)
             .open(self.store.path().join("nats.log"))
             .expect("nats log file");
-        let child = Command::new(NATS_SERVER_BIN)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
+        let mut command = Command::new(NATS_SERVER_BIN);
+        match &self.config {
+            Some(config) => command.arg("-c").arg(config),
+            None => command
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.path()),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)
@@ -343,7 +383,8 @@ impl PrivateNats {
         while !super::connects(self.port).await {
             assert!(
                 Instant::now() < deadline,
-                "private nats-server did not start"
+                "private nats-server did not start; its log:\n{}",
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -365,9 +406,21 @@ impl PrivateNats {
 
     /// Create a stream capturing `subject` with a 2-minute duplicate window.
     pub async fn create_stream(&self, name: &str, subject: &str) -> jetstream::stream::Stream {
-        let client = async_nats::connect(self.url())
+        self.create_stream_as(async_nats::ConnectOptions::new(), name, subject)
             .await
-            .expect("connecting to the private nats-server");
+    }
+
+    /// [`create_stream`](Self::create_stream), connecting with `options`
+    /// (TLS, credentials).
+    pub async fn create_stream_as(
+        &self,
+        options: async_nats::ConnectOptions,
+        name: &str,
+        subject: &str,
+    ) -> jetstream::stream::Stream {
+        let client = options.connect(self.url()).await.unwrap_or_else(|e| {
+            panic!("connecting to the private nats-server: {e}\n{}", self.log())
+        });
         jetstream::new(client)
             .create_stream(jetstream::stream::Config {
                 name: name.to_string(),

@@ -13,13 +13,17 @@
 //! - [`brokers`]: readers for a NATS stream, an AMQP queue and a Kafka topic
 //!   that start at the current end and filter by a test's marker.
 //! - [`payload`]: splits Hermod's trace headers off a published payload.
+//! - [`nats_jwt`]: an operator, account and user for NATS's JWT authentication.
+//! - [`pki`]: a throwaway CA with server and client certificates (broker TLS).
 //! - [`postfix`]: a private Postfix instance with STARTTLS, as a receiving MTA.
 //! - [`webdriver`]: a headless Chromium driven through chromedriver.
 //! - [`scrape_metrics`], [`metric`]: a server's `/metrics` and one sample of it.
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod nats_jwt;
 pub mod payload;
+pub mod pki;
 pub mod postfix;
 pub mod smtp;
 pub mod webdriver;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
 
@@ -30,10 +31,49 @@ const RABBIT_STARTUP: Duration = Duration::from_secs(120);
 pub struct RabbitNode {
     pub daemon: Daemon,
     pub queue: String,
+    pub tls: Option<RabbitTls>,
+}
+
+/// An `amqps` listener instead of plain AMQP, and a user of the test's
+/// choosing instead of guest.
+#[derive(Clone)]
+pub struct RabbitTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub user: String,
+    pub password: String,
+    /// Demand a client certificate signed by `ca`; the test's own
+    /// connections present this one (certificate, key).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl RabbitTls {
+    fn config(&self, port: u16) -> String {
+        let verify = if self.client.is_some() {
+            "ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n"
+        } else {
+            "ssl_options.verify = verify_none\n"
+        };
+        format!(
+            "listeners.tcp = none\nlisteners.ssl.1 = 127.0.0.1:{port}\n\
+             ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+             {verify}default_user = {}\ndefault_pass = {}\n",
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display(),
+            self.user,
+            self.password
+        )
+    }
 }
 
 impl RabbitNode {
     pub async fn start(dir: &Path) -> RabbitNode {
+        Self::start_with(dir, None).await
+    }
+
+    pub async fn start_with(dir: &Path, tls: Option<RabbitTls>) -> RabbitNode {
         let home = dir.join("rabbitmq");
         std::fs::create_dir_all(&home).expect("creating the RabbitMQ dir");
         let port = free_port();
@@ -44,7 +84,10 @@ impl RabbitNode {
         };
         let config = file(
             "rabbitmq.conf",
-            &format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
+            &match &tls {
+                Some(tls) => tls.config(port),
+                None => format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
+            },
         );
         let env_file = file("rabbitmq-env.conf", "");
         let plugins = file("enabled_plugins", "[].\n");
@@ -64,7 +107,6 @@ impl RabbitNode {
             ("RABBITMQ_CONFIG_FILE".into(), config.into()),
             ("RABBITMQ_ENABLED_PLUGINS_FILE".into(), plugins.into()),
             ("RABBITMQ_NODENAME".into(), node.into()),
-            ("RABBITMQ_NODE_PORT".into(), port.to_string().into()),
             ("RABBITMQ_DIST_PORT".into(), free_port().to_string().into()),
             ("RABBITMQ_MNESIA_BASE".into(), home.join("mnesia").into()),
             ("RABBITMQ_LOG_BASE".into(), home.join("log").into()),
@@ -75,11 +117,17 @@ impl RabbitNode {
                 "-kernel inet_dist_use_interface {127,0,0,1}".into(),
             ),
         ];
+        if tls.is_none() {
+            daemon
+                .env
+                .push(("RABBITMQ_NODE_PORT".into(), port.to_string().into()));
+        }
         daemon.startup = RABBIT_STARTUP;
         daemon.start();
         let node = RabbitNode {
             daemon,
             queue: unique("crash"),
+            tls,
         };
         let n = &node;
         retry(
@@ -107,15 +155,41 @@ impl RabbitNode {
     }
 
     fn uri(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.daemon.addr)
+        match &self.tls {
+            Some(t) => format!("amqps://{}:{}@{}/%2f", t.user, t.password, self.daemon.addr),
+            None => format!("amqp://guest:guest@{}/%2f", self.daemon.addr),
+        }
     }
 
     /// A fresh connection each time, so a call after a broker restart
     /// just works. The connection must outlive its channel.
-    async fn channel(&self) -> Result<(Connection, lapin::Channel), String> {
-        let conn = Connection::connect(&self.uri(), ConnectionProperties::default())
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn channel(&self) -> Result<(Connection, lapin::Channel), String> {
+        let conn = match &self.tls {
+            None => Connection::connect(&self.uri(), ConnectionProperties::default()).await,
+            Some(t) => {
+                let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+                let identity = match &t.client {
+                    Some((cert, key)) => Some(OwnedIdentity::PKCS8 {
+                        pem: read(cert)?,
+                        key: read(key)?,
+                    }),
+                    None => None,
+                };
+                let config = OwnedTLSConfig {
+                    identity,
+                    cert_chain: Some(String::from_utf8_lossy(&read(&t.ca)?).into_owned()),
+                };
+                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+                Connection::connect_with_config(
+                    &self.uri(),
+                    ConnectionProperties::default(),
+                    config,
+                    runtime,
+                )
+                .await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
         Ok((conn, ch))
     }
