@@ -14,4 +14,11 @@ pub enum KafkaError {
     /// librdkafka's delivery report said the record was not delivered.
     #[error(transparent)]
     Delivery(rdkafka::error::KafkaError),
+    /// The record timed out (either of the above) after librdkafka
+    /// reported `broker`, the last client error since a delivery.
+    #[error("{source}; last broker error: {broker}")]
+    TimedOutAfterBrokerError {
+        source: Box<KafkaError>,
+        broker: String,
+    },
 }

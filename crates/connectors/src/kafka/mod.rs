@@ -1,6 +1,7 @@
 //! `kumo.kafka`: librdkafka producers that return only after the broker's
 //! delivery report, shared process-wide per distinct configuration.
 
+mod context;
 mod error;
 mod pool;
 mod producer;

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
+use super::context::BrokerErrors;
 use super::KafkaError;
 
 /// A shared producer that no handle has used for this long is dropped
@@ -19,8 +20,14 @@ pub const IDLE_DROP: Duration = Duration::from_secs(300);
 
 type Key = Vec<(String, String)>;
 
+/// One librdkafka producer and the broker errors its context reported.
+pub struct SharedProducer {
+    pub producer: FutureProducer<BrokerErrors>,
+    pub broker_errors: BrokerErrors,
+}
+
 struct Entry {
-    producer: Arc<FutureProducer>,
+    producer: Arc<SharedProducer>,
     last_used: Instant,
 }
 
@@ -55,7 +62,7 @@ pub fn effective_properties(props: BTreeMap<String, String>) -> BTreeMap<String,
 /// The shared producer for these (effective) properties, creating it if
 /// needed. Creation runs on the blocking pool: librdkafka starts threads
 /// and parses its configuration synchronously.
-pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProducer>, KafkaError> {
+pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<SharedProducer>, KafkaError> {
     let key: Key = props.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if let Some(p) = touch(&key) {
         return Ok(p);
@@ -64,11 +71,16 @@ pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProd
     for (k, v) in props {
         config.set(k, v);
     }
-    let producer = tokio::task::spawn_blocking(move || config.create::<FutureProducer>())
+    let broker_errors = BrokerErrors::default();
+    let context = broker_errors.clone();
+    let producer = tokio::task::spawn_blocking(move || config.create_with_context(context))
         .await
         .map_err(KafkaError::CreationTask)?
         .map_err(KafkaError::InvalidConfiguration)?;
-    let producer = Arc::new(producer);
+    let producer = Arc::new(SharedProducer {
+        producer,
+        broker_errors,
+    });
     let mut pool = pool().lock();
     evict_idle(&mut pool);
     // Another task may have created one meanwhile; keep the first so every
@@ -84,7 +96,7 @@ pub async fn producer(props: &BTreeMap<String, String>) -> Result<Arc<FutureProd
     Ok(entry.producer.clone())
 }
 
-fn touch(key: &Key) -> Option<Arc<FutureProducer>> {
+fn touch(key: &Key) -> Option<Arc<SharedProducer>> {
     let mut pool = pool().lock();
     let entry = pool.get_mut(key)?;
     entry.last_used = Instant::now();

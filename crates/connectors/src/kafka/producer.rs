@@ -7,10 +7,12 @@ use std::time::Duration;
 use hermod_policy::errors::CallSite;
 use mlua::{Lua, LuaSerdeExt, Table, UserData, UserDataMethods, Value};
 use parking_lot::RwLock;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 
+use super::pool::SharedProducer;
 use super::KafkaError;
 use crate::common::{LuaBytes, CLIENT_CLOSED};
 
@@ -20,7 +22,7 @@ pub const MESSAGE_ID_HEADER: &str = "hermod-message-id";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 enum State {
-    Open(Arc<FutureProducer>),
+    Open(Arc<SharedProducer>),
     Validating,
     Closed,
 }
@@ -50,7 +52,7 @@ struct Record {
 }
 
 impl KafkaProducer {
-    pub(crate) fn open(producer: Arc<FutureProducer>, props: BTreeMap<String, String>) -> Self {
+    pub(crate) fn open(producer: Arc<SharedProducer>, props: BTreeMap<String, String>) -> Self {
         Self {
             state: Arc::new(RwLock::new(State::Open(producer))),
             props: Arc::new(props),
@@ -64,7 +66,7 @@ impl KafkaProducer {
         }
     }
 
-    fn producer(&self) -> Result<Arc<FutureProducer>, &'static str> {
+    fn producer(&self) -> Result<Arc<SharedProducer>, &'static str> {
         match &*self.state.read() {
             State::Open(p) => Ok(p.clone()),
             State::Validating => {
@@ -109,12 +111,45 @@ fn headers_for(lua: &Lua, record: &Record) -> OwnedHeaders {
     headers
 }
 
-/// Send one record and wait for its delivery report.
+/// Send one record and wait for its delivery report. A record that timed
+/// out also carries the last broker error, which says why.
 async fn send_one(
     lua: &Lua,
-    producer: &FutureProducer,
+    shared: &SharedProducer,
     record: &Record,
 ) -> Result<(i32, i64), KafkaError> {
+    let result = deliver(lua, shared, record).await;
+    match &result {
+        Ok(_) => shared.broker_errors.delivered(),
+        Err(e) if timed_out(e) => {
+            if let Some(broker) = shared.broker_errors.last() {
+                return result.map_err(|e| KafkaError::TimedOutAfterBrokerError {
+                    source: Box::new(e),
+                    broker,
+                });
+            }
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+fn timed_out(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::NoDeliveryReport(_) => true,
+        KafkaError::Delivery(e) => {
+            e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
+        }
+        _ => false,
+    }
+}
+
+async fn deliver(
+    lua: &Lua,
+    shared: &SharedProducer,
+    record: &Record,
+) -> Result<(i32, i64), KafkaError> {
+    let producer = &shared.producer;
     let headers = headers_for(lua, record);
     let timeout = record.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);

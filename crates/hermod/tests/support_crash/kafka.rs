@@ -18,7 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The broker binary, as `shared/tools/kafka-broker path` reports it
 /// (shared/ sits next to the repository). scripts/services builds it.
-fn tansu_binary() -> PathBuf {
+pub fn tansu_binary() -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/kafka-broker");
     let out = Command::new(&script)
         .arg("path")
@@ -60,20 +60,19 @@ impl Tansu {
             daemon,
             topic: unique("crash"),
         };
-        let (bin, url, topic) = (&bin, &url, &tansu.topic);
-        retry("creating the Kafka topic", STARTUP, move || async move {
-            let out = tokio::process::Command::new(bin)
-                .args(["topic", "create", topic, "--partitions", "1"])
-                .args(["--broker", url])
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        })
+        tansu_command(
+            &bin,
+            "creating the Kafka topic",
+            &[
+                "topic",
+                "create",
+                &tansu.topic,
+                "--partitions",
+                "1",
+                "--broker",
+                &url,
+            ],
+        )
         .await;
         tansu
     }
@@ -109,6 +108,24 @@ impl Tansu {
     pub async fn refresh(&self, contents: &mut Contents) -> Result<(), String> {
         Topic::of(self).refresh(contents).await
     }
+}
+
+/// Run `tansu <args>` (a client command against a broker that may have
+/// just started listening) until it succeeds, or panic after [`STARTUP`].
+pub async fn tansu_command(bin: &Path, what: &str, args: &[&str]) {
+    retry(what, STARTUP, move || async move {
+        let out = tokio::process::Command::new(bin)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
 }
 
 pub struct Follower {
