@@ -117,7 +117,7 @@ async fn assert_delivered_once(server: &Server, reader: &mut NatsStreamReader, n
 }
 
 /// Two messages fail `attempts` times each as TransientFailures whose text
-/// contains every one of `reasons`; nothing is delivered or bounced, and
+/// contains every one of `reasons` (`a|b`: either); nothing is delivered or bounced, and
 /// Hermod still accepts mail afterwards.
 async fn assert_refused_transiently(server: &Server, reasons: &[&str], attempts: usize) {
     let sent = smtp::send_messages(
@@ -140,7 +140,9 @@ async fn assert_refused_transiently(server: &Server, reasons: &[&str], attempts:
         let content = r["response"]["content"].as_str().unwrap_or_default();
         for reason in reasons {
             assert!(
-                content.contains(reason),
+                reason
+                    .split('|')
+                    .any(|alternative| content.contains(alternative)),
                 "the failure must name {reason:?}: {}",
                 summarize(r)
             );
@@ -558,7 +560,15 @@ async fn amqps_mutual_tls_delivers_only_when_basic_publish_presents_the_client_c
     let mut seen = Vec::new();
     assert_rabbit_delivered_once(&with_cert, &node, &mut seen).await;
     let target = format!("127.0.0.1:{port}");
-    assert_refused_transiently(&without_cert, &[&target, "CertificateRequired"], 2).await;
+    // TLS 1.3 sends the client's (missing) certificate after the client
+    // considers the handshake done, so the refusal arrives either as the
+    // server's alert or, when it closes first, as a reset.
+    assert_refused_transiently(
+        &without_cert,
+        &[&target, "CertificateRequired|Connection reset by peer"],
+        2,
+    )
+    .await;
     for server in [&with_cert, &without_cert] {
         assert_no_secret(server, &[&password, &pki.key_texts[1]]);
     }

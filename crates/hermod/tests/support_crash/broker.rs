@@ -154,6 +154,12 @@ pub fn seed_policy(
         );
         scenario = scenario.replace(from, to);
     }
+    format!("{}{scenario}", prelude(dir, spool, smtp, http))
+}
+
+/// P0 with private ports and directory: spools below `spool`, local logs
+/// below `dir`, the SMTP and HTTP listeners on `smtp` and `http`.
+pub fn prelude(dir: &Path, spool: &Path, smtp: SocketAddr, http: SocketAddr) -> String {
     let (dir, spool) = (dir.display(), spool.display());
     format!(
         r#"kumo = require 'kumo'
@@ -165,7 +171,7 @@ kumo.on('pre_init', function()
   kumo.start_esmtp_listener {{ listen = '{smtp}' }}
   kumo.start_http_listener {{ listen = '{http}' }}
 end)
-{scenario}"#
+"#
     )
 }
 
@@ -264,7 +270,7 @@ impl Daemon {
             .open(&self.log)
             .expect("opening a broker log");
         let started = Instant::now();
-        let mut child = Command::new(&self.program)
+        let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0)
@@ -273,14 +279,20 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {} ({}): {e}", self.name, self.program.display()));
-        super::wait_listening(&mut child, self.addr, self.name, &self.log, self.startup);
+        // Held before the wait, so a start-up that panics still ends in Drop's kill.
+        let child = self.child.insert(child);
+        super::wait_listening(child, self.addr, self.name, &self.log, self.startup);
         eprintln!(
             "{} listening on {} after {:.1?}",
             self.name,
             self.addr,
             started.elapsed()
         );
-        self.child = Some(child);
+    }
+
+    /// The process group's leader (the spawned program), while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn kill9(&mut self) {

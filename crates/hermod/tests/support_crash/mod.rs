@@ -124,7 +124,7 @@ impl Hermod {
         self.starts += 1;
         let log = self.stderr_path(self.starts);
         let err = std::fs::File::create(&log).expect("creating the stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hermod"))
+        let child = Command::new(env!("CARGO_BIN_EXE_hermod"))
             .arg("serve")
             .arg("--policy")
             .arg(&self.policy)
@@ -137,8 +137,9 @@ impl Hermod {
             .stderr(err)
             .spawn()
             .expect("spawning hermod");
-        wait_listening(&mut child, self.smtp, "hermod", &log, STARTUP);
-        self.child = Some(child);
+        // Held before the wait, so a start-up that panics still ends in Drop's kill.
+        let child = self.child.insert(child);
+        wait_listening(child, self.smtp, "hermod", &log, STARTUP);
     }
 
     pub fn pid(&self) -> u32 {
