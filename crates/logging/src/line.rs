@@ -7,7 +7,8 @@
 //! strings that need no escaping (nearly all of them) are copied as they
 //! are, and everything else still goes through serde_json. The result is
 //! byte for byte what serde_json makes of the `LogRecord` struct, which the
-//! tests below check for every field's shapes.
+//! tests below check for every field's shapes. (Step 1 of the log-hook fast
+//! path, which is driven from crates/queue/src/hooks/mod.rs.)
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 // serde_json's string output, copied straight through when nothing needs escaping.

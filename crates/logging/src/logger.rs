@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use hermod_message::{JsonLine, Message, Protocol, RejectionInfo};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{is_enabled, ConfigError, LocalLogConfig, LogHookConfig, PerRecordConfig};
-use crate::hook::{build_hook_message, hook_line, HookMessageError, HookSink};
+use crate::hook::{hook_line, HookMessageError, HookSink, LogHook};
 use crate::record::{LogRecord, PeerAddress, RecordType, Response};
 use crate::rejection::rejection_record;
 use crate::segment::{prepare_dir, spawn_writer, Command, SegmentSettings};
@@ -129,15 +129,10 @@ struct LocalSink {
     tx: mpsc::Sender<Command>,
 }
 
+/// A log hook and the fields it selects.
 struct HookLogger {
-    name: String,
-    deferred_spool: bool,
     select: Selection,
-    templates: RecordTemplates,
-    back_pressure: u32,
-    permits: Arc<Semaphore>,
-    /// `log_hook_backlog_count{logger}`: records that waited for a slot.
-    backlog: hermod_metrics::Counter,
+    hook: LogHook,
 }
 
 struct Inner {
@@ -203,19 +198,9 @@ impl Logger {
         let hooks = hooks
             .iter()
             .map(|h| {
-                // Semaphore permits are u32-bounded; larger values behave as unbounded anyway.
-                let bp = u32::try_from(h.back_pressure)
-                    .unwrap_or(u32::MAX)
-                    .min(Semaphore::MAX_PERMITS as u32);
                 Ok(HookLogger {
-                    name: h.name.clone(),
-                    deferred_spool: h.deferred_spool,
                     select: Selection::new(&h.per_record, &h.meta, &h.headers, &mut keys),
-                    templates: RecordTemplates::compile("kumo.configure_log_hook", &h.per_record)
-                        .map_err(ConfigError::from)?,
-                    back_pressure: bp,
-                    permits: Arc::new(Semaphore::new(bp as usize)),
-                    backlog: hermod_metrics::log_hook_backlog_count(&h.name),
+                    hook: LogHook::new(h)?,
                 })
             })
             .collect::<Result<Vec<_>, LogError>>()?;
@@ -342,44 +327,23 @@ impl Logger {
         records.push(Prepared::new(last, base, &meta, &msg));
 
         if let Some(sink) = sink {
-            // Hooks first: the local loggers of their selection reuse the line.
-            for hook in &hooks {
-                let Some(p) = records.iter_mut().find(|p| p.key == hook.select.key) else {
+            // Hooks first: the local loggers of their selection reuse the line. From here the
+            // fast path is driven by crates/queue/src/hooks/mod.rs.
+            for h in &hooks {
+                let Some(p) = records.iter_mut().find(|p| p.key == h.select.key) else {
                     continue;
                 };
-                let permit = match hook.permits.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(TryAcquireError::NoPermits) => {
-                        hook.backlog.inc();
-                        let Ok(p) = hook.permits.clone().acquire_owned().await else {
-                            continue;
-                        };
-                        p
-                    }
-                    Err(TryAcquireError::Closed) => continue,
+                let Some(permit) = h.hook.permit().await else {
+                    continue;
                 };
                 let line = match p.line() {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::error!(hook = %hook.name, error = %e, "log hook record dropped");
+                        tracing::error!(hook = %h.hook.name(), error = %e, "log hook record dropped");
                         continue;
                     }
                 };
-                let text = match hook.templates.render(&p.record) {
-                    Some(Ok(text)) => Some(text),
-                    Some(Err(e)) => {
-                        tracing::error!(hook = %hook.name, id = %p.record.id, error = %e,
-                            "log template failed; the hook message carries the JSON record instead");
-                        None
-                    }
-                    None => None,
-                };
-                match build_hook_message(&p.record, line, text, msg.sender(), msg.recipients()) {
-                    Ok(m) => sink.submit(&hook.name, hook.deferred_spool, m, permit),
-                    Err(e) => {
-                        tracing::error!(hook = %hook.name, error = %e, "log hook record dropped")
-                    }
-                }
+                h.hook.offer(sink.as_ref(), &p.record, line, &msg, permit);
             }
         }
 
@@ -452,10 +416,8 @@ impl Logger {
                 let _ = done.await;
             }
         }
-        for hook in &inner.hooks {
-            if let Ok(all) = hook.permits.acquire_many(hook.back_pressure).await {
-                drop(all);
-            }
+        for h in &inner.hooks {
+            h.hook.drain().await;
         }
     }
 
@@ -469,11 +431,7 @@ impl Logger {
             .iter()
             .map(|l| l.tx.max_capacity().saturating_sub(l.tx.capacity()))
             .sum();
-        let hooks: usize = inner
-            .hooks
-            .iter()
-            .map(|h| (h.back_pressure as usize).saturating_sub(h.permits.available_permits()))
-            .sum();
+        let hooks: usize = inner.hooks.iter().map(|h| h.hook.in_flight()).sum();
         local + hooks
     }
 }

@@ -1,4 +1,5 @@
-//! A JSON value with its line ending, as a serialiser wrote it.
+//! A JSON value with its line ending, as a serialiser wrote it: a primitive of the log-hook
+//! fast path, which is driven from crates/queue/src/hooks/mod.rs.
 
 use bytes::Bytes;
 

@@ -490,7 +490,8 @@ impl Message {
 
     /// What must be written to store the message, or `None` if the spool
     /// already holds its current state. A log-hook message whose data is its
-    /// `log_record` line is written once, as meta alone.
+    /// `log_record` line is written once, as meta alone (step 4 of the fast
+    /// path in crates/queue/src/hooks/mod.rs).
     pub fn spool_write(&self) -> Result<Option<SpoolWrite>, MessageError> {
         let mut g = self.inner.lock();
         if !g.meta_dirty && !g.data_dirty {

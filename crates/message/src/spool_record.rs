@@ -34,7 +34,8 @@ pub struct SpoolRecord {
     /// The message data is meta `log_record`'s JSON text plus a newline, so
     /// it is not stored a second time in the data spool. Log-hook messages
     /// are all like this, and writing each record twice was a measured
-    /// share of what a hook costs.
+    /// share of what a hook costs (the fast path is driven from
+    /// crates/queue/src/hooks/mod.rs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub data_is_log_record: bool,
 }

@@ -301,7 +301,9 @@ impl PreparedEvent<'_> {
 
     /// Call `should_enqueue_log_record(msg, hook)` as [`PreparedEvent::call`]
     /// would. Routers of the built-in `policy-extras.log_hooks` helper that
-    /// have no `filter` take effect here without a Lua call.
+    /// have no `filter` take effect here without a Lua call
+    /// (crates/policy/src/log_hook_route.rs; the log-hook worker in
+    /// crates/queue/src/hooks/ drives it).
     pub async fn call_log_hook(
         &self,
         msg: &hermod_message::Message,

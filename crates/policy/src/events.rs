@@ -8,10 +8,8 @@ use mlua::{
     Value, VmState,
 };
 
-use hermod_message::Message;
-
 use crate::errors::{caller_location, located, CallError};
-use crate::log_hook_route::{LogHookPlan, LogHookRoute};
+use crate::log_hook_route::LogHookRoute;
 use crate::startup::Phase;
 
 const HANDLERS: &str = "hermod.handlers";
@@ -202,12 +200,14 @@ pub(crate) async fn run_limited(
 /// event in a row (the log-hook worker, once per record) pays the lookup,
 /// the handler list and the `_KUMO_CURRENT_EVENT` global once.
 pub(crate) struct Prepared {
-    funcs: Vec<(Function, Option<LogHookRoute>)>,
+    /// Each handler with its route if it is a marked log-hook router
+    /// (crates/policy/src/log_hook_route.rs calls the chain with them).
+    pub(crate) funcs: Vec<(Function, Option<LogHookRoute>)>,
     multiple: bool,
 }
 
 /// What one handler of a chain said.
-enum Step {
+pub(crate) enum Step {
     Declined,
     Returned(Value),
 }
@@ -241,7 +241,7 @@ pub(crate) fn prepare(lua: &Lua, event: &str) -> Result<Option<Prepared>, CallEr
 }
 
 impl Prepared {
-    async fn step(
+    pub(crate) async fn step(
         &self,
         lua: &Lua,
         f: &Function,
@@ -282,36 +282,6 @@ impl Prepared {
         for (f, _) in &self.funcs {
             if let Step::Returned(v) = self.step(lua, f, args.clone(), limit).await? {
                 return Self::convert(lua, event, v);
-            }
-        }
-        Ok(None)
-    }
-
-    /// The chain as a [`LogHookPlan`], if every handler is a marked router.
-    pub(crate) fn log_hook_plan(&self) -> Option<LogHookPlan> {
-        LogHookPlan::of(self.funcs.iter().map(|(_, r)| r.clone()))
-    }
-
-    /// [`Prepared::call`] for `should_enqueue_log_record(msg, hook_name)`,
-    /// with the same chain, where a marked router takes effect without
-    /// entering Lua; the message becomes a Lua object only for a Lua handler.
-    pub(crate) async fn call_log_hook(
-        &self,
-        lua: &Lua,
-        msg: &Message,
-        hook: &str,
-        limit: Duration,
-    ) -> Result<Option<Value>, CallError> {
-        for (f, route) in &self.funcs {
-            let step = match route {
-                Some(r) => match r.apply(msg, hook) {
-                    Some(_) => Step::Returned(Value::Boolean(true)),
-                    None => Step::Declined,
-                },
-                None => self.step(lua, f, (msg.clone(), hook), limit).await?,
-            };
-            if let Step::Returned(v) = step {
-                return Ok(Some(v));
             }
         }
         Ok(None)

@@ -1,16 +1,22 @@
-//! The built-in `policy-extras.log_hooks` router, applied in Rust.
+//! `should_enqueue_log_record` with the built-in `policy-extras.log_hooks` router applied in
+//! Rust: the policy's part of the log-hook fast path, driven from
+//! `crates/queue/src/hooks/mod.rs` (whose header describes the whole path).
 //!
 //! Every log record of every mail is offered to `should_enqueue_log_record`. The helper's
 //! router (crates/policy/src/extras.rs) is marked when it has no `filter`, and a marked router
-//! takes effect here without a Lua call. When a chain holds only marked routers, the log-hook
-//! worker (crates/queue/src/hooks.rs, whose header describes the whole fast path) keeps it as a
-//! [`LogHookPlan`] and needs no Lua context at all.
+//! takes effect here without a Lua call ([`Prepared::call_log_hook`]). When a chain holds only
+//! marked routers, the log-hook worker keeps it as a [`LogHookPlan`] and needs no Lua context
+//! at all.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use mlua::{Function, Lua};
+use mlua::{Function, Lua, Value};
 
 use hermod_message::Message;
+
+use crate::errors::CallError;
+use crate::events::{Prepared, Step};
 
 /// What the helper's router does when it has no `filter`: decline other hooks' records, else
 /// set meta `queue` and accept.
@@ -77,5 +83,38 @@ impl LogHookPlan {
     /// `None` when every router declines. The Lua chain returns `true` then.
     pub fn route(&self, msg: &Message, hook: &str) -> Option<&str> {
         self.0.iter().find_map(|r| r.apply(msg, hook))
+    }
+}
+
+/// The log-hook calls of a prepared `should_enqueue_log_record` chain (`Context::prepare`).
+impl Prepared {
+    /// The chain as a [`LogHookPlan`], if every handler is a marked router.
+    pub(crate) fn log_hook_plan(&self) -> Option<LogHookPlan> {
+        LogHookPlan::of(self.funcs.iter().map(|(_, r)| r.clone()))
+    }
+
+    /// [`Prepared::call`] for `should_enqueue_log_record(msg, hook_name)`,
+    /// with the same chain, where a marked router takes effect without
+    /// entering Lua; the message becomes a Lua object only for a Lua handler.
+    pub(crate) async fn call_log_hook(
+        &self,
+        lua: &Lua,
+        msg: &Message,
+        hook: &str,
+        limit: Duration,
+    ) -> Result<Option<Value>, CallError> {
+        for (f, route) in &self.funcs {
+            let step = match route {
+                Some(r) => match r.apply(msg, hook) {
+                    Some(_) => Step::Returned(Value::Boolean(true)),
+                    None => Step::Declined,
+                },
+                None => self.step(lua, f, (msg.clone(), hook), limit).await?,
+            };
+            if let Step::Returned(v) = step {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 }

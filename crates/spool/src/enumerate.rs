@@ -204,8 +204,9 @@ fn classify(key: &[u8], meta: &[u8], has_data: bool) -> Result<SpoolId, CorruptR
     let id = SpoolId::from_slice(key).map_err(CorruptReason::Key)?;
     let record = Message::parse_spool_record(meta).map_err(CorruptReason::Meta)?;
     if record.data_is_log_record {
-        // The record is the data; a data-spool entry beside it would be an
-        // older version, which the next store or the removal deletes.
+        // The record is the data (a log-hook message; crates/queue/src/hooks/mod.rs);
+        // a data-spool entry beside it would be an older version, which the
+        // next store or the removal deletes.
         SpoolRecord::embedded_data(meta)?;
         return Ok(id);
     }

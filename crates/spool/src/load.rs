@@ -84,6 +84,7 @@ fn parse(id: SpoolId, meta: &[u8]) -> Result<Message, SpoolError> {
         reason,
     };
     let record = Message::parse_spool_record(meta).map_err(|e| corrupt(e.to_string()))?;
+    // A log-hook message keeps its data in its record (crates/queue/src/hooks/mod.rs).
     let data = if record.data_is_log_record {
         Some(SpoolRecord::embedded_data(meta).map_err(|e| corrupt(e.to_string()))?)
     } else {
