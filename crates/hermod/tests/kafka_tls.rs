@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::{free_port, read_log_lines, records_of, smtp, summarize, unique, Server};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
@@ -32,65 +33,6 @@ use support_crash::kafka::{tansu_binary, tansu_command};
 const WAIT: Duration = Duration::from_secs(60);
 const SCRAM_USER: &str = "hermod";
 
-/// A CA, a server certificate it signed for 127.0.0.1 and localhost, and
-/// a second CA that signed nothing here.
-struct Pki {
-    ca: PathBuf,
-    untrusted_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    key_pem: String,
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA parameters");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("self-signing the CA");
-    (cert, rcgen::Issuer::new(params, key))
-}
-
-impl Pki {
-    fn create(dir: &Path) -> Pki {
-        let (ca_cert, issuer) = ca("Hermod test CA");
-        let (untrusted, _) = ca("Unrelated test CA");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("server certificate parameters");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = params
-            .signed_by(&key, &issuer)
-            .expect("signing the server certificate");
-        let pki = Pki {
-            ca: dir.join("ca.pem"),
-            untrusted_ca: dir.join("untrusted-ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-            key_pem: key.serialize_pem(),
-        };
-        for (path, text) in [
-            (&pki.ca, ca_cert.pem()),
-            (&pki.untrusted_ca, untrusted.pem()),
-            (&pki.cert, cert.pem()),
-            (&pki.key, pki.key_pem.clone()),
-        ] {
-            std::fs::write(path, text).expect("writing a PEM file");
-        }
-        pki
-    }
-}
-
 /// A private tansu behind stunnel: TLS on `tls_port`, and tansu's own
 /// plain port known only to this test (tansu advertises the TLS port).
 struct TlsKafka {
@@ -99,14 +41,18 @@ struct TlsKafka {
     _tansu: Daemon,
     tls_port: u16,
     topic: String,
+    /// The CA that issued stunnel's certificate, and the certificate.
     pki: Pki,
+    /// A CA that issued nothing here.
+    untrusted_ca: PathBuf,
 }
 
 impl TlsKafka {
     /// With `scram_password`, a SCRAM user [`SCRAM_USER`] is created and
     /// the broker then restarted to require authentication.
     async fn start(dir: &Path, scram_password: Option<&str>) -> TlsKafka {
-        let pki = Pki::create(dir);
+        let pki = Pki::new(dir, "kafka");
+        let untrusted_ca = Pki::new(dir, "unrelated").ca;
         let bin = tansu_binary();
         let (plain_port, tls_port) = (free_port(), free_port());
         let plain = format!("tcp://127.0.0.1:{plain_port}");
@@ -143,8 +89,8 @@ impl TlsKafka {
             &conf,
             format!(
                 "foreground = yes\npid =\ndebug = notice\n[kafka]\naccept = 127.0.0.1:{tls_port}\nconnect = 127.0.0.1:{plain_port}\ncert = {}\nkey = {}\n",
-                pki.cert.display(),
-                pki.key.display()
+                pki.server_cert.display(),
+                pki.server_key.display()
             ),
         )
         .expect("writing the stunnel configuration");
@@ -162,6 +108,7 @@ impl TlsKafka {
             tls_port,
             topic,
             pki,
+            untrusted_ca,
         }
     }
 
@@ -369,9 +316,10 @@ fn assert_no_secret(server: &Server, secrets: &[&str]) {
 
 /// The private key's PEM and each of its base64 lines.
 fn key_secrets(pki: &Pki) -> Vec<&str> {
-    let mut out = vec![pki.key_pem.trim()];
+    let key_pem = &pki.key_texts[0];
+    let mut out = vec![key_pem.trim()];
     out.extend(
-        pki.key_pem
+        key_pem
             .lines()
             .filter(|l| !l.starts_with("-----") && l.len() >= 16),
     );
@@ -399,7 +347,7 @@ async fn a_broker_certificate_from_an_untrusted_ca_is_a_transient_failure_naming
 {
     let dir = tempfile::tempdir().expect("tempdir");
     let kafka = TlsKafka::start(dir.path(), None).await;
-    let mut settings = kafka.client_settings(&kafka.pki.untrusted_ca, None);
+    let mut settings = kafka.client_settings(&kafka.untrusted_ca, None);
     // librdkafka reports the undeliverable record after 4 s, inside the
     // send's own 10 s limit.
     settings.push(("message.timeout.ms", "4000".into()));

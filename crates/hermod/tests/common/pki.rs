@@ -16,7 +16,8 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    /// The private keys' PEM text, so tests can search outputs for it.
+    /// The private keys' PEM text (server, client), so tests can search
+    /// outputs for it.
     pub key_texts: Vec<String>,
 }
 
