@@ -13,7 +13,6 @@
 mod common;
 mod support_crash;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,7 +20,8 @@ use async_nats::ConnectOptions;
 use common::brokers::{NatsStreamReader, PrivateNats};
 use common::nats_jwt::NatsOperator;
 use common::pki::Pki;
-use common::{records_of, smtp, summarize, unique, Server, ServerConfig};
+use common::refusal::{assert_no_secret, assert_refused_transiently};
+use common::{smtp, unique, Server, ServerConfig};
 use lapin::options::BasicGetOptions;
 use support_crash::amqp::{RabbitNode, RabbitTls};
 
@@ -72,37 +72,6 @@ async fn start(policy_text: String, env: &[(&str, &str)]) -> Server {
     Server::launch(cfg).await
 }
 
-/// Everything Hermod wrote: stderr and every local log record.
-fn outputs(server: &Server) -> String {
-    let mut all = server.stderr();
-    for line in common::read_log_lines(&server.log_dir()) {
-        all.push_str(&line);
-        all.push('\n');
-    }
-    all
-}
-
-/// No secret, nor any line of a PEM private key's body, in `server`'s output.
-fn assert_no_secret(server: &Server, secrets: &[&str]) {
-    let text = outputs(server);
-    for secret in secrets {
-        let needles: Vec<&str> = if secret.contains("PRIVATE KEY") {
-            secret
-                .lines()
-                .filter(|l| !l.starts_with("-----") && l.len() > 16)
-                .collect()
-        } else {
-            vec![secret]
-        };
-        for needle in needles {
-            assert!(
-                !text.contains(needle),
-                "a secret appears in Hermod's output: {needle:?}"
-            );
-        }
-    }
-}
-
 /// Send `n` messages and expect each in `reader` exactly once.
 async fn assert_delivered_once(server: &Server, reader: &mut NatsStreamReader, n: usize) {
     let marker = unique("tls");
@@ -114,65 +83,6 @@ async fn assert_delivered_once(server: &Server, reader: &mut NatsStreamReader, n
         "each accepted message must arrive exactly once; stderr:\n{}",
         server.stderr_tail()
     );
-}
-
-/// Two messages fail `attempts` times each as TransientFailures whose text
-/// contains every one of `reasons` (`a|b`: either); nothing is delivered or bounced, and
-/// Hermod still accepts mail afterwards.
-async fn assert_refused_transiently(server: &Server, reasons: &[&str], attempts: usize) {
-    let sent = smtp::send_messages(
-        server.smtp_addr(),
-        "user@broker.test",
-        &unique("refused"),
-        2,
-        1,
-    )
-    .await;
-    let ids: HashSet<String> = sent.into_iter().map(|s| s.id).collect();
-    let records = server
-        .wait_for_records(WAIT, "TransientFailures", |r| {
-            records_of(r, "TransientFailure", &ids).len() >= attempts * ids.len()
-        })
-        .await;
-    let failures = records_of(&records, "TransientFailure", &ids);
-    eprintln!("first failure: {}", summarize(failures[0]));
-    for r in failures {
-        let content = r["response"]["content"].as_str().unwrap_or_default();
-        for reason in reasons {
-            assert!(
-                reason
-                    .split('|')
-                    .any(|alternative| content.contains(alternative)),
-                "the failure must name {reason:?}: {}",
-                summarize(r)
-            );
-        }
-        let code = r["response"]["code"].as_u64().unwrap_or_default();
-        assert!(
-            (400..500).contains(&code),
-            "not transient: {}",
-            summarize(r)
-        );
-    }
-    let finals: Vec<String> = records
-        .iter()
-        .filter(|r| r["type"] == "Delivery" || r["type"] == "Bounce")
-        .filter(|r| r["id"].as_str().is_some_and(|id| ids.contains(id)))
-        .map(summarize)
-        .collect();
-    assert!(
-        finals.is_empty(),
-        "refused messages must stay queued: {finals:?}"
-    );
-    let again = smtp::send_messages(
-        server.smtp_addr(),
-        "user@broker.test",
-        &unique("after"),
-        1,
-        1,
-    )
-    .await;
-    assert_eq!(again.len(), 1, "Hermod must keep accepting mail");
 }
 
 fn tls_block(pki: &Pki, verify_clients: bool) -> String {
@@ -352,7 +262,14 @@ async fn nats_wrong_password_is_a_transient_failure_naming_the_server_and_author
     )
     .await;
     let target = format!("127.0.0.1:{}", nats.port);
-    assert_refused_transiently(&server, &[&target, "authorization"], 2).await;
+    assert_refused_transiently(
+        &server,
+        "user@broker.test",
+        &[&target, "authorization"],
+        2,
+        WAIT,
+    )
+    .await;
     assert_no_secret(&server, &[&wrong]);
 }
 
@@ -374,7 +291,14 @@ async fn nats_server_certificate_from_an_untrusted_ca_is_a_transient_failure() {
     )
     .await;
     let target = format!("127.0.0.1:{}", nats.port);
-    assert_refused_transiently(&server, &[&target, "certificate"], 2).await;
+    assert_refused_transiently(
+        &server,
+        "user@broker.test",
+        &[&target, "certificate"],
+        2,
+        WAIT,
+    )
+    .await;
 }
 
 // ---- RabbitMQ ----
@@ -523,8 +447,22 @@ async fn amqps_delivers_with_password_and_ca_and_refuses_a_wrong_password_or_an_
     )
     .await;
     let target = format!("127.0.0.1:{port}");
-    assert_refused_transiently(&wrong_password, &[&target, "ACCESS_REFUSED"], 2).await;
-    assert_refused_transiently(&untrusted, &[&target, "certificate"], 2).await;
+    assert_refused_transiently(
+        &wrong_password,
+        "user@broker.test",
+        &[&target, "ACCESS_REFUSED"],
+        2,
+        WAIT,
+    )
+    .await;
+    assert_refused_transiently(
+        &untrusted,
+        "user@broker.test",
+        &[&target, "certificate"],
+        2,
+        WAIT,
+    )
+    .await;
 
     for server in [&uri_server, &publish_server, &wrong_password, &untrusted] {
         assert_no_secret(server, &[&password, &wrong, &pki.key_texts[0]]);
@@ -565,8 +503,10 @@ async fn amqps_mutual_tls_delivers_only_when_basic_publish_presents_the_client_c
     // server's alert or, when it closes first, as a reset.
     assert_refused_transiently(
         &without_cert,
+        "user@broker.test",
         &[&target, "CertificateRequired|Connection reset by peer"],
         2,
+        WAIT,
     )
     .await;
     for server in [&with_cert, &without_cert] {

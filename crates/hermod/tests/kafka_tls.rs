@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::pki::Pki;
-use common::{free_port, read_log_lines, records_of, smtp, summarize, unique, Server};
+use common::refusal::{assert_no_secret, assert_refused_transiently};
+use common::{free_port, records_of, smtp, unique, Server};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -245,85 +246,9 @@ async fn assert_delivered_once(
     assert_eq!(seen, expected, "records in {} (id -> copies)", kafka.topic);
 }
 
-/// Send two messages to a broker Hermod cannot use, wait until each has
-/// failed twice, and check that every failure is transient and carries
-/// `reason`, that nothing was delivered, bounced or stored in the topic,
-/// and that Hermod still accepts mail.
-async fn assert_refused_transiently(
-    server: &Server,
-    kafka: &TlsKafka,
-    reason: &str,
-    reader: Vec<(&'static str, String)>,
-) {
-    let ids = send(server, 2).await;
-    let records = server
-        .wait_for_records(WAIT, "two TransientFailures per message", |r| {
-            records_of(r, "TransientFailure", &ids).len() >= 2 * ids.len()
-        })
-        .await;
-    let failures = records_of(&records, "TransientFailure", &ids);
-    eprintln!("first failure: {}", summarize(failures[0]));
-    for r in &failures {
-        let content = r["response"]["content"].as_str().unwrap_or_default();
-        assert!(
-            content.contains(reason),
-            "the failure must name {reason:?}: {}",
-            summarize(r)
-        );
-        let code = r["response"]["code"].as_u64().unwrap_or_default();
-        assert!(
-            (400..500).contains(&code),
-            "not transient: {}",
-            summarize(r)
-        );
-    }
-    for kind in ["Delivery", "Bounce"] {
-        let done = records_of(&records, kind, &ids);
-        assert!(
-            done.is_empty(),
-            "refused messages must stay queued: {done:?}"
-        );
-    }
-    assert!(
-        kafka.message_ids(reader).await.is_empty(),
-        "nothing may reach {}",
-        kafka.topic
-    );
-    let again = send(server, 1).await;
-    assert_eq!(again.len(), 1, "Hermod must keep accepting mail");
-}
-
-/// No secret in anything Hermod wrote: stderr and every local log record.
-fn assert_no_secret(server: &Server, secrets: &[&str]) {
-    let outputs = [
-        ("stderr", server.stderr()),
-        ("local log", read_log_lines(&server.log_dir()).join("\n")),
-    ];
-    for (what, text) in &outputs {
-        assert!(
-            !text.is_empty(),
-            "Hermod's {what} is empty: nothing was searched"
-        );
-        for secret in secrets {
-            assert!(
-                !text.contains(secret),
-                "a secret ({} characters) appears in Hermod's {what}",
-                secret.len()
-            );
-        }
-    }
-}
-
-/// The private key's PEM and each of its base64 lines.
+/// The server's private key (`assert_no_secret` searches it line by line).
 fn key_secrets(pki: &Pki) -> Vec<&str> {
-    let key_pem = &pki.key_texts[0];
-    let mut out = vec![key_pem.trim()];
-    out.extend(
-        key_pem
-            .lines()
-            .filter(|l| !l.starts_with("-----") && l.len() >= 16),
-    );
-    out
+    vec![pki.key_texts[0].as_str()]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +278,19 @@ async fn a_broker_certificate_from_an_untrusted_ca_is_a_transient_failure_naming
     settings.push(("message.timeout.ms", "4000".into()));
     let server = Server::start(&policy(&kafka, &settings, "10s")).await;
     let reader = kafka.client_settings(&kafka.pki.ca, None);
-    assert_refused_transiently(&server, &kafka, "certificate verify failed", reader).await;
+    assert_refused_transiently(
+        &server,
+        "user@kafka",
+        &["certificate verify failed"],
+        2,
+        WAIT,
+    )
+    .await;
+    assert!(
+        kafka.message_ids(reader).await.is_empty(),
+        "nothing may reach {}",
+        kafka.topic
+    );
     assert_no_secret(&server, &key_secrets(&kafka.pki));
 }
 
@@ -381,7 +318,19 @@ async fn a_wrong_scram_password_is_a_transient_failure_naming_the_authentication
     settings.push(("message.timeout.ms", "4000".into()));
     let server = Server::start(&policy(&kafka, &settings, "10s")).await;
     let reader = kafka.client_settings(&kafka.pki.ca, Some(&password));
-    assert_refused_transiently(&server, &kafka, "SASL authentication error", reader).await;
+    assert_refused_transiently(
+        &server,
+        "user@kafka",
+        &["SASL authentication error"],
+        2,
+        WAIT,
+    )
+    .await;
+    assert!(
+        kafka.message_ids(reader).await.is_empty(),
+        "nothing may reach {}",
+        kafka.topic
+    );
     let mut secrets = key_secrets(&kafka.pki);
     secrets.extend([password.as_str(), wrong.as_str()]);
     assert_no_secret(&server, &secrets);

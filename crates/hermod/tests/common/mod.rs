@@ -14,6 +14,7 @@
 //!   that start at the current end and filter by a test's marker.
 //! - [`payload`]: splits Hermod's trace headers off a published payload.
 //! - [`nats_jwt`]: an operator, account and user for NATS's JWT authentication.
+//! - [`refusal`]: a refused publish is a named retry, and no secret is logged.
 //! - [`pki`]: a throwaway CA with server and client certificates (broker TLS).
 //! - [`postfix`]: a private Postfix instance with STARTTLS, as a receiving MTA.
 //! - [`webdriver`]: a headless Chromium driven through chromedriver.
@@ -25,6 +26,7 @@ pub mod nats_jwt;
 pub mod payload;
 pub mod pki;
 pub mod postfix;
+pub mod refusal;
 pub mod smtp;
 pub mod webdriver;
 
